@@ -1,0 +1,1 @@
+"""Neural network building blocks and models (torch)."""
