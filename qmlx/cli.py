@@ -32,7 +32,9 @@ def data_info(args: argparse.Namespace) -> None:
     print(f"dataset      {mols.name}")
     print(f"molecules    {len(mols)}")
     print(f"atoms        {len(mols.Z)}")
-    print(f"atoms/mol    {int(mols.n_atoms.min())}-{int(mols.n_atoms.max())} (mean {mols.n_atoms.mean():.1f})")
+    print(
+        f"atoms/mol    {int(mols.n_atoms.min())}-{int(mols.n_atoms.max())} (mean {mols.n_atoms.mean():.1f})"
+    )
     print("composition  " + " / ".join(f"{el} {n}" for el, n in mols.composition().items()))
     if mols.folds:
         sizes = sorted({len(test) for _, test in mols.folds})

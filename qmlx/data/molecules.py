@@ -226,7 +226,9 @@ class Molecules:
                 try:
                     values[key] = np.array([float(a.info[key]) for a in atoms_list])
                 except (KeyError, TypeError, ValueError):
-                    raise DataFormatError(f"{name}: not every molecule has a numeric {key!r} in its info") from None
+                    raise DataFormatError(
+                        f"{name}: not every molecule has a numeric {key!r} in its info"
+                    ) from None
                 units[key] = unit
         elif all(a.calc is not None and "energy" in a.calc.results for a in atoms_list):
             values["energy"] = np.array([a.calc.results["energy"] for a in atoms_list])

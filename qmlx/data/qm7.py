@@ -48,7 +48,9 @@ def _read_mat(path: Path) -> dict:
 def _validate(path: Path, mat: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     missing = [k for k in _EXPECTED if k not in mat]
     if missing:
-        raise DataFormatError(f"{path}: missing key(s) {missing}; expected the official QM7 layout Z, R, T, P")
+        raise DataFormatError(
+            f"{path}: missing key(s) {missing}; expected the official QM7 layout Z, R, T, P"
+        )
     Z, R, T, P = (np.asarray(mat[k]) for k in ("Z", "R", "T", "P"))
     for key, arr in zip("ZRTP", (Z, R, T, P)):
         if arr.ndim != _EXPECTED[key]:

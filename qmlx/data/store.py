@@ -90,7 +90,9 @@ def load_molecules(path: str | os.PathLike) -> Molecules:
             units = {k: str(d.attrs["unit"]) for k, d in f["targets"].items()}
             folds = None
             if "folds" in f:
-                folds = [(f[f"folds/{k}/train"][()], f[f"folds/{k}/test"][()]) for k in sorted(f["folds"], key=int)]
+                folds = [
+                    (f[f"folds/{k}/train"][()], f[f"folds/{k}/test"][()]) for k in sorted(f["folds"], key=int)
+                ]
             return Molecules(
                 Z=f["Z"][()],
                 R=f["R"][()],
