@@ -253,12 +253,14 @@ class Molecules:
         from qmlx.data.store import is_qmlx_hdf5, load_molecules
 
         path = str(path)
-        if is_qmlx_hdf5(path):
+        if is_qmlx_hdf5(path) or path.lower().endswith((".h5", ".hdf5")):
             return load_molecules(path)
         try:
             atoms_list = ase.io.read(path, index=":", format=format)
         except FileNotFoundError:
             raise DataFormatError(f"{path}: no such file") from None
+        except KeyError as err:  # ASE's lookup of a chemical symbol
+            raise DataFormatError(f"{path}: unknown element symbol or field {err}") from None
         except Exception as err:  # ASE raises many kinds of errors on malformed input
             reason = str(err) or type(err).__name__
             raise DataFormatError(f"{path}: cannot read molecules: {reason}") from None

@@ -65,7 +65,9 @@ def _validate(path: Path, mat: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray
             raise DataFormatError(f"{path}: {key} has dtype {arr.dtype}, expected numbers")
     if not np.issubdtype(P.dtype, np.integer) and not np.issubdtype(P.dtype, np.floating):
         raise DataFormatError(f"{path}: P has dtype {P.dtype}, expected integer indices")
-    charges = set(np.unique(Z).tolist())
+    if not np.array_equal(Z, np.round(Z)):
+        raise DataFormatError(f"{path}: Z holds non-integer nuclear charges")
+    charges = {int(z) for z in np.unique(Z)}
     if not charges <= QM7_CHARGES:
         raise DataFormatError(f"{path}: unexpected nuclear charges {sorted(charges - QM7_CHARGES)}")
     if P.size and (P.min() < 0 or P.max() >= n_mol):

@@ -74,6 +74,8 @@ def load_molecules(path: str | os.PathLike) -> Molecules:
     path = Path(path)
     if not path.exists():
         raise DataFormatError(f"{path}: no such file")
+    if not is_qmlx_hdf5(path):
+        raise DataFormatError(f"{path}: not an HDF5 file (no HDF5 signature; corrupt or another format)")
     try:
         with h5py.File(path, "r") as f:
             schema, version = f.attrs.get("schema"), f.attrs.get("schema_version")
