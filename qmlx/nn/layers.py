@@ -1,0 +1,231 @@
+"""Small building blocks of the interaction networks (torch).
+
+Conventions: distances in Å, energies in kcal/mol, atoms flat with a molecule index. Shapes are
+given as ``(n_atoms, F)`` for atom features, ``(n_pairs, ...)`` for pair features.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+LOG2 = math.log(2.0)
+
+
+def shifted_softplus(x: torch.Tensor) -> torch.Tensor:
+    """ssp(x) = softplus(x) - log 2, so that ssp(0) = 0 (Schütt et al. 2018)."""
+    return nn.functional.softplus(x) - LOG2
+
+
+class ShiftedSoftplus(nn.Module):
+    """Module wrapper of :func:`shifted_softplus`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return shifted_softplus(x)
+
+
+class Dense(nn.Linear):
+    """A linear layer followed by an optional activation; Xavier-uniform weights, zero bias.
+
+    Parameters
+    ----------
+    n_in, n_out : input and output sizes; maps ``(..., n_in)`` to ``(..., n_out)``.
+    activation : callable applied after the affine map, or ``None`` for a linear layer.
+    bias : whether to add a bias.
+    """
+
+    def __init__(self, n_in: int, n_out: int, activation=None, bias: bool = True) -> None:
+        self.activation = activation
+        super().__init__(n_in, n_out, bias=bias)
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        return self.activation(y) if self.activation is not None else y
+
+
+class GaussianRBF(nn.Module):
+    """Expand distances in Gaussians ``exp(-(d - mu_k)^2 / (2 width^2))``.
+
+    Parameters
+    ----------
+    start, stop : first and last centre in Å (inclusive).
+    spacing : distance between centres in Å; ``n_rbf = round((stop - start) / spacing) + 1``.
+    width : Gaussian width (standard deviation) in Å; defaults to ``spacing``.
+
+    ``forward(d)`` maps distances ``(n_pairs,)`` in Å to ``(n_pairs, n_rbf)``.
+    """
+
+    def __init__(
+        self, start: float = 0.0, stop: float = 5.0, spacing: float = 0.25, width: float | None = None
+    ):
+        super().__init__()
+        n_rbf = int(round((stop - start) / spacing)) + 1
+        self.register_buffer("centers", torch.linspace(start, stop, n_rbf))
+        w = spacing if width is None else width
+        self.coeff = -0.5 / (w * w)
+        self.n_rbf = n_rbf
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        diff = d.unsqueeze(-1) - self.centers
+        return torch.exp(self.coeff * diff * diff)
+
+
+class CosineCutoff(nn.Module):
+    """f(d) = 0.5 (cos(pi d / cutoff) + 1) for d < cutoff, else 0; ``(n_pairs,)`` -> ``(n_pairs,)``."""
+
+    def __init__(self, cutoff: float = 5.0) -> None:
+        super().__init__()
+        self.cutoff = float(cutoff)
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        f = 0.5 * (torch.cos(d * (math.pi / self.cutoff)) + 1.0)
+        return f * (d < self.cutoff).to(d.dtype)
+
+
+class ElementEmbedding(nn.Embedding):
+    """Learned feature vector per nuclear charge: ``Z (n_atoms,)`` -> ``(n_atoms, n_features)``."""
+
+    def __init__(self, n_features: int, max_z: int = 100) -> None:
+        super().__init__(max_z + 1, n_features, padding_idx=0)
+
+
+def _symmetric_sum(
+    x_i_msg: torch.Tensor, x_j_msg: torch.Tensor, idx_i: torch.Tensor, idx_j: torch.Tensor, n_atoms: int
+) -> torch.Tensor:
+    """Sum messages over a half pair list (i < j) in both directions.
+
+    ``x_j_msg`` (n_half, F) is the message from j to i, ``x_i_msg`` the one from i to j.
+    Returns ``(n_atoms, F)`` with ``out[i] = sum_j msg(j -> i)``.
+    """
+    out = torch.zeros(n_atoms, x_j_msg.shape[1], dtype=x_j_msg.dtype, device=x_j_msg.device)
+    out.index_add_(0, idx_i, x_j_msg)
+    out.index_add_(0, idx_j, x_i_msg)
+    return out
+
+
+class SchNetInteraction(nn.Module):
+    """SchNet interaction block with a continuous-filter convolution (Schütt et al., JCP 2018).
+
+    ``v_i = Dense(ssp(Dense(sum_j in2f(x)_j * W(d_ij))))`` with the filter
+    ``W(d) = Dense(ssp(Dense(rbf(d)))) * cutoff(d)``; the block returns the update ``v``
+    ``(n_atoms, F)``; the model adds it to ``x`` (residual).
+
+    Parameters
+    ----------
+    n_features : atom feature size F.
+    n_rbf : number of radial basis functions the filter network reads.
+    n_filters : filter size (defaults to F).
+    """
+
+    def __init__(self, n_features: int, n_rbf: int, n_filters: int | None = None) -> None:
+        super().__init__()
+        nf = n_filters or n_features
+        self.filter1 = Dense(n_rbf, nf, activation=shifted_softplus)
+        self.filter2 = Dense(nf, nf)
+        self.in2f = Dense(n_features, nf, bias=False)
+        self.f2out = Dense(nf, n_features, activation=shifted_softplus)
+        self.dense = Dense(n_features, n_features)
+
+    def filter(self, rbf: torch.Tensor, fcut: torch.Tensor) -> torch.Tensor:
+        """Filter ``(n_pairs, n_filters)`` from ``rbf (n_pairs, n_rbf)`` and ``fcut (n_pairs,)``."""
+        return self.filter2(self.filter1(rbf)) * fcut.unsqueeze(-1)
+
+    def forward(
+        self, x: torch.Tensor, rbf: torch.Tensor, fcut: torch.Tensor, idx_i: torch.Tensor, idx_j: torch.Tensor
+    ) -> torch.Tensor:
+        """``x (n_atoms, F)``; pair tensors over the half list ``i < j``; returns ``(n_atoms, F)``."""
+        w = self.filter(rbf, fcut)
+        h = self.in2f(x)
+        agg = _symmetric_sum(h[idx_i] * w, h[idx_j] * w, idx_i, idx_j, x.shape[0])
+        return self.dense(self.f2out(agg))
+
+
+class DTNNInteraction(nn.Module):
+    """DTNN factorized tensor interaction (Schütt et al., Nat. Commun. 2017).
+
+    ``v_ij = tanh(W_fc((W_cf x_j + b1) * (W_df rbf(d_ij) + b2)))`` and the block returns
+    ``sum_{j != i} v_ij`` ``(n_atoms, F)``; the model adds it to ``x``.
+
+    Parameters
+    ----------
+    n_features : atom feature size F (the paper's basis size).
+    n_rbf : number of Gaussians in the distance expansion.
+    n_factors : size of the factorized hidden space.
+    """
+
+    def __init__(self, n_features: int, n_rbf: int, n_factors: int) -> None:
+        super().__init__()
+        self.cf = Dense(n_features, n_factors)  # W_cf, b1
+        self.df = Dense(n_rbf, n_factors)  # W_df, b2
+        self.fc = Dense(n_factors, n_features, bias=False)  # W_fc
+
+    def forward(
+        self, x: torch.Tensor, rbf: torch.Tensor, idx_i: torch.Tensor, idx_j: torch.Tensor
+    ) -> torch.Tensor:
+        """``x (n_atoms, F)``, ``rbf (n_half_pairs, n_rbf)`` over pairs ``i < j``; returns ``(n_atoms, F)``."""
+        d = self.df(rbf)
+        c = self.cf(x)
+        v_ji = torch.tanh(self.fc(c[idx_j] * d))  # message from j to i
+        v_ij = torch.tanh(self.fc(c[idx_i] * d))  # message from i to j
+        return _symmetric_sum(v_ij, v_ji, idx_i, idx_j, x.shape[0])
+
+
+class AtomwiseHead(nn.Module):
+    """Atom-wise energy ``E_i = scale[Z_i] * MLP(x_i) + reference[Z_i]`` in kcal/mol.
+
+    ``reference`` and ``scale`` are buffers fitted from training data with
+    :meth:`fit_reference` (least squares on element counts), never typed by hand.
+
+    Parameters
+    ----------
+    n_features : input feature size F.
+    n_hidden : hidden layer size (default F // 2).
+    activation : hidden activation (shifted softplus by default).
+    max_z : largest nuclear charge.
+    """
+
+    def __init__(
+        self, n_features: int, n_hidden: int | None = None, activation=shifted_softplus, max_z: int = 100
+    ):
+        super().__init__()
+        nh = n_hidden or max(n_features // 2, 1)
+        self.mlp = nn.Sequential(Dense(n_features, nh, activation=activation), Dense(nh, 1))
+        self.register_buffer("reference", torch.zeros(max_z + 1))
+        self.register_buffer("scale", torch.ones(max_z + 1))
+
+    def forward(self, x: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+        """``x (n_atoms, F)``, ``Z (n_atoms,)`` -> atom energies ``(n_atoms,)`` in kcal/mol."""
+        y = self.mlp(x).squeeze(-1)
+        return y * self.scale[Z] + self.reference[Z]
+
+    @torch.no_grad()
+    def fit_reference(self, Z, n_atoms, energies) -> dict[int, float]:
+        """Fit per-element reference energies and a scale from training molecules.
+
+        ``Z`` (n_atoms_total,), ``n_atoms`` (n_mol,), ``energies`` (n_mol,) kcal/mol, numpy arrays.
+        Solves ``E_m ~ sum_e count[m, e] * ref[e]`` by least squares; the scale is the standard
+        deviation of the residual per atom. Returns the references by element.
+        """
+        import numpy as np
+
+        Z = np.asarray(Z)
+        n_atoms = np.asarray(n_atoms)
+        energies = np.asarray(energies, dtype=np.float64)
+        elements = np.unique(Z)
+        mol = np.repeat(np.arange(len(n_atoms)), n_atoms)
+        counts = np.zeros((len(n_atoms), len(elements)))
+        np.add.at(counts, (mol, np.searchsorted(elements, Z)), 1.0)
+        ref, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+        resid = energies - counts @ ref
+        scale = float(np.std(resid / n_atoms)) or 1.0
+        self.reference.zero_()
+        self.reference[torch.as_tensor(elements)] = torch.as_tensor(ref, dtype=self.reference.dtype)
+        self.scale.fill_(scale)
+        return {int(e): float(r) for e, r in zip(elements, ref)}

@@ -1,0 +1,363 @@
+"""Training engine for the interaction networks.
+
+Adam, learning-rate decay on a validation plateau, early stopping, optional EMA of the weights,
+a per-epoch CSV log and atomic, resumable checkpoints. Everything random (initialization, the
+validation split, batch order) derives from one seed, and the batch-order generator is saved in
+the checkpoint, so a run that is killed and resumed ends with the same weights as one that was
+not (on the same machine and thread count).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from qmlx.data.paths import atomic_write_target
+from qmlx.errors import DataFormatError
+from qmlx.nn.batch import PairCache
+from qmlx.nn.models import InteractionNetwork
+
+CHECKPOINT_FORMAT = "qmlx-checkpoint"
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "model.pt"
+LOG_NAME = "log.csv"
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of a training run (energies in kcal/mol).
+
+    epochs : maximum number of epochs.
+    batch_size : molecules per gradient step.
+    lr, lr_factor, lr_patience, min_lr : Adam learning rate; it is multiplied by ``lr_factor``
+        when the validation MAE has not improved for ``lr_patience`` epochs, down to ``min_lr``.
+    early_stop_patience : stop after this many epochs without a better validation MAE.
+    ema_decay : decay of the exponential moving average of the weights, or ``None`` for no EMA;
+        with EMA, validation and the saved best model use the averaged weights.
+    seed : seed of initialization, splits and batch order.
+    max_minutes : wall-clock budget; the run stops after the epoch that exceeds it.
+    threads : torch CPU threads.
+    eval_batch_size : molecules per batch for validation and testing.
+    """
+
+    epochs: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_factor: float = 0.5
+    lr_patience: int = 25
+    min_lr: float = 1e-5
+    early_stop_patience: int = 100
+    ema_decay: float | None = None
+    seed: int = 0
+    max_minutes: float | None = None
+    threads: int = 1
+    eval_batch_size: int = 512
+    extra: dict = field(default_factory=dict)
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place."""
+    path = Path(path)
+    fd, tmp = atomic_write_target(path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def safe_torch_load(path: str | os.PathLike, kind: str = "file") -> dict:
+    """``torch.load(path, weights_only=True)``; any failure raises `DataFormatError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataFormatError(f"{path}: no such {kind}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataFormatError(
+            f"{path}: not a readable qmlx {kind} (corrupt or truncated?): {reason}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise DataFormatError(f"{path}: not a qmlx {kind} (expected a dictionary, got {type(obj).__name__})")
+    return obj
+
+
+def network_record(model: InteractionNetwork, state_dict=None, metadata: dict | None = None) -> dict:
+    """The dictionary a network file holds: class name, constructor config, weights, metadata."""
+    sd = model.state_dict() if state_dict is None else state_dict
+    return {
+        "format": "qmlx-network",
+        "format_version": 1,
+        "model": type(model).__name__,
+        "config": dict(model.config),
+        "state_dict": {k: v.detach().clone() for k, v in sd.items()},
+        "metadata": dict(metadata or {}),
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: InteractionNetwork, cache: PairCache, batch_size: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and reference energies (kcal/mol) of every molecule in ``cache``, in order."""
+    was_training = model.training
+    model.eval()
+    preds = []
+    for start in range(0, len(cache), batch_size):
+        b = cache.batch(np.arange(start, min(start + batch_size, len(cache))))
+        preds.append(model(b).energy.double().numpy())
+    model.train(was_training)
+    ref = cache.energy.double().numpy() if cache.energy is not None else np.full(len(cache), np.nan)
+    return np.concatenate(preds) if preds else np.zeros(0), ref
+
+
+class Trainer:
+    """Train ``model`` on ``train`` with early stopping on ``val``; files go to ``out_dir``.
+
+    ``out_dir`` receives ``checkpoint.pt`` (resumable state, rewritten atomically every epoch),
+    ``model.pt`` (the best-validation weights as a network file) and ``log.csv``.
+    """
+
+    def __init__(
+        self,
+        model: InteractionNetwork,
+        train: PairCache,
+        val: PairCache,
+        config: TrainConfig,
+        out_dir: str | os.PathLike,
+        metadata: dict | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.train_cache = train
+        self.val_cache = val
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.metadata = dict(metadata or {})
+        self.progress = progress
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer,
+            mode="min",
+            factor=config.lr_factor,
+            patience=config.lr_patience,
+            min_lr=config.min_lr,
+        )
+        self.generator = torch.Generator().manual_seed(config.seed + 1)
+        self.ema: dict[str, torch.Tensor] | None = None
+        if config.ema_decay is not None:
+            self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.epoch = 0
+        self.best_val = math.inf
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad_epochs = 0
+        self.elapsed = 0.0
+        self.history: list[dict] = []
+        self.stop_reason = ""
+
+    # ---------------------------------------------------------------- state
+    def state(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model_name": type(self.model).__name__,
+            "model_config": dict(self.model.config),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": self.epoch,
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "bad_epochs": self.bad_epochs,
+            "elapsed": self.elapsed,
+            "history": self.history,
+            "config": asdict(self.config),
+            "metadata": self.metadata,
+        }
+
+    def load_state(self, path: str | os.PathLike) -> None:
+        """Restore model, optimizer, scheduler, EMA, RNG states, epoch and history from a checkpoint."""
+        ck = safe_torch_load(path, "checkpoint")
+        if ck.get("format") != CHECKPOINT_FORMAT:
+            raise DataFormatError(f"{path}: not a qmlx training checkpoint")
+        if ck.get("model_name") != type(self.model).__name__:
+            raise DataFormatError(
+                f"{path}: checkpoint of a {ck.get('model_name')}, not a {type(self.model).__name__}"
+            )
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            self.scheduler.load_state_dict(ck["scheduler"])
+            self.ema = ck["ema"]
+            self.generator.set_state(ck["generator"])
+            torch.set_rng_state(ck["torch_rng"])
+            self.epoch = int(ck["epoch"])
+            self.best_val = float(ck["best_val"])
+            self.best_epoch = int(ck["best_epoch"])
+            self.best_state = ck["best_state"]
+            self.bad_epochs = int(ck["bad_epochs"])
+            self.elapsed = float(ck["elapsed"])
+            self.history = list(ck["history"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            raise DataFormatError(f"{path}: checkpoint does not match this model ({err})") from None
+
+    def save_checkpoint(self) -> None:
+        atomic_torch_save(self.state(), self.out_dir / CHECKPOINT_NAME)
+
+    def write_log(self) -> None:
+        if not self.history:
+            return
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(self.history[0]))
+        writer.writeheader()
+        writer.writerows(self.history)
+        path = self.out_dir / LOG_NAME
+        fd, tmp = atomic_write_target(path)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(buf.getvalue())
+        os.replace(tmp, path)
+
+    def save_best(self) -> None:
+        meta = dict(
+            self.metadata, best_epoch=self.best_epoch, val_mae_kcal_mol=self.best_val, epochs_run=self.epoch
+        )
+        atomic_torch_save(network_record(self.model, self.best_state, meta), self.out_dir / BEST_NAME)
+
+    # ---------------------------------------------------------------- training
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        d = float(self.config.ema_decay)
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                if v.dtype.is_floating_point:
+                    self.ema[k].mul_(d).add_(v.detach(), alpha=1.0 - d)
+                else:
+                    self.ema[k].copy_(v)
+
+    def _eval_state(self) -> dict[str, torch.Tensor]:
+        return self.ema if self.ema is not None else self.model.state_dict()
+
+    def validate(self) -> float:
+        """Validation MAE (kcal/mol) of the current (or EMA) weights."""
+        if self.ema is None:
+            pred, ref = evaluate(self.model, self.val_cache, self.config.eval_batch_size)
+        else:
+            backup = copy.deepcopy(self.model.state_dict())
+            self.model.load_state_dict(self.ema)
+            pred, ref = evaluate(self.model, self.val_cache, self.config.eval_batch_size)
+            self.model.load_state_dict(backup)
+        return float(np.mean(np.abs(pred - ref)))
+
+    def train_epoch(self) -> float:
+        """One pass over the training set in a seeded random order; returns the train MAE."""
+        self.model.train()
+        n = len(self.train_cache)
+        perm = torch.randperm(n, generator=self.generator).numpy()
+        bs = self.config.batch_size
+        abs_err = 0.0
+        for start in range(0, n, bs):
+            b = self.train_cache.batch(perm[start : start + bs])
+            out = self.model(b)
+            diff = out.energy - b.energy
+            loss = (diff * diff).mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self._update_ema()
+            abs_err += float(diff.detach().abs().sum())
+        return abs_err / n
+
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> list[dict]:
+        """Train until ``epochs``, early stopping or the time budget; returns the history.
+
+        ``resume`` continues from ``out_dir/checkpoint.pt`` if it exists. ``stop_after`` ends
+        this call after that many epochs in total (to simulate an interruption in tests).
+        """
+        cfg = self.config
+        torch.set_num_threads(cfg.threads)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        ck = self.out_dir / CHECKPOINT_NAME
+        if resume and ck.exists():
+            self.load_state(ck)
+        start_time = time.perf_counter() - self.elapsed
+        bar = tqdm(
+            total=cfg.epochs, initial=self.epoch, desc=type(self.model).__name__, disable=not self.progress,
+            mininterval=1.0 if os.isatty(2) else 60.0, unit="epoch",
+        )  # fmt: skip
+        try:
+            while self.epoch < cfg.epochs:
+                if stop_after is not None and self.epoch >= stop_after:
+                    self.stop_reason = "interrupted"
+                    break
+                t0 = time.perf_counter()
+                train_mae = self.train_epoch()
+                val_mae = self.validate()
+                self.scheduler.step(val_mae)
+                self.epoch += 1
+                if val_mae < self.best_val:
+                    self.best_val, self.best_epoch, self.bad_epochs = val_mae, self.epoch, 0
+                    self.best_state = {k: v.detach().clone() for k, v in self._eval_state().items()}
+                else:
+                    self.bad_epochs += 1
+                self.elapsed = time.perf_counter() - start_time
+                self.history.append(
+                    {
+                        "epoch": self.epoch,
+                        "train_mae": round(train_mae, 6),
+                        "val_mae": round(val_mae, 6),
+                        "best_val_mae": round(self.best_val, 6),
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "epoch_s": round(time.perf_counter() - t0, 3),
+                        "elapsed_s": round(self.elapsed, 1),
+                    }
+                )
+                self.save_checkpoint()
+                if self.best_epoch == self.epoch:
+                    self.save_best()
+                self.write_log()
+                bar.update(1)
+                bar.set_postfix(
+                    train_mae=f"{train_mae:.3f}", val_mae=f"{val_mae:.3f}", best=f"{self.best_val:.3f}"
+                )
+                if self.bad_epochs >= cfg.early_stop_patience:
+                    self.stop_reason = "early stopping"
+                    break
+                if (
+                    self.optimizer.param_groups[0]["lr"] <= cfg.min_lr * 1.0001
+                    and self.bad_epochs >= cfg.lr_patience
+                ):
+                    self.stop_reason = "learning rate at its minimum"
+                    break
+                if cfg.max_minutes is not None and self.elapsed > 60.0 * cfg.max_minutes:
+                    self.stop_reason = "time budget"
+                    break
+            else:
+                self.stop_reason = "epochs"
+        finally:
+            bar.close()
+        return self.history
+
+    def load_best(self) -> None:
+        """Put the best-validation weights into the model."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
