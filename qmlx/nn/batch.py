@@ -72,13 +72,20 @@ class PairCache:
     mols : the molecules (positions in Å).
     cutoff : pairs with ``d_ij >= cutoff`` (Å) are dropped.
     target : target name to carry as ``Batch.energy`` (kcal/mol), or ``None``.
+    dtype : floating type of the positions (float32 for training, float64 for checks).
     """
 
-    def __init__(self, mols: Molecules, cutoff: float, target: str | None = "atomization_energy") -> None:
+    def __init__(
+        self,
+        mols: Molecules,
+        cutoff: float,
+        target: str | None = "atomization_energy",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.n_atoms = mols.n_atoms.astype(np.int64)
         self.atom_offsets = np.concatenate([[0], np.cumsum(self.n_atoms)])
         self.Z = torch.as_tensor(mols.Z, dtype=torch.long)
-        self.R = torch.as_tensor(mols.R, dtype=torch.float32)
+        self.R = torch.as_tensor(mols.R, dtype=dtype)
         parts_i, parts_j = [], []
         chunk = 8192  # bounds the temporary memory of the all-pairs expansion on large sets
         for start in range(0, len(self.n_atoms), chunk):

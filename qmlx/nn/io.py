@@ -1,0 +1,161 @@
+"""Saving, loading and running trained networks: the prediction API behind ``qmlx predict``.
+
+A network file is a ``torch.save``'d dictionary of plain data (class name, constructor config,
+state dict, metadata), read back with ``torch.load(..., weights_only=True)`` only. Shipped models
+are found by name in `qmlx.models` (e.g. ``"qm7-schnet"``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qmlx.data.molecules import Molecules
+from qmlx.errors import DataFormatError, QmlxError
+from qmlx.nn.batch import Batch, PairCache
+from qmlx.nn.models import MODEL_CLASSES, InteractionNetwork
+
+NETWORK_FORMAT = "qmlx-network"
+
+
+def _resolve(name_or_path: str | os.PathLike) -> Path | None:
+    """A shipped model's file for a name, else the path itself if it exists, else ``None``."""
+    from qmlx.models import shipped_model_path
+
+    shipped = shipped_model_path(str(name_or_path))
+    if shipped is not None:
+        return shipped
+    p = Path(name_or_path)
+    return p if p.is_file() else None
+
+
+def is_network_file(path_or_name: str | os.PathLike) -> bool:
+    """True for a shipped model name, or a file that holds a qmlx network or training checkpoint.
+
+    Cheap: only the first bytes are looked at (a torch zip archive); no weights are loaded.
+    """
+    from qmlx.models import shipped_model_path
+
+    if shipped_model_path(str(path_or_name)) is not None:
+        return True
+    p = Path(path_or_name)
+    if not p.is_file() or p.suffix.lower() not in {".pt", ".pth", ".ckpt"}:
+        return False
+    with open(p, "rb") as fh:
+        return fh.read(4) == b"PK\x03\x04"
+
+
+def save_network(model: InteractionNetwork, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write ``model`` (class, config, weights, ``metadata``) to ``path`` atomically."""
+    from qmlx.train.engine import atomic_torch_save, network_record
+
+    path = Path(path)
+    atomic_torch_save(network_record(model, metadata=metadata), path)
+    return path
+
+
+def load_network(name_or_path: str | os.PathLike) -> InteractionNetwork:
+    """A trained network in eval mode, from a shipped name (``"qm7-schnet"``), a network file
+    (``model.pt``) or a training checkpoint (``checkpoint.pt``: its best-validation weights).
+
+    The model's metadata is attached as ``model.metadata``. Raises `DataFormatError` naming the
+    file if it cannot be read, and `QmlxError` for an unknown name.
+    """
+    from qmlx.train.engine import CHECKPOINT_FORMAT, safe_torch_load
+
+    path = _resolve(name_or_path)
+    if path is None:
+        from qmlx.models import SHIPPED
+
+        raise QmlxError(
+            f"{name_or_path}: neither a shipped model ({', '.join(sorted(SHIPPED))}) nor an existing file"
+        )
+    rec = safe_torch_load(path, "network file")
+    fmt = rec.get("format")
+    if fmt == CHECKPOINT_FORMAT:
+        name, config = rec.get("model_name"), rec.get("model_config")
+        state = rec.get("best_state") or rec.get("model")
+        metadata = dict(rec.get("metadata") or {})
+    elif fmt == NETWORK_FORMAT:
+        name, config, state = rec.get("model"), rec.get("config"), rec.get("state_dict")
+        metadata = dict(rec.get("metadata") or {})
+    else:
+        raise DataFormatError(f"{path}: not a qmlx network file (format {fmt!r})")
+    if name not in MODEL_CLASSES or not isinstance(config, dict) or not isinstance(state, dict):
+        raise DataFormatError(f"{path}: network file without a known model class, config or weights")
+    try:
+        model = MODEL_CLASSES[name](**config)
+        model.load_state_dict(state)
+    except (TypeError, RuntimeError, KeyError) as err:
+        raise DataFormatError(f"{path}: weights do not fit a {name} with config {config}: {err}") from None
+    model.metadata = metadata
+    model.source = str(path)
+    return model.eval()
+
+
+def _batches(model: InteractionNetwork, mols: Molecules, batch_size: int, dtype=torch.float32):
+    cache = PairCache(mols, model.cutoff, target=None, dtype=dtype)
+    for start in range(0, len(mols), batch_size):
+        yield cache.batch(np.arange(start, min(start + batch_size, len(mols))))
+
+
+def _check_elements(model: InteractionNetwork, mols: Molecules) -> None:
+    known = torch.nonzero(model.head.reference != 0).flatten().tolist()
+    if known:
+        unknown = sorted(set(np.unique(mols.Z).tolist()) - set(known))
+        if unknown:
+            raise QmlxError(
+                f"{mols.name}: elements with Z={unknown} were not in the training data of this model "
+                f"(it knows Z={known})"
+            )
+
+
+@torch.no_grad()
+def predict_network(
+    model: InteractionNetwork, mols: Molecules, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Energies of ``mols``: ``(energies (n_mol,), atom_energies (n_atoms_total,))`` in kcal/mol.
+
+    Atom energies follow the flat atom order of ``mols``; per molecule they sum to its energy.
+    """
+    _check_elements(model, mols)
+    model.eval()
+    e, ae = [], []
+    for b in _batches(model, mols, batch_size):
+        out = model(b)
+        e.append(out.energy.double().numpy())
+        ae.append(out.atom_energies.double().numpy())
+    return np.concatenate(e), np.concatenate(ae)
+
+
+def energy_and_forces(model: InteractionNetwork, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(energy (n_mol,) kcal/mol, forces (n_atoms, 3) kcal/mol/Å)`` with F = -dE/dR by autograd."""
+    R = batch.R.detach().clone().requires_grad_(True)
+    b = Batch(batch.Z, R, batch.mol_index, batch.idx_i, batch.idx_j, batch.n_mol)
+    energy = model(b).energy
+    (grad,) = torch.autograd.grad(energy.sum(), R)
+    return energy.detach(), -grad
+
+
+def predict_forces(
+    model: InteractionNetwork, mols: Molecules, batch_size: int = 256, dtype: torch.dtype = torch.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(energies (n_mol,) kcal/mol, forces (n_atoms_total, 3) kcal/mol/Å)`` for ``mols``.
+
+    ``dtype=torch.float64`` runs the model in double precision (on a copy), e.g. for finite
+    difference checks.
+    """
+    import copy
+
+    _check_elements(model, mols)
+    net = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
+    net.eval()
+    e, f = [], []
+    for b in _batches(net, mols, batch_size, dtype):
+        energy, forces = energy_and_forces(net, b)
+        e.append(energy.double().numpy())
+        f.append(forces.double().numpy())
+    return np.concatenate(e), np.concatenate(f)

@@ -1,0 +1,151 @@
+"""Training engine: reproducibility, resuming, checkpoints, logs, splits and the CLI parser."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from qmlx.data import Molecules
+from qmlx.errors import DataFormatError
+from qmlx.nn import PairCache, SchNet, load_network
+from qmlx.train import TrainConfig, Trainer, split
+from qmlx.train.cli import add_train_network
+
+
+def _synthetic(n_mol: int = 48, seed: int = 0) -> Molecules:
+    """Random small molecules whose energy is a smooth function of the geometry (kcal/mol)."""
+    rng = np.random.default_rng(seed)
+    n_atoms = rng.integers(3, 7, n_mol)
+    Z = rng.choice([1, 6, 8], n_atoms.sum())
+    R = rng.normal(scale=1.2, size=(n_atoms.sum(), 3))
+    mols = Molecules(Z=Z, R=R, n_atoms=n_atoms)
+    e = np.zeros(n_mol)
+    for m in range(n_mol):  # test fixture only: a loop is fine here
+        lo, hi = mols.offsets[m], mols.offsets[m + 1]
+        d = np.linalg.norm(R[lo:hi, None] - R[None, lo:hi], axis=-1)
+        e[m] = -10.0 * (hi - lo) - np.exp(-d[np.triu_indices(hi - lo, 1)]).sum() * 5.0
+    return Molecules(Z=Z, R=R, n_atoms=n_atoms, targets={"atomization_energy": e},
+                     units={"atomization_energy": "kcal/mol"})  # fmt: skip
+
+
+def _trainer(out_dir, epochs: int = 4, ema: float | None = 0.9, **kw) -> Trainer:
+    mols = _synthetic()
+    torch.manual_seed(0)
+    model = SchNet(n_features=8, n_interactions=1, cutoff=4.0, rbf_spacing=0.5)
+    train, val = mols.subset(np.arange(36)), mols.subset(np.arange(36, 48))
+    model.fit_reference(train.Z, train.n_atoms, train.target("atomization_energy"))
+    config = TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, lr_patience=1, lr_factor=0.5, ema_decay=ema,
+                         seed=0, **kw)  # fmt: skip
+    return Trainer(model, PairCache(train, 4.0), PairCache(val, 4.0), config, out_dir, progress=False)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_training_lowers_the_validation_error(tmp_path):
+    t = _trainer(tmp_path, epochs=6, ema=None)
+    initial = t.validate()
+    t.fit()
+    assert t.best_val < initial
+
+
+def test_runs_with_the_same_seed_end_with_identical_weights(tmp_path):
+    a, b = _trainer(tmp_path / "a"), _trainer(tmp_path / "b")
+    a.fit()
+    b.fit()
+    assert _same_weights(a.model, b.model)
+
+
+def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
+    full = _trainer(tmp_path / "full", epochs=5)
+    full.fit()
+    first = _trainer(tmp_path / "resumed", epochs=5)
+    first.fit(stop_after=2)  # as if killed after the checkpoint of epoch 2
+    assert first.epoch == 2
+    second = _trainer(tmp_path / "resumed", epochs=5)  # a fresh process: new model, new optimizer
+    second.fit(resume=True)
+    assert second.epoch == 5
+    assert _same_weights(second.model, full.model)
+    assert second.ema is not None and all(torch.equal(second.ema[k], full.ema[k]) for k in full.ema)
+    assert [h["val_mae"] for h in second.history] == [h["val_mae"] for h in full.history]
+    assert second.optimizer.param_groups[0]["lr"] == full.optimizer.param_groups[0]["lr"]
+
+
+def test_log_has_one_row_per_epoch_and_best_model_is_loadable(tmp_path):
+    t = _trainer(tmp_path, epochs=3)
+    t.fit()
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert {"train_mae", "val_mae", "lr"} <= set(rows[0])
+    best = load_network(tmp_path / "model.pt")
+    assert best.metadata["best_epoch"] == t.best_epoch
+    assert not list(tmp_path.glob("*.part"))  # no temporary files left behind
+
+
+def test_checkpoint_is_loadable_as_a_network(tmp_path):
+    t = _trainer(tmp_path, epochs=2)
+    t.fit()
+    model = load_network(tmp_path / "checkpoint.pt")
+    t.load_best()
+    assert _same_weights(model, t.model)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupted_checkpoint_gives_a_clear_error(tmp_path, damage):
+    t = _trainer(tmp_path, epochs=1)
+    t.fit()
+    ck = tmp_path / "checkpoint.pt"
+    data = ck.read_bytes()
+    ck.write_bytes(data[: len(data) // 3] if damage == "truncate" else b"\x00garbage" * 10)
+    with pytest.raises(DataFormatError, match="checkpoint.pt"):
+        _trainer(tmp_path, epochs=2).fit(resume=True)
+
+
+def test_time_budget_stops_gracefully_after_one_epoch(tmp_path):
+    t = _trainer(tmp_path, epochs=50, max_minutes=0.0)
+    t.fit()
+    assert t.epoch == 1 and t.stop_reason == "time budget"
+    assert (tmp_path / "model.pt").exists()
+
+
+def test_early_stopping_ends_a_run_without_progress(tmp_path):
+    t = _trainer(tmp_path, epochs=50, ema=None, early_stop_patience=2)
+    t.optimizer.param_groups[0]["lr"] = 0.0  # nothing can improve
+    t.fit()
+    assert t.stop_reason in {"early stopping", "learning rate at its minimum"}
+    assert t.epoch < 50
+
+
+def test_validation_split_is_carved_from_the_training_part():
+    mols = _synthetic(60)
+    mols.folds = [(np.arange(0, 45), np.arange(45, 60))]
+    train, val, test = split(mols, fold=0, n_train=20, seed=1)
+    assert len(train) == 20 and len(val) == 4
+    assert set(train) | set(val) <= set(range(45))
+    assert not set(train) & set(val)
+    assert list(test) == list(range(45, 60))
+
+
+def test_split_without_folds_holds_out_a_seeded_test_set():
+    mols = _synthetic(60)
+    a = split(mols, n_test=10, seed=3)
+    b = split(mols, n_test=10, seed=3)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert len(a[2]) == 10 and not set(a[2]) & (set(a[0]) | set(a[1]))
+
+
+def test_cli_registers_schnet_and_dtnn():
+    parser = argparse.ArgumentParser(prog="qmlx")
+    train = parser.add_subparsers(dest="command").add_parser("train").add_subparsers(dest="what")
+    add_train_network(train)
+    args = parser.parse_args(["train", "dtnn", "--dataset", "qm9", "--n-train", "1000", "--epochs", "5"])
+    assert args.network == "dtnn" and args.dataset == "qm9" and args.n_train == 1000 and args.epochs == 5
+    assert callable(args.func)
+    args = parser.parse_args(["train", "schnet", "--fold", "2", "--resume", "--out", "runs/x"])
+    assert args.network == "schnet" and args.fold == 2 and args.resume and args.out == "runs/x"
