@@ -225,3 +225,17 @@ def test_shipped_model_reaches_its_fold0_test_mae(qm7, name, limit):
     mae = np.mean(np.abs(e - mols.target("atomization_energy")))
     assert mae <= limit
     assert mae == pytest.approx(model.metadata["test_mae_kcal_mol"], abs=1e-3)
+
+
+# ---------------------------------------------------------------- ASE calculator
+def test_ase_calculator_reports_ev_and_forces_in_ev_per_angstrom(model, small_molecules):
+    from qmlx.calculator import QmlxCalculator
+    from qmlx.units import KCAL_MOL_TO_EV
+
+    atoms = small_molecules[1]
+    atoms.calc = QmlxCalculator(model)
+    e_kcal, _ = predict_network(model, small_molecules.subset([1]))
+    _, f_kcal = predict_forces(model, small_molecules.subset([1]))
+    assert atoms.get_potential_energy() == pytest.approx(e_kcal[0] * KCAL_MOL_TO_EV, abs=1e-5)
+    np.testing.assert_allclose(atoms.get_forces(), f_kcal * KCAL_MOL_TO_EV, atol=1e-6)
+    assert atoms.get_potential_energies().sum() == pytest.approx(atoms.get_potential_energy(), abs=1e-5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import json
 import math
 import os
 import time
@@ -86,9 +87,15 @@ def safe_torch_load(path: str | os.PathLike, kind: str = "file") -> dict:
     if not path.exists():
         raise DataFormatError(f"{path}: no such {kind}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # TorchVersion is a str subclass that older qmlx runs stored in their metadata
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        text = str(err)
+        if "Weights only load failed" in text:
+            reason = "it holds objects other than plain weights and metadata, which are not loaded for safety"
+        else:
+            reason = text.splitlines()[0] if text else type(err).__name__
         raise DataFormatError(
             f"{path}: not a readable qmlx {kind} (corrupt or truncated?): {reason}"
         ) from None
@@ -106,8 +113,13 @@ def network_record(model: InteractionNetwork, state_dict=None, metadata: dict | 
         "model": type(model).__name__,
         "config": dict(model.config),
         "state_dict": {k: v.detach().clone() for k, v in sd.items()},
-        "metadata": dict(metadata or {}),
+        "metadata": plain(metadata or {}),
     }
+
+
+def plain(data: dict) -> dict:
+    """``data`` reduced to JSON types (str, numbers, lists, dicts), safe for ``weights_only`` loading."""
+    return json.loads(json.dumps(data, default=str))
 
 
 @torch.no_grad()
@@ -191,7 +203,7 @@ class Trainer:
             "elapsed": self.elapsed,
             "history": self.history,
             "config": asdict(self.config),
-            "metadata": self.metadata,
+            "metadata": plain(self.metadata),
         }
 
     def load_state(self, path: str | os.PathLike) -> None:

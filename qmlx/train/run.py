@@ -109,7 +109,7 @@ def train_network(
         "target": TARGET,
         "command": command or " ".join(sys.argv),
         "qmlx_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "train_config": {k: v for k, v in asdict(config).items() if k != "extra"},
     }
     trainer = Trainer(model, caches[0], caches[1], config, out, metadata=metadata, progress=progress)
@@ -134,3 +134,42 @@ def train_network(
 def model_file(run_dir: str | os.PathLike) -> Path:
     """The best-weights network file of a run directory."""
     return Path(run_dir) / BEST_NAME
+
+
+def export_shipped(
+    run_dir: str | os.PathLike, name: str, models_dir: str | os.PathLike | None = None
+) -> dict:
+    """Copy a run's best weights into ``qmlx/models/NAME.pt`` with ``NAME.json`` metadata.
+
+    The test MAE is measured again on the run's test set (QM7: the fold's official test part)
+    from the exported file itself, so the metadata always matches the shipped weights.
+    """
+    from qmlx.models import MODELS_DIR
+    from qmlx.nn.io import load_network, predict_network, save_network
+
+    run_dir = Path(run_dir)
+    models_dir = Path(models_dir or MODELS_DIR)
+    model = load_network(model_file(run_dir))
+    meta = dict(model.metadata)
+    dest = models_dir / f"{name}.pt"
+    save_network(model, dest, metadata=meta)
+    shipped = load_network(dest)
+    mols = load_named_dataset(meta["dataset"])
+    fold = meta.get("fold") or 0
+    _, _, test_idx = split(mols, fold, None, meta["n_val"], meta["n_test"], seed=meta["seed"])
+    test = mols.subset(test_idx)
+    pred, _ = predict_network(shipped, test)
+    err = pred - test.target(TARGET, "kcal/mol")
+    meta.update(
+        cli_command=str(meta.get("command", "")).replace("python -m qmlx.train.cli", "qmlx train"),
+        name=name,
+        model=type(shipped).__name__,
+        model_config=dict(shipped.config),
+        test_mae_kcal_mol=float(np.mean(np.abs(err))),
+        test_rmse_kcal_mol=float(np.sqrt(np.mean(err**2))),
+        n_parameters=int(sum(p.numel() for p in shipped.parameters())),
+        file_bytes=dest.stat().st_size,
+    )
+    save_network(shipped, dest, metadata=meta)
+    (models_dir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
