@@ -205,8 +205,8 @@ def test_official_xyz_record_with_mathematica_exponent():
     assert props[10] == pytest.approx(-76.404702)
 
 
-def _write_archive(path, records):
-    with tarfile.open(path, "w:bz2") as tar:
+def _write_archive(path, records, mode="w:bz2"):
+    with tarfile.open(path, mode) as tar:
         for name, text in records.items():
             data = text.encode()
             info = tarfile.TarInfo(name)
@@ -222,6 +222,12 @@ def test_official_archive_is_read_without_unpacking(tmp_path):
     assert mols.ids.tolist() == [1, 3]
     assert mols.targets["U0"][0] == pytest.approx(-40.47893)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dsgdb9nsd.xyz.tar.bz2"]
+
+
+def test_gzip_archive_is_read_too(tmp_path):
+    archive = tmp_path / "dsgdb9nsd.xyz.tar.gz"
+    _write_archive(archive, {"dsgdb9nsd_000001.xyz": METHANE_XYZ}, mode="w:gz")
+    assert read_qm9_xyz(archive).ids.tolist() == [1]
 
 
 def test_official_folder_drops_uncharacterized(tmp_path):
