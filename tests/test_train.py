@@ -149,3 +149,22 @@ def test_cli_registers_schnet_and_dtnn():
     assert callable(args.func)
     args = parser.parse_args(["train", "schnet", "--fold", "2", "--resume", "--out", "runs/x"])
     assert args.network == "schnet" and args.fold == 2 and args.resume and args.out == "runs/x"
+
+
+def test_train_command_runs_end_to_end_on_qm7(qm7, tmp_path, capsys):
+    import json
+
+    parser = argparse.ArgumentParser(prog="qmlx")
+    add_train_network(parser.add_subparsers(dest="what"))
+    out = tmp_path / "run"
+    args = parser.parse_args(
+        ["schnet", "--dataset", "qm7", "--n-train", "64", "--n-val", "32", "--epochs", "2", "--features", "8",
+         "--interactions", "1", "--out", str(out), "--no-progress"]
+    )  # fmt: skip
+    args.func(args)
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_train"] == 64 and summary["n_test"] == len(qm7.folds[0][1])
+    assert summary["epochs_run"] == 2 and np.isfinite(summary["test_mae_kcal_mol"])
+    model = load_network(out / "model.pt")
+    assert model.metadata["test_mae_kcal_mol"] == summary["test_mae_kcal_mol"]
+    assert model.metadata["energy_unit"] == "kcal/mol"
