@@ -1,0 +1,120 @@
+"""Explanations: LRP conservation per layer type, pair relevances, baselines, model untouched."""
+
+from __future__ import annotations
+
+import ase
+import numpy as np
+import pytest
+import torch
+
+from qmlx.data import Molecules
+from qmlx.errors import QmlxError
+from qmlx.explain import Epsilon, Gamma, explain
+from qmlx.nn import DTNN, SchNet
+
+
+def _randomized(model):
+    """A model with non-trivial weights, biases, references and scale (as after training)."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+        model.head.reference[[1, 6, 7, 8]] = torch.tensor([-5.0, -30.0, -40.0, -50.0])
+        model.head.scale.fill_(3.0)
+    return model.eval()
+
+
+MODELS = {
+    "schnet": lambda: _randomized(SchNet(n_features=16, n_interactions=2, cutoff=5.0)),
+    "dtnn": lambda: _randomized(DTNN(n_features=8, n_factors=12, n_interactions=2)),
+}
+RULES = {"epsilon": Epsilon(1e-9), "gamma": Gamma(0.25, 1e-9)}
+
+
+@pytest.fixture
+def random_molecules() -> Molecules:
+    rng = np.random.default_rng(1)
+    atoms = [
+        ase.Atoms(numbers=rng.choice([1, 6, 7, 8], n), positions=rng.normal(size=(n, 3)) * 1.3)
+        for n in (2, 4, 6, 9)
+    ]
+    return Molecules.from_atoms(atoms)
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_lrp_conserves_the_energy(name, rule, random_molecules):
+    e = explain(MODELS[name](), random_molecules, "lrp", rule=RULES[rule])
+    explained = e.prediction - e.reference
+    assert np.abs(explained).min() > 1.0  # a non-trivial amount to explain
+    np.testing.assert_array_less(np.abs(e.conservation_error()), 1e-4 * np.abs(explained))
+    assert np.abs(e.bias).sum() > 0  # bias relevance is reported, not hidden
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_pair_relevances_sum_to_atom_relevances(name, random_molecules):
+    model = MODELS[name]()
+    pairs = explain(model, random_molecules, "lrp-pairs")
+    first = explain(model, random_molecules, "lrp")
+    for i, P in enumerate(pairs.pairs):
+        assert P.shape == (random_molecules.n_atoms[i],) * 2
+        np.testing.assert_allclose(P.sum(axis=1), first.molecule(i), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_isolated_atom_keeps_its_own_contribution(name):
+    model = MODELS[name]()
+    far = model.cutoff + 5.0
+    water = ase.Atoms("OH2", positions=[[0, 0, 0.12], [0, 0.76, -0.47], [0, -0.76, -0.47]])
+    with_far_atom = water + ase.Atoms("N", positions=[[far, 0, 0]])
+    together = explain(model, Molecules.from_atoms([with_far_atom]), "lrp")
+    alone = explain(model, Molecules.from_atoms([ase.Atoms("N")]), "lrp")
+    assert together.relevance[3] == pytest.approx(alone.relevance[0], rel=1e-9, abs=1e-12)
+    assert together.bias[3] == pytest.approx(alone.bias[0], rel=1e-9, abs=1e-12)
+
+
+def test_lrp_relevances_are_rotation_invariant(random_molecules):
+    model = MODELS["schnet"]()
+    q, _ = np.linalg.qr(np.random.default_rng(2).normal(size=(3, 3)))
+    turned = Molecules(
+        Z=random_molecules.Z, R=random_molecules.R @ q.T + 1.5, n_atoms=random_molecules.n_atoms
+    )
+    a = explain(model, random_molecules, "lrp").relevance
+    b = explain(model, turned, "lrp").relevance
+    np.testing.assert_allclose(a, b, atol=1e-8)
+
+
+@pytest.mark.parametrize("method", ["decomposition", "lrp", "gradient-x-input", "integrated-gradients"])
+def test_explanation_leaves_model_unchanged(method, random_molecules):
+    from qmlx.nn import predict_network
+
+    model = MODELS["dtnn"]()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    energies_before, _ = predict_network(model, random_molecules)
+    explain(model, random_molecules, method)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in model.parameters())
+    np.testing.assert_array_equal(predict_network(model, random_molecules)[0], energies_before)
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_decomposition_sums_to_prediction(random_molecules):
+    e = explain(MODELS["schnet"](), random_molecules, "decomposition")
+    np.testing.assert_allclose(e.totals(), e.prediction, atol=1e-9)
+
+
+def test_integrated_gradients_is_complete_against_zero_embeddings(random_molecules):
+    e = explain(MODELS["schnet"](), random_molecules, "integrated-gradients", steps=100)
+    np.testing.assert_allclose(e.totals(), e.prediction - e.reference, rtol=1e-3, atol=1e-3)
+
+
+def test_gradient_is_unsigned_sensitivity(random_molecules):
+    e = explain(MODELS["schnet"](), random_molecules, "gradient")
+    assert (e.relevance >= 0).all()
+    assert np.isnan(e.reference).all()
+
+
+def test_unknown_method_is_a_clear_error(random_molecules):
+    with pytest.raises(QmlxError, match="unknown explanation method 'shap'"):
+        explain(MODELS["schnet"](), random_molecules, "shap")
