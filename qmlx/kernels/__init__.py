@@ -1,0 +1,30 @@
+"""Kernels and kernel ridge regression (float64, blocked, Cholesky)."""
+
+from __future__ import annotations
+
+from qmlx.kernels.distances import distance_matrix
+from qmlx.kernels.kernels import KERNELS, kernel_from_distances, kernel_matrices, kernel_matrix
+from qmlx.kernels.krr import KernelRidge, KernelSolveError, cholesky_solve
+from qmlx.kernels.search import (
+    GridSearchResult,
+    KernelProvider,
+    fit_predict,
+    learning_curve,
+    select_hyperparameters,
+)
+
+__all__ = [
+    "KERNELS",
+    "GridSearchResult",
+    "KernelProvider",
+    "KernelRidge",
+    "KernelSolveError",
+    "cholesky_solve",
+    "distance_matrix",
+    "fit_predict",
+    "kernel_from_distances",
+    "kernel_matrices",
+    "kernel_matrix",
+    "learning_curve",
+    "select_hyperparameters",
+]

@@ -1,0 +1,196 @@
+"""Kernel ridge regression with a Cholesky solve, following scikit-learn's estimator contract.
+
+Model: ``f(x) = y_mean + sum_i alpha_i k(x_i, x)`` with ``alpha = (K + lam I)^-1 (y - y_mean)``,
+solved by a Cholesky factorization in float64 (``scipy.linalg.cho_factor``/``cho_solve``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.linalg
+from sklearn.base import BaseEstimator, RegressorMixin
+
+from qmlx.errors import QmlxError
+from qmlx.kernels.distances import DEFAULT_BLOCK
+from qmlx.kernels.kernels import KERNELS, kernel_matrix
+
+
+class KernelSolveError(QmlxError, np.linalg.LinAlgError):
+    """The regularized kernel matrix is not positive definite, even after adding jitter."""
+
+
+#: matrices at least this large are factorized with torch (MKL), smaller ones with scipy (LAPACK)
+TORCH_MIN_SIZE = 1500
+
+
+def _factor_solve(A: np.ndarray, y: np.ndarray, backend: str) -> np.ndarray | None:
+    """Cholesky-solve ``A x = y`` without modifying ``A``; ``None`` if ``A`` is not positive definite."""
+    if backend == "torch":
+        import torch
+
+        A_t = torch.from_numpy(A)
+        L, info = torch.linalg.cholesky_ex(A_t)
+        if int(info) != 0:
+            return None
+        y_t = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float64))
+        x = torch.cholesky_solve(y_t.reshape(len(y), -1), L)
+        return x.numpy().reshape(y.shape)
+    try:
+        # A.T is a Fortran-ordered view of the symmetric A, so LAPACK reads it without a transpose
+        factor = scipy.linalg.cho_factor(A.T, lower=True, overwrite_a=False, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+    return scipy.linalg.cho_solve(factor, y, check_finite=False)
+
+
+def cholesky_solve(
+    K: np.ndarray, y: np.ndarray, lam: float, max_jitter: float = 0.0, backend: str = "auto"
+) -> tuple[np.ndarray, float]:
+    """Solve ``(K + lam I) alpha = y`` by a float64 Cholesky factorization; returns ``(alpha, jitter)``.
+
+    ``K`` is (n, n) and symmetric, ``y`` is (n,) or (n, t). ``K``'s diagonal is shifted during
+    the solve and restored afterwards; the factorization takes one extra (n, n) array.
+
+    If the factorization fails, jitter ``eps * mean(diag K)`` is added to the diagonal, from
+    ``eps = 1e-12`` growing tenfold up to ``max_jitter``; past that (at once with
+    ``max_jitter=0``) `KernelSolveError` is raised. A warning reports any jitter used.
+
+    ``backend``: ``"scipy"`` (``cho_factor``/``cho_solve``), ``"torch"`` (``cholesky_ex``/
+    ``cholesky_solve``, MKL, about twice as fast on large matrices here) or ``"auto"`` (torch from
+    `TORCH_MIN_SIZE` rows on). Both are exact Cholesky solves in float64.
+    """
+    n = len(K)
+    if K.ndim != 2 or K.shape != (n, n):
+        raise ValueError(f"kernel matrix must be square, got shape {K.shape}")
+    if backend == "auto":
+        backend = "torch" if n >= TORCH_MIN_SIZE else "scipy"
+    if backend not in ("scipy", "torch"):
+        raise ValueError(f"backend must be 'auto', 'scipy' or 'torch', got {backend!r}")
+    if not lam >= 0:
+        raise ValueError(f"lam must be non-negative, got {lam}")
+    idx = np.arange(n)
+    diag = K[idx, idx].copy()
+    base = float(np.mean(np.abs(diag))) or 1.0
+    jitter, eps = 0.0, 1e-12
+    try:
+        while True:
+            K[idx, idx] = diag + lam + jitter
+            alpha = _factor_solve(K, y, backend)
+            if alpha is not None:
+                break
+            if eps > max_jitter:
+                raise KernelSolveError(
+                    f"the {n}x{n} kernel matrix plus lam={lam:g} is not positive definite"
+                    + (f" even with jitter {jitter:g}" if jitter else "")
+                    + "; increase lam (the regularization) or allow jitter with max_jitter"
+                )
+            jitter = eps * base
+            eps *= 10.0
+    finally:
+        K[idx, idx] = diag
+    if jitter:
+        warnings.warn(f"kernel matrix was not positive definite; added jitter {jitter:g}", stacklevel=2)
+    return alpha, jitter
+
+
+class KernelRidge(RegressorMixin, BaseEstimator):
+    """Kernel ridge regression (float64, Cholesky), compatible with ``clone``/``GridSearchCV``/``Pipeline``.
+
+    Parameters
+    ----------
+    kernel : ``"laplacian"`` (``exp(-|x-x'|_1 / sigma)``), ``"gaussian"``
+        (``exp(-|x-x'|^2 / (2 sigma^2))``) or ``"precomputed"`` (X is a kernel matrix).
+    sigma : kernel width, in the units of the features.
+    lam : ridge regularization added to the kernel diagonal (dimensionless; the kernel is in [0, 1]).
+    center : subtract the training mean of y before solving, add it back when predicting.
+    max_jitter : largest relative jitter tried when the matrix is not positive definite
+        (0 = raise `KernelSolveError` straight away).
+    block_size : rows per block when computing kernels (bounds memory).
+
+    X is an (n, d) feature array, an (n, L, d) array of sets (kernel averaged over members; see
+    `qmlx.kernels.kernel_matrix`), or with ``kernel="precomputed"`` an (n, n_fit) kernel matrix.
+    y is (n,) in any unit; predictions come back in the same unit.
+
+    Fitted attributes: ``alpha_`` (n_fit,), ``X_fit_`` (the training features), ``y_mean_``
+    (float), ``jitter_`` (float), ``n_features_in_``.
+    """
+
+    def __init__(
+        self,
+        kernel: str = "laplacian",
+        sigma: float = 1.0,
+        lam: float = 1e-8,
+        center: bool = True,
+        max_jitter: float = 1e-8,
+        block_size: int = DEFAULT_BLOCK,
+    ):
+        self.kernel = kernel
+        self.sigma = sigma
+        self.lam = lam
+        self.center = center
+        self.max_jitter = max_jitter
+        self.block_size = block_size
+
+    def _check_X(self, X, fitting: bool) -> np.ndarray:
+        try:
+            X = np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"KernelRidge expects numeric features, got {type(X).__name__}; put a representation "
+                "(e.g. qmlx.represent.SortedCoulombMatrix) before it in a Pipeline"
+            ) from None
+        if self.kernel != "precomputed" and self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be 'laplacian', 'gaussian' or 'precomputed', got {self.kernel!r}")
+        if X.ndim not in (2, 3) or (self.kernel == "precomputed" and X.ndim != 2):
+            raise ValueError(f"expected a 2-D array (or 3-D sets), got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("X contains NaN or infinite values")
+        if not fitting:
+            if self.kernel == "precomputed":
+                if X.shape[1] != len(self.alpha_):
+                    raise ValueError(
+                        f"precomputed kernel has {X.shape[1]} columns, expected {len(self.alpha_)}"
+                    )
+            elif X.shape[-1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {X.shape[-1]} features, but KernelRidge was fitted with {self.n_features_in_}"
+                )
+        return X
+
+    def fit(self, X, y) -> KernelRidge:
+        """Fit on features ``X`` and targets ``y`` (n,)."""
+        X = self._check_X(X, fitting=True)
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} samples but y has {len(y)}")
+        if self.kernel == "precomputed":
+            if X.shape[0] != X.shape[1]:
+                raise ValueError(f"precomputed kernel must be square when fitting, got {X.shape}")
+            K = X
+        else:
+            K = kernel_matrix(X, None, self.kernel, self.sigma, block_size=self.block_size)
+        self.y_mean_ = float(y.mean()) if self.center else 0.0
+        self.alpha_, self.jitter_ = cholesky_solve(K, y - self.y_mean_, self.lam, self.max_jitter)
+        self.X_fit_ = X
+        self.n_features_in_ = X.shape[-1] if self.kernel != "precomputed" else X.shape[1]
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """Predictions (n,) for features ``X`` (or a (n, n_fit) kernel with ``kernel="precomputed"``)."""
+        if not hasattr(self, "alpha_"):
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("KernelRidge is not fitted yet; call fit first")
+        X = self._check_X(X, fitting=False)
+        if self.kernel == "precomputed":
+            return self.y_mean_ + X @ self.alpha_
+        out = np.empty(len(X))
+        step = max(1, 4 * self.block_size)
+        for lo in range(0, len(X), step):
+            K = kernel_matrix(
+                X[lo : lo + step], self.X_fit_, self.kernel, self.sigma, block_size=self.block_size
+            )
+            out[lo : lo + step] = self.y_mean_ + K @ self.alpha_
+        return out
