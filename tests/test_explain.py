@@ -118,3 +118,31 @@ def test_gradient_is_unsigned_sensitivity(random_molecules):
 def test_unknown_method_is_a_clear_error(random_molecules):
     with pytest.raises(QmlxError, match="unknown explanation method 'shap'"):
         explain(MODELS["schnet"](), random_molecules, "shap")
+
+
+def test_removal_ranks_order_atoms_within_each_molecule(random_molecules):
+    from qmlx.explain.flipping import removal_ranks
+
+    scores = np.arange(len(random_molecules.Z), dtype=float)
+    ranks = removal_ranks(random_molecules, scores)
+    o = random_molecules.offsets
+    for i in range(len(random_molecules)):
+        assert ranks[o[i] : o[i + 1]].tolist() == list(range(random_molecules.n_atoms[i]))[::-1]
+
+
+def test_flipping_an_additive_model_ranks_true_contributions_best(random_molecules):
+    from qmlx.explain.flipping import flipping_curve
+
+    weight = np.zeros(10)
+    weight[[1, 6, 7, 8]] = [-1.0, -8.0, -5.0, -3.0]
+
+    def predict(mols):  # energy = sum of element contributions, so the truth is known
+        return np.bincount(mols.mol_index, weights=weight[mols.Z], minlength=len(mols))
+
+    truth = weight[random_molecules.Z]
+    morf = flipping_curve(predict, random_molecules, -truth)
+    lerf = flipping_curve(predict, random_molecules, truth)
+    shuffled = flipping_curve(predict, random_molecules, np.random.default_rng(0).random(len(truth)))
+    assert morf.aopc > shuffled.aopc > lerf.aopc
+    assert morf.energies[-1].tolist() == [0.0] * len(random_molecules)  # everything removed
+    np.testing.assert_allclose(morf.energies[0], predict(random_molecules))
