@@ -149,3 +149,96 @@ def test_inner_cv_selection_and_learning_curve(regression):
     assert res.best_sigma == 30.0 and res.on_edge()  # 0.1 is far too narrow for this data
     curve = learning_curve(provider(30.0), y, np.arange(90), np.arange(90, 120), 1e-8, [20, 90])
     assert [c["n_train"] for c in curve] == [20, 90] and curve[1]["mae"] < curve[0]["mae"]
+
+
+# ---------------------------------------------------------------- saved models and `qmlx train krr`
+def synthetic_set(n: int = 40, seed: int = 0, sizes: tuple[int, int] = (3, 8)):
+    """Small random molecules (C, N, O, H) with an energy roughly additive in atoms, in kcal/mol."""
+    from qmlx.data import Molecules
+
+    rng = np.random.default_rng(seed)
+    n_atoms = rng.integers(*sizes, n)
+    Z = rng.choice([1, 1, 6, 7, 8], size=n_atoms.sum())
+    R = rng.normal(scale=1.2, size=(n_atoms.sum(), 3))
+    mol = np.repeat(np.arange(n), n_atoms)
+    energy = np.bincount(mol, weights=-np.where(Z == 1, 60.0, 150.0)) + rng.normal(scale=2.0, size=n)
+    return Molecules(
+        Z=Z,
+        R=R,
+        n_atoms=n_atoms,
+        targets={"atomization_energy": energy},
+        units={"atomization_energy": "kcal/mol"},
+        name="synthetic",
+    )
+
+
+@pytest.mark.parametrize("representation", ["sorted-cm", "bob", "random-cm", "eigenspectrum"])
+def test_saved_model_predicts_like_the_original(tmp_path, representation):
+    from qmlx.kernels.model import is_krr_file, load_krr
+    from qmlx.kernels.training import train_krr
+
+    mols = synthetic_set()
+    params = {"n_samples": 3} if representation == "random-cm" else None
+    model, info = train_krr(
+        mols,
+        np.arange(30),
+        np.arange(30, 40),
+        representation,
+        representation_params=params,
+        sigma=200.0,
+        lam=1e-6,
+    )
+    assert info["test_mae"] >= 0 and info["sigma"] == 200.0
+    path = model.save(tmp_path / "m.h5")
+    assert is_krr_file(path) and not is_krr_file(tmp_path / "missing.h5")
+    loaded = load_krr(path)
+    new = mols.subset(np.arange(30, 40))
+    np.testing.assert_allclose(loaded.predict_molecules(new), model.predict_molecules(new), rtol=1e-12)
+    assert loaded.unit == "kcal/mol" and loaded.metadata["n_train"] == 30
+    assert not list(tmp_path.glob(".*part"))  # no temporary file left behind
+
+
+def test_loading_a_wrong_or_corrupt_file_names_it(tmp_path):
+    import h5py
+
+    from qmlx.errors import DataFormatError
+    from qmlx.kernels.model import is_krr_file, load_krr
+    from qmlx.kernels.training import train_krr
+
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.attrs["schema"] = "qmlx.molecules"
+    model, _ = train_krr(synthetic_set(), np.arange(30), None, sigma=100.0, lam=1e-6)
+    good = model.save(tmp_path / "good.h5")
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(good.read_bytes()[:2000])
+    for bad in (text, other, broken, tmp_path / "missing.h5"):
+        assert not is_krr_file(bad)
+        with pytest.raises(DataFormatError, match=bad.name):
+            load_krr(bad)
+
+
+def test_train_krr_subcommand_trains_reports_and_saves(tmp_path, capsys, monkeypatch):
+    import argparse
+
+    import qmlx.kernels.cli as kcli
+    from qmlx.data import save_molecules
+    from qmlx.kernels.cli import add_train_krr, load_krr
+
+    data = save_molecules(tmp_path / "set.h5", synthetic_set(sizes=(6, 7)))  # one size: no overflow
+    parser = argparse.ArgumentParser(prog="qmlx")
+    train = parser.add_subparsers(dest="command").add_parser("train").add_subparsers(dest="model")
+    add_train_krr(train)
+    out = tmp_path / "model.h5"
+    monkeypatch.setattr(
+        kcli, "_load", lambda spec: __import__("qmlx.data", fromlist=["x"]).load_molecules(spec)
+    )
+    args = parser.parse_args(
+        f"train krr --dataset {data} --representation sorted-cm --out {out} --quiet".split()
+    )
+    args.func(args)
+    printed = capsys.readouterr().out
+    assert "test MAE" in printed and "kcal/mol" in printed and out.exists()
+    assert load_krr(out).representation_name == "sorted-cm"

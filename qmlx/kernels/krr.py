@@ -21,10 +21,6 @@ class KernelSolveError(QmlxError, np.linalg.LinAlgError):
     """The regularized kernel matrix is not positive definite, even after adding jitter."""
 
 
-#: matrices at least this large are factorized with torch (MKL), smaller ones with scipy (LAPACK)
-TORCH_MIN_SIZE = 1500
-
-
 def _factor_solve(A: np.ndarray, y: np.ndarray, backend: str) -> np.ndarray | None:
     """Cholesky-solve ``A x = y`` without modifying ``A``; ``None`` if ``A`` is not positive definite."""
     if backend == "torch":
@@ -46,7 +42,7 @@ def _factor_solve(A: np.ndarray, y: np.ndarray, backend: str) -> np.ndarray | No
 
 
 def cholesky_solve(
-    K: np.ndarray, y: np.ndarray, lam: float, max_jitter: float = 0.0, backend: str = "auto"
+    K: np.ndarray, y: np.ndarray, lam: float, max_jitter: float = 0.0, backend: str = "scipy"
 ) -> tuple[np.ndarray, float]:
     """Solve ``(K + lam I) alpha = y`` by a float64 Cholesky factorization; returns ``(alpha, jitter)``.
 
@@ -57,17 +53,16 @@ def cholesky_solve(
     ``eps = 1e-12`` growing tenfold up to ``max_jitter``; past that (at once with
     ``max_jitter=0``) `KernelSolveError` is raised. A warning reports any jitter used.
 
-    ``backend``: ``"scipy"`` (``cho_factor``/``cho_solve``), ``"torch"`` (``cholesky_ex``/
-    ``cholesky_solve``, MKL, about twice as fast on large matrices here) or ``"auto"`` (torch from
-    `TORCH_MIN_SIZE` rows on). Both are exact Cholesky solves in float64.
+    ``backend``: ``"scipy"`` (``cho_factor``/``cho_solve``, LAPACK) or ``"torch"``
+    (``cholesky_ex``/``cholesky_solve``, MKL). Both are Cholesky solves in float64. On a busy
+    machine, limit BLAS threads (``threadpoolctl.threadpool_limits(1)``): multi-threaded OpenBLAS
+    slows down many-fold when its threads compete with other processes.
     """
     n = len(K)
     if K.ndim != 2 or K.shape != (n, n):
         raise ValueError(f"kernel matrix must be square, got shape {K.shape}")
-    if backend == "auto":
-        backend = "torch" if n >= TORCH_MIN_SIZE else "scipy"
     if backend not in ("scipy", "torch"):
-        raise ValueError(f"backend must be 'auto', 'scipy' or 'torch', got {backend!r}")
+        raise ValueError(f"backend must be 'scipy' or 'torch', got {backend!r}")
     if not lam >= 0:
         raise ValueError(f"lam must be non-negative, got {lam}")
     idx = np.arange(n)

@@ -1,0 +1,201 @@
+"""A trained KRR model (representation + `KernelRidge`), its training recipe and its HDF5 file.
+
+File layout (schema ``qmlx.krr``, version `SCHEMA_VERSION`), written atomically (temporary file
+in the same folder, then ``os.replace``):
+
+- root attributes: ``schema``, ``schema_version``, ``qmlx_version``, ``representation`` (name),
+  ``representation_params`` (JSON), ``kernel``, ``sigma``, ``lam``, ``y_mean``, ``target``,
+  ``unit`` (of predictions, ``kcal/mol``), ``representation_unit`` (``atomic units (Bohr)``),
+  ``metadata`` (JSON: data set, fold, sizes, test metrics, ...)
+- ``representation/n_max`` (Coulomb-matrix family) or ``representation/bags`` (Bag of Bonds:
+  rows ``(Z_a, Z_b, size)``, ``Z_b = 0`` for element bags): what the representation learned
+- ``X_fit``: training representations, (n, d) or (n, L, d) for random Coulomb matrix sets
+- ``alpha``: (n,) regression weights
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from qmlx.data.molecules import Molecules
+from qmlx.data.paths import atomic_write_target
+from qmlx.errors import DataFormatError
+from qmlx.kernels.krr import KernelRidge
+from qmlx.represent import BagOfBonds, as_molecules, make_representation
+
+SCHEMA = "qmlx.krr"
+SCHEMA_VERSION = 1
+ENERGY_UNIT = "kcal/mol"
+
+
+class KRRModel:
+    """A fitted representation plus a fitted `KernelRidge`; predicts energies in kcal/mol.
+
+    Parameters
+    ----------
+    representation_name : key of `qmlx.represent.REPRESENTATIONS` (``"sorted-cm"``, ...).
+    representation : the fitted transformer.
+    regressor : the fitted `KernelRidge`.
+    target : name of the target the model was trained on.
+    metadata : free-form JSON-serializable facts (data set, fold, test MAE, ...).
+    """
+
+    def __init__(
+        self,
+        representation_name: str,
+        representation,
+        regressor: KernelRidge,
+        target: str = "atomization_energy",
+        metadata: dict | None = None,
+    ):
+        self.representation_name = representation_name
+        self.representation = representation
+        self.regressor = regressor
+        self.target = target
+        self.unit = ENERGY_UNIT
+        self.metadata = dict(metadata or {})
+
+    def predict_molecules(self, mols: Molecules) -> np.ndarray:
+        """(n_molecules,) predicted energies in kcal/mol for `Molecules` (positions in Å) or ase.Atoms."""
+        X = self.representation.transform(as_molecules(mols))
+        return self.regressor.predict(X)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model to ``path`` (HDF5, atomically); see the module docstring."""
+        return save_krr(self, path)
+
+    def __repr__(self) -> str:
+        r = self.regressor
+        return (
+            f"KRRModel({self.representation_name}, {r.kernel} kernel, sigma={r.sigma:g}, lam={r.lam:g}, "
+            f"{len(r.alpha_)} training molecules, {self.target} [{self.unit}])"
+        )
+
+
+def save_krr(model: KRRModel, path: str | os.PathLike) -> Path:
+    """Write ``model`` to ``path`` (HDF5, schema ``qmlx.krr``) through a temporary file and ``os.replace``."""
+    from qmlx import __version__
+
+    path = Path(path)
+    rep, reg = model.representation, model.regressor
+    fd, tmp = atomic_write_target(path)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update(
+                schema=SCHEMA,
+                schema_version=SCHEMA_VERSION,
+                qmlx_version=__version__,
+                representation=model.representation_name,
+                representation_params=json.dumps(_jsonable(rep.get_params())),
+                representation_unit="atomic units (Bohr, e^2/Bohr)",
+                kernel=reg.kernel,
+                sigma=float(reg.sigma),
+                lam=float(reg.lam),
+                y_mean=float(reg.y_mean_),
+                target=model.target,
+                unit=model.unit,
+                metadata=json.dumps(_jsonable(model.metadata)),
+            )
+            group = f.create_group("representation")
+            if isinstance(rep, BagOfBonds):
+                rows = [(k[0], k[1] if len(k) == 2 else 0, size) for k, size in rep.bags_]
+                group.create_dataset("bags", data=np.array(rows, dtype=np.int64).reshape(-1, 3))
+            else:
+                group.create_dataset("n_max", data=int(rep.n_max_))
+            f.create_dataset("X_fit", data=reg.X_fit_, compression="gzip", compression_opts=1)
+            f.create_dataset("alpha", data=reg.alpha_)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def is_krr_file(path: str | os.PathLike) -> bool:
+    """True if ``path`` is an HDF5 file whose root attribute ``schema`` is ``"qmlx.krr"``."""
+    try:
+        if not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r") as f:
+            return _str(f.attrs.get("schema")) == SCHEMA
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def load_krr(path: str | os.PathLike) -> KRRModel:
+    """Read a model written by `save_krr`; a wrong, newer or corrupt file raises `DataFormatError`."""
+    path = Path(path)
+    if not path.exists():
+        raise DataFormatError(f"{path}: no such file")
+    try:
+        if not h5py.is_hdf5(path):
+            raise DataFormatError(f"{path}: not an HDF5 file, so not a qmlx KRR model")
+        with h5py.File(path, "r") as f:
+            attrs = f.attrs
+            schema = _str(attrs.get("schema"))
+            if schema != SCHEMA:
+                raise DataFormatError(
+                    f"{path}: not a qmlx KRR model (schema {schema!r}, expected {SCHEMA!r})"
+                )
+            version = int(attrs.get("schema_version", -1))
+            if version != SCHEMA_VERSION:
+                raise DataFormatError(
+                    f"{path}: KRR model schema version {version}, but this qmlx reads version {SCHEMA_VERSION}"
+                )
+            rep_name = _str(attrs["representation"])
+            rep = make_representation(rep_name, **json.loads(_str(attrs["representation_params"])))
+            if "bags" in f["representation"]:
+                rows = f["representation/bags"][()]
+                rep.bags_ = [((int(a),) if b == 0 else (int(a), int(b)), int(s)) for a, b, s in rows]
+                rep.n_features_out_ = int(rows[:, 2].sum())
+            else:
+                rep.n_max_ = int(f["representation/n_max"][()])
+            reg = KernelRidge(
+                kernel=_str(attrs["kernel"]), sigma=float(attrs["sigma"]), lam=float(attrs["lam"])
+            )
+            reg.X_fit_ = f["X_fit"][()].astype(np.float64)
+            reg.alpha_ = f["alpha"][()].astype(np.float64)
+            reg.y_mean_ = float(attrs["y_mean"])
+            reg.jitter_ = 0.0
+            reg.n_features_in_ = reg.X_fit_.shape[-1]
+            unit = _str(attrs["unit"])
+            if unit != ENERGY_UNIT:
+                raise DataFormatError(f"{path}: predictions are in {unit!r}, expected {ENERGY_UNIT!r}")
+            if reg.alpha_.shape != (len(reg.X_fit_),):
+                raise DataFormatError(
+                    f"{path}: {len(reg.alpha_)} weights for {len(reg.X_fit_)} training molecules"
+                )
+            model = KRRModel(
+                rep_name, rep, reg, _str(attrs["target"]), json.loads(_str(attrs.get("metadata", "{}")))
+            )
+    except DataFormatError:
+        raise
+    except Exception as err:  # h5py raises OSError/KeyError/ValueError on truncated or tampered files
+        raise DataFormatError(
+            f"{path}: corrupt or incomplete qmlx KRR model ({type(err).__name__}: {err})"
+        ) from None
+    return model
+
+
+def _str(value) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode()
+    return None if value is None else str(value)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (np.random.Generator, np.random.RandomState)):
+        raise ValueError("a representation with a Generator as random_state cannot be saved; use an int seed")
+    return obj
