@@ -146,3 +146,37 @@ def test_flipping_an_additive_model_ranks_true_contributions_best(random_molecul
     assert morf.aopc > shuffled.aopc > lerf.aopc
     assert morf.energies[-1].tolist() == [0.0] * len(random_molecules)  # everything removed
     np.testing.assert_allclose(morf.energies[0], predict(random_molecules))
+
+
+def test_rings_find_aromatic_benzene_and_its_hydrogens():
+    from ase.build import molecule
+
+    from qmlx.explain.rings import _fallback_rings, find_rings
+
+    benzene = molecule("C6H6")
+    (ring,) = find_rings(benzene)
+    assert ring.size == 6 and ring.aromatic and ring.carbon_only
+    assert len(ring.hydrogens) == 6
+    rings, aromatic, _ = _fallback_rings(benzene)
+    assert [len(r) for r in rings] == [6] and aromatic == [True]
+    values = np.zeros(len(benzene))
+    values[list(ring.atoms)] = -2.0
+    values[list(ring.hydrogens)] = -0.5
+    assert ring.energy(values) == pytest.approx(-15.0)
+    assert ring.energy(values, with_hydrogens=False) == pytest.approx(-12.0)
+
+
+def test_saturated_ring_is_not_aromatic():
+    from qmlx.explain.rings import _fallback_rings, find_rings
+
+    # cyclopentane: a puckered ring of sp3 carbons (positions in Å)
+    angles = np.arange(5) * 2 * np.pi / 5
+    carbons = np.stack([1.28 * np.cos(angles), 1.28 * np.sin(angles), 0.25 * (-1) ** np.arange(5)], axis=1)
+    hydrogens = []
+    for c in carbons:
+        out = c[:2] / np.linalg.norm(c[:2])
+        hydrogens += [c + 0.63 * np.r_[out, 0] + [0, 0, 0.89], c + 0.63 * np.r_[out, 0] - [0, 0, 0.89]]
+    atoms = ase.Atoms("C5H10", positions=np.vstack([carbons, hydrogens]))
+    (ring,) = find_rings(atoms)
+    assert ring.size == 5 and not ring.aromatic and len(ring.hydrogens) == 10
+    assert _fallback_rings(atoms)[1] == [False]
