@@ -242,3 +242,38 @@ def test_train_krr_subcommand_trains_reports_and_saves(tmp_path, capsys, monkeyp
     printed = capsys.readouterr().out
     assert "test MAE" in printed and "kcal/mol" in printed and out.exists()
     assert load_krr(out).representation_name == "sorted-cm"
+
+
+def test_quick_kernel_experiment_runs_on_qm7(qm7, tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "qm7_kernels.py"
+    spec = importlib.util.spec_from_file_location("qm7_kernels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = module.main(
+        ["--quick", "--out-dir", str(tmp_path), "--methods", "sorted-cm-laplacian", "bob-laplacian"]
+    )
+    saved = json.loads((tmp_path / "qm7_kernels_quick.json").read_text())
+    sorted_cm, bob = (saved["methods"][k]["mae_mean"] for k in ("sorted-cm-laplacian", "bob-laplacian"))
+    assert bob < sorted_cm < 15  # Bag of Bonds beats the sorted Coulomb matrix even on 1200 molecules
+    assert report["methods"]["bob-laplacian"]["folds"][0]["n_train"] == 1200
+
+
+def test_qm7_molecule_from_xyz_predicts_like_from_the_dataset(qm7, tmp_path):
+    """What `qmlx predict` relies on: an xyz file in Å gives the same energy as the dataset entry."""
+    import ase.io
+
+    from qmlx.data import Molecules
+    from qmlx.kernels.model import load_krr
+    from qmlx.kernels.training import train_krr
+
+    train, test = np.arange(0, 600), np.arange(600, 610)
+    model, _ = train_krr(qm7, train, None, "sorted-cm", sigma=1600.0, lam=1e-10)
+    path = model.save(tmp_path / "m.h5")
+    xyz = tmp_path / "mol.xyz"
+    ase.io.write(xyz, qm7.subset(test).to_atoms(), format="xyz")
+    from_file = load_krr(path).predict_molecules(Molecules.read(xyz))
+    np.testing.assert_allclose(from_file, model.predict_molecules(qm7.subset(test)), rtol=0, atol=1e-6)

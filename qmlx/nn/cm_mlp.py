@@ -1,0 +1,247 @@
+"""Multilayer network on random Coulomb matrices (Montavon et al., NIPS 25, 2012).
+
+The network sees one randomly sorted Coulomb matrix at a time: for every training step the rows
+of each molecule's matrix are re-sorted by their norms plus Gaussian noise (sigma = 1, atomic
+units), so the net learns an energy that is (approximately) invariant to the ordering. At test
+time the prediction is the average over ``test_samples`` random matrices.
+
+Input encoding. Montavon et al. expand every matrix entry ``x`` into a smooth binarization
+``[..., tanh((x - theta)/theta), tanh(x/theta), tanh((x + theta)/theta), ...]``. Here the lower
+triangle (``n_max (n_max + 1) / 2`` entries, atomic units) is standardized per entry with the
+training mean and standard deviation, and with ``expansion = k > 0`` each standardized value
+``z`` is additionally expanded into ``tanh((z - t) / w)`` for ``k`` thresholds ``t`` evenly
+spread over [-2, 2] (spacing ``w``), a compact version of the same idea.
+
+Shapes: matrices (n, n_max, n_max) float; a batch of encoded inputs (B, n_in); energies (B,) in
+kcal/mol.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from qmlx.data.molecules import Molecules
+from qmlx.represent import coulomb_matrices
+
+
+@dataclass
+class CMMLPConfig:
+    """Hyperparameters of `CMMLP` and its training (`train_cm_mlp`)."""
+
+    hidden: tuple[int, ...] = (400, 100)
+    expansion: int = 0
+    noise: float = 1.0
+    epochs: int = 300
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_final: float = 1e-5
+    weight_decay: float = 0.0
+    loss: str = "mse"
+    test_samples: int = 10
+    seed: int = 0
+    time_limit_s: float | None = None
+    history_every: int = 10
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RandomCoulombSampler:
+    """Draws randomly sorted Coulomb matrices (lower triangles) in torch.
+
+    Parameters
+    ----------
+    matrices : (n, n_max, n_max) padded Coulomb matrices in atomic units.
+    noise : standard deviation of the noise on the row norms (Montavon et al. 2012: 1).
+    """
+
+    def __init__(self, matrices: np.ndarray, noise: float = 1.0):
+        self.M = torch.as_tensor(matrices, dtype=torch.float32)
+        self.norms = self.M.norm(dim=-1)
+        self.pad = self.norms == 0
+        self.noise = float(noise)
+        n_max = self.M.shape[-1]
+        self.rows, self.cols = (torch.as_tensor(a) for a in np.tril_indices(n_max))
+
+    def __len__(self) -> int:
+        return len(self.M)
+
+    def sample(self, index: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(len(index), n_max (n_max + 1) / 2) lower triangles of one random sorting per molecule."""
+        M, norms, pad = self.M[index], self.norms[index], self.pad[index]
+        noisy = norms + self.noise * torch.randn(norms.shape, generator=generator) if self.noise else norms
+        order = torch.argsort(noisy.masked_fill(pad, -math.inf), dim=1, descending=True, stable=True)
+        n = M.shape[-1]
+        M = torch.gather(M, 1, order[:, :, None].expand(-1, -1, n))
+        M = torch.gather(M, 2, order[:, None, :].expand(-1, n, -1))
+        return M[:, self.rows, self.cols]
+
+
+class InputEncoder(nn.Module):
+    """Standardize each entry, optionally expand it with tanh thresholds; (B, d) -> (B, d (1 + k))."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, expansion: int = 0):
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", std.float())
+        self.expansion = int(expansion)
+        if self.expansion:
+            t = torch.linspace(-2.0, 2.0, self.expansion)
+            width = float(t[1] - t[0]) if self.expansion > 1 else 1.0
+        else:
+            t, width = torch.zeros(0), 1.0
+        self.register_buffer("thresholds", t)
+        self.width = width
+
+    @property
+    def n_out(self) -> int:
+        return len(self.mean) * (1 + self.expansion)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x - self.mean) / self.std
+        if not self.expansion:
+            return z
+        expanded = torch.tanh((z[:, :, None] - self.thresholds) / self.width).flatten(1)
+        return torch.cat([z, expanded], dim=1)
+
+
+class CMMLP(nn.Module):
+    """Encoder + fully connected layers (tanh) + linear output, predicting standardized energies.
+
+    ``forward(x)`` takes (B, d) raw lower triangles (atomic units) and returns (B,) energies in
+    kcal/mol (the target mean and scale are buffers).
+    """
+
+    def __init__(self, encoder: InputEncoder, hidden: tuple[int, ...], y_mean: float, y_std: float):
+        super().__init__()
+        self.encoder = encoder
+        layers: list[nn.Module] = []
+        n_in = encoder.n_out
+        for h in hidden:
+            layers += [nn.Linear(n_in, h), nn.Tanh()]
+            n_in = h
+        layers.append(nn.Linear(n_in, 1))
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("y_mean", torch.tensor(float(y_mean)))
+        self.register_buffer("y_std", torch.tensor(float(y_std)))
+
+    def standardized(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) output before un-standardizing (what the loss sees)."""
+        return self.net(self.encoder(x)).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.standardized(x) * self.y_std + self.y_mean
+
+
+class CMMLPRegressor:
+    """A trained `CMMLP` with its sampler settings; predicts energies of `Molecules` in kcal/mol."""
+
+    def __init__(self, model: CMMLP, n_max: int, config: CMMLPConfig):
+        self.model = model
+        self.n_max = n_max
+        self.config = config
+
+    @torch.no_grad()
+    def predict_molecules(self, mols: Molecules, samples: int | None = None, seed: int = 12345) -> np.ndarray:
+        """(n,) energies in kcal/mol, averaged over ``samples`` random Coulomb matrices per molecule."""
+        samples = samples or self.config.test_samples
+        sampler = RandomCoulombSampler(coulomb_matrices(mols, self.n_max), self.config.noise)
+        return predict_average(self.model, sampler, torch.arange(len(sampler)), samples, seed)
+
+
+@torch.no_grad()
+def predict_average(
+    model: CMMLP, sampler: RandomCoulombSampler, index: torch.Tensor, samples: int, seed: int = 12345
+) -> np.ndarray:
+    """Mean prediction over ``samples`` random matrices for the molecules ``index``; (len(index),)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    total = torch.zeros(len(index), dtype=torch.float64)
+    for _ in range(samples):
+        for lo in range(0, len(index), 4096):
+            part = index[lo : lo + 4096]
+            total[lo : lo + len(part)] += model(sampler.sample(part, gen)).double()
+    return (total / samples).numpy()
+
+
+def train_cm_mlp(
+    mols: Molecules,
+    train: np.ndarray,
+    y: np.ndarray,
+    config: CMMLPConfig,
+    monitor: Callable[[CMMLPRegressor], dict] | None = None,
+    progress: bool = False,
+) -> tuple[CMMLPRegressor, list[dict]]:
+    """Train on ``mols[train]`` with targets ``y`` (len(train),) in kcal/mol.
+
+    Every epoch draws fresh random Coulomb matrices for all training molecules (the augmentation
+    of Montavon et al.). Adam with a cosine learning-rate decay from ``lr`` to ``lr_final``.
+    ``monitor(regressor)`` is called every ``history_every`` epochs (e.g. to record a test MAE
+    for a plot; it must not be used to choose the model). Returns the regressor and the history.
+    """
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    sub = mols.subset(train)
+    n_max = sub.max_atoms
+    sampler = RandomCoulombSampler(coulomb_matrices(sub, n_max), config.noise)
+    # input statistics over a few random sortings of the training molecules
+    with torch.no_grad():
+        stats = torch.cat([sampler.sample(torch.arange(len(sampler)), gen) for _ in range(4)])
+        mean, std = stats.mean(0), stats.std(0).clamp_min(1e-3)
+    y_t = torch.as_tensor(np.asarray(y), dtype=torch.float32)
+    y_mean, y_std = float(y_t.mean()), float(y_t.std())
+    model = CMMLP(InputEncoder(mean, std, config.expansion), tuple(config.hidden), y_mean, y_std)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            (
+                config.lr_final
+                + 0.5
+                * (config.lr - config.lr_final)
+                * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+            )
+            / config.lr
+        ),
+    )
+    loss_fn = nn.MSELoss() if config.loss == "mse" else nn.L1Loss()
+    target = (y_t - y_mean) / y_std
+    regressor = CMMLPRegressor(model, n_max, config)
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    bar = tqdm(range(config.epochs), desc="CM-MLP", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        perm = torch.randperm(len(sampler), generator=gen)
+        running = 0.0
+        for lo in range(0, len(perm), config.batch_size):
+            idx = perm[lo : lo + config.batch_size]
+            x = sampler.sample(idx, gen)
+            loss = loss_fn(model.standardized(x), target[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += loss.item() * len(idx)
+        entry = {"epoch": epoch + 1, "train_loss": running / len(perm), "time_s": time.perf_counter() - t0}
+        last = epoch + 1 == config.epochs
+        out_of_time = config.time_limit_s is not None and entry["time_s"] > config.time_limit_s
+        if monitor is not None and ((epoch + 1) % config.history_every == 0 or last or out_of_time):
+            entry.update(monitor(regressor))
+        history.append(entry)
+        bar.set_postfix(loss=f"{entry['train_loss']:.4f}")
+        if out_of_time:
+            entry["stopped"] = "time limit"
+            break
+    return regressor, history
