@@ -60,7 +60,8 @@ def run_qmlx(threads: int, backend: str) -> dict:
             assert SortedCoulombMatrix().fit(mols.subset(train)).n_max_ == rep.n_max_
         X = rep.transform(mols)
         t_feat = time.perf_counter()
-        K = kernel_from_distances(distance_matrix(X, metric="l1"), "laplacian", SIGMA, out=None)
+        D = distance_matrix(X, metric="l1", n_jobs=threads)
+        K = kernel_from_distances(D, "laplacian", SIGMA, out=D)
         t_kernel = time.perf_counter()
         preds = []
         for train, test in mols.folds:

@@ -40,12 +40,13 @@ def zero_tailed(n: int, d: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("metric,scipy_metric", [("l1", "cityblock"), ("sqeuclidean", "sqeuclidean")])
-def test_blocked_distances_match_scipy(metric, scipy_metric):
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_blocked_distances_match_scipy(metric, scipy_metric, n_jobs):
     X, Y = zero_tailed(70, 12, 1), zero_tailed(45, 12, 2)
     np.testing.assert_allclose(
-        distance_matrix(X, Y, metric, block_size=16), cdist(X, Y, scipy_metric), atol=1e-10
+        distance_matrix(X, Y, metric, block_size=16, n_jobs=n_jobs), cdist(X, Y, scipy_metric), atol=1e-10
     )
-    D = distance_matrix(X, None, metric, block_size=16)
+    D = distance_matrix(X, None, metric, block_size=16, n_jobs=n_jobs)
     np.testing.assert_allclose(D, cdist(X, X, scipy_metric), atol=1e-10)
     assert (D == D.T).all() and (np.diag(D) == 0).all()
 

@@ -14,6 +14,8 @@ rows have zero tails of different lengths.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy.spatial.distance import cdist
 from tqdm.auto import tqdm
@@ -45,13 +47,15 @@ def distance_matrix(
     metric: str = "l1",
     block_size: int = DEFAULT_BLOCK,
     progress: bool = False,
+    n_jobs: int | None = None,
 ) -> np.ndarray:
     """Pairwise distances between the rows of ``X`` (n, d) and ``Y`` (m, d), as an (n, m) float64 array.
 
     ``metric``: ``"l1"`` (Manhattan, for the Laplacian kernel) or ``"sqeuclidean"`` (squared
     Euclidean, for the Gaussian kernel). ``Y=None`` means ``Y = X``; then only the upper block
     triangle is computed and mirrored, and the diagonal is exactly zero. Memory beyond the output
-    is ``O(block_size * (block_size + d))``.
+    is ``O(n_jobs * block_size * (block_size + d))``. ``n_jobs > 1`` computes blocks in that many
+    threads (scipy's ``cdist`` releases the GIL).
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -83,28 +87,38 @@ def distance_matrix(
         sq_x = np.einsum("ij,ij->i", X, X)
         sq_y = sq_x if symmetric else np.einsum("ij,ij->i", Y, Y)
 
-    starts_x = range(0, n, block_size)
-    starts_y = list(range(0, m, block_size))
-    n_pairs = sum(1 for i in starts_x for j in starts_y if not symmetric or j >= i)
-    bar = tqdm(total=n_pairs, desc=f"{metric} distances", unit="block", disable=not progress, leave=False)
-    for i0 in starts_x:
+    tasks = [
+        (i0, j0)
+        for i0 in range(0, n, block_size)
+        for j0 in range(0, m, block_size)
+        if not symmetric or j0 >= i0
+    ]
+
+    def fill(task: tuple[int, int]) -> None:
+        i0, j0 = task
         ix = order_x[i0 : i0 + block_size]
-        Xb = X[ix]
-        for j0 in starts_y:
-            if symmetric and j0 < i0:
-                continue
-            iy = order_y[j0 : j0 + block_size]
-            if metric == "l1":
-                k = int(min(len_x[ix].max(), len_y[iy].max()))
-                block = cdist(Xb[:, :k], Y[iy, :k], "cityblock") if k > 0 else np.zeros((len(ix), len(iy)))
-                block += tail_x[ix, k][:, None]
-                block += tail_y[iy, k][None, :]
-            else:
-                block = sq_x[ix][:, None] + sq_y[iy][None, :] - 2.0 * (Xb @ Y[iy].T)
-                np.maximum(block, 0.0, out=block)
-            D[np.ix_(ix, iy)] = block
-            if symmetric and j0 != i0:
-                D[np.ix_(iy, ix)] = block.T
+        iy = order_y[j0 : j0 + block_size]
+        if metric == "l1":
+            k = int(min(len_x[ix].max(), len_y[iy].max()))
+            block = cdist(X[ix, :k], Y[iy, :k], "cityblock") if k > 0 else np.zeros((len(ix), len(iy)))
+            block += tail_x[ix, k][:, None]
+            block += tail_y[iy, k][None, :]
+        else:
+            block = sq_x[ix][:, None] + sq_y[iy][None, :] - 2.0 * (X[ix] @ Y[iy].T)
+            np.maximum(block, 0.0, out=block)
+        D[np.ix_(ix, iy)] = block
+        if symmetric and j0 != i0:
+            D[np.ix_(iy, ix)] = block.T
+
+    bar = tqdm(total=len(tasks), desc=f"{metric} distances", unit="block", disable=not progress, leave=False)
+    if n_jobs is not None and n_jobs > 1 and len(tasks) > 1:
+        # scipy's cdist releases the GIL, so threads run blocks in parallel; each writes its own region
+        with ThreadPoolExecutor(n_jobs) as pool:
+            for _ in pool.map(fill, tasks):
+                bar.update()
+    else:
+        for task in tasks:
+            fill(task)
             bar.update()
     bar.close()
     if symmetric:

@@ -54,12 +54,13 @@ def kernel_matrix(
     sigma: float = 1.0,
     block_size: int = DEFAULT_BLOCK,
     progress: bool = False,
+    n_jobs: int | None = None,
 ) -> np.ndarray:
     """Kernel matrix (n, m) between ``X`` and ``Y`` (``Y=None``: ``Y = X``), float64.
 
     ``X``/``Y`` are (n, d) features or (n, L, d) sets; see the module docstring.
     """
-    return kernel_matrices(X, Y, kernel, [sigma], block_size=block_size, progress=progress)[0]
+    return kernel_matrices(X, Y, kernel, [sigma], block_size=block_size, progress=progress, n_jobs=n_jobs)[0]
 
 
 def kernel_matrices(
@@ -69,12 +70,14 @@ def kernel_matrices(
     sigmas: Sequence[float] = (1.0,),
     block_size: int = DEFAULT_BLOCK,
     progress: bool = False,
+    n_jobs: int | None = None,
 ) -> list[np.ndarray]:
     """One (n, m) kernel matrix per ``sigma``, sharing a single pass over the distances.
 
     For 2-D input the distance matrix is computed once (memory: one extra (n, m) array). For
     3-D sets the member distances are streamed in blocks of molecules and reduced to means per
     molecule pair for every ``sigma``, so memory stays ``O(len(sigmas) * n * m)`` plus one block.
+    ``n_jobs`` threads compute distance blocks in parallel (see `distance_matrix`).
     """
     metric = kernel_metric(kernel)
     sigmas = [float(s) for s in sigmas]
@@ -83,7 +86,7 @@ def kernel_matrices(
     if X.ndim == 2:
         if Y_arr is not None and Y_arr.ndim != 2:
             raise ValueError(f"X is 2-D but Y has shape {Y_arr.shape}")
-        D = distance_matrix(X, Y_arr, metric, block_size=block_size, progress=progress)
+        D = distance_matrix(X, Y_arr, metric, block_size=block_size, progress=progress, n_jobs=n_jobs)
         out = [kernel_from_distances(D, kernel, s) for s in sigmas[:-1]]
         out.append(kernel_from_distances(D, kernel, sigmas[-1], out=D))
         return out
@@ -112,7 +115,9 @@ def kernel_matrices(
             if symmetric and j1 <= i0:
                 bar.update()
                 continue
-            D = distance_matrix(Xf[i0 * L : i1 * L], Yf[j0 * Lm : j1 * Lm], metric, block_size=block_size)
+            D = distance_matrix(
+                Xf[i0 * L : i1 * L], Yf[j0 * Lm : j1 * Lm], metric, block_size=block_size, n_jobs=n_jobs
+            )
             K = np.empty_like(D)
             for s, res in zip(sigmas, out):
                 kernel_from_distances(D, kernel, s, out=K)

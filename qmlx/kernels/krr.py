@@ -103,6 +103,7 @@ class KernelRidge(RegressorMixin, BaseEstimator):
     max_jitter : largest relative jitter tried when the matrix is not positive definite
         (0 = raise `KernelSolveError` straight away).
     block_size : rows per block when computing kernels (bounds memory).
+    n_jobs : threads for the distance blocks (``None``: one).
 
     X is an (n, d) feature array, an (n, L, d) array of sets (kernel averaged over members; see
     `qmlx.kernels.kernel_matrix`), or with ``kernel="precomputed"`` an (n, n_fit) kernel matrix.
@@ -120,6 +121,7 @@ class KernelRidge(RegressorMixin, BaseEstimator):
         center: bool = True,
         max_jitter: float = 1e-8,
         block_size: int = DEFAULT_BLOCK,
+        n_jobs: int | None = None,
     ):
         self.kernel = kernel
         self.sigma = sigma
@@ -127,6 +129,7 @@ class KernelRidge(RegressorMixin, BaseEstimator):
         self.center = center
         self.max_jitter = max_jitter
         self.block_size = block_size
+        self.n_jobs = n_jobs
 
     def _check_X(self, X, fitting: bool) -> np.ndarray:
         try:
@@ -165,7 +168,9 @@ class KernelRidge(RegressorMixin, BaseEstimator):
                 raise ValueError(f"precomputed kernel must be square when fitting, got {X.shape}")
             K = X
         else:
-            K = kernel_matrix(X, None, self.kernel, self.sigma, block_size=self.block_size)
+            K = kernel_matrix(
+                X, None, self.kernel, self.sigma, block_size=self.block_size, n_jobs=self.n_jobs
+            )
         self.y_mean_ = float(y.mean()) if self.center else 0.0
         self.alpha_, self.jitter_ = cholesky_solve(K, y - self.y_mean_, self.lam, self.max_jitter)
         self.X_fit_ = X
@@ -185,7 +190,12 @@ class KernelRidge(RegressorMixin, BaseEstimator):
         step = max(1, 4 * self.block_size)
         for lo in range(0, len(X), step):
             K = kernel_matrix(
-                X[lo : lo + step], self.X_fit_, self.kernel, self.sigma, block_size=self.block_size
+                X[lo : lo + step],
+                self.X_fit_,
+                self.kernel,
+                self.sigma,
+                block_size=self.block_size,
+                n_jobs=self.n_jobs,
             )
             out[lo : lo + step] = self.y_mean_ + K @ self.alpha_
         return out

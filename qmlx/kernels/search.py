@@ -31,17 +31,25 @@ class KernelProvider:
     `submatrix` gives blocks of it without forming the whole kernel twice.
     """
 
-    def __init__(self, X: np.ndarray, kernel: str, sigmas: Sequence[float] = (), progress: bool = False):
+    def __init__(
+        self,
+        X: np.ndarray,
+        kernel: str,
+        sigmas: Sequence[float] = (),
+        progress: bool = False,
+        n_jobs: int | None = None,
+    ):
         self.kernel = kernel
         self.X = np.asarray(X, dtype=np.float64)
         self._cache: dict[float, np.ndarray] = {}
         if self.X.ndim == 2:
-            self.D = distance_matrix(self.X, None, kernel_metric(kernel), progress=progress)
+            self.D = distance_matrix(self.X, None, kernel_metric(kernel), progress=progress, n_jobs=n_jobs)
         else:
             self.D = None
             if not sigmas:
                 raise ValueError("for 3-D sets, pass the sigmas to precompute")
-            for s, K in zip(sigmas, kernel_matrices(self.X, None, kernel, sigmas, progress=progress)):
+            Ks = kernel_matrices(self.X, None, kernel, sigmas, progress=progress, n_jobs=n_jobs)
+            for s, K in zip(sigmas, Ks):
                 self._cache[float(s)] = K
 
     def __len__(self) -> int:
