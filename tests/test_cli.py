@@ -43,3 +43,69 @@ def test_data_info_on_bad_file_exits_nonzero_with_one_line(tmp_path, content):
 def test_missing_file_exits_nonzero(tmp_path, capsys):
     assert main(["data", "info", str(tmp_path / "nope.xyz")]) == 1
     assert "nope.xyz: no such file" in capsys.readouterr().err
+
+
+@pytest.fixture
+def network_file(tmp_path):
+    import torch
+
+    from qmlx.nn import SchNet, save_network
+
+    torch.manual_seed(0)
+    model = SchNet(n_features=8, n_interactions=1)
+    with torch.no_grad():
+        model.head.reference[[1, 8]] = torch.tensor([-10.0, -60.0])
+    return save_network(model, tmp_path / "tiny.pt")
+
+
+def test_predict_prints_energy_and_atom_table(network_file, tmp_path, capsys):
+    (tmp_path / "w.xyz").write_text("3\nwater\nO 0 0 0.117\nH 0 0.757 -0.469\nH 0 -0.757 -0.469\n")
+    assert main(["predict", str(network_file), str(tmp_path / "w.xyz"), "--atoms", "--format", "json"]) == 0
+    import json
+
+    result = json.loads(capsys.readouterr().out)
+    mol = result["molecules"][0]
+    assert result["unit"] == "kcal/mol" and mol["formula"] == "H2O"
+    assert sum(a["energy"] for a in mol["atoms"]) == pytest.approx(mol["energy"], abs=1e-4)
+
+
+def test_explain_writes_png_and_table(network_file, tmp_path, capsys):
+    (tmp_path / "w.xyz").write_text("3\nwater\nO 0 0 0.117\nH 0 0.757 -0.469\nH 0 -0.757 -0.469\n")
+    png = tmp_path / "w.png"
+    assert main(["explain", str(network_file), str(tmp_path / "w.xyz"), "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "H2O" in out and "relevance" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_explain_on_malformed_file_exits_nonzero(network_file, tmp_path):
+    bad = tmp_path / "bad.xyz"
+    bad.write_text("5\ntruncated\nC 0 0 0\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "qmlx.cli", "explain", str(network_file), str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith(f"qmlx: error: {bad}") and "Traceback" not in proc.stderr
+
+
+def test_predict_krr_on_xyz_in_angstrom_matches_dataset_prediction(qm7, tmp_path, capsys):
+    import ase.io
+    import numpy as np
+
+    from qmlx.kernels.model import load_krr
+    from qmlx.kernels.training import train_krr
+
+    train, test = np.arange(0, 600), np.arange(600, 610)
+    model, _ = train_krr(qm7, train, representation="sorted-cm", kernel="laplacian", sigma=1000.0, lam=1e-8)
+    path = model.save(tmp_path / "krr.h5")
+    expected = load_krr(path).predict_molecules(qm7.subset(test))
+    xyz = tmp_path / "mols.xyz"
+    ase.io.write(xyz, [qm7[int(i)] for i in test])  # ASE writes Å, the unit Molecules holds
+    assert main(["predict", str(path), str(xyz), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "file,molecule,formula,energy [kcal/mol]"
+    printed = np.array([float(line.split(",")[-1]) for line in lines[1:]])
+    np.testing.assert_allclose(printed, expected, atol=1e-5)
+    assert np.abs(expected - qm7.targets["atomization_energy"][test]).mean() < 40  # a real model
