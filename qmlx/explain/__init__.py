@@ -12,6 +12,7 @@ al., IEEE Signal Process. Mag. 2022: explain ``f(x) - f(x~)`` for a stated ``x~`
 | ``gradient`` | sensitivity: ``||dE/dx_i^0||_2`` w.r.t. atom i's embedding (unsigned) | none | no |
 | ``gradient-x-input`` | ``x_i^0 . dE/dx_i^0`` w.r.t. the embedding | none | no |
 | ``integrated-gradients`` | Sundararajan et al. 2017, embeddings scaled from 0 to x^0 | E with all embeddings 0 | yes (path integral) |
+| ``neuralized`` (KRR) | Kauffmann et al. 2020 neuralization, features mapped onto atoms | training mean | with padding |
 
 Explanations run on a float64 copy of the model; the model passed in is left unchanged.
 """
@@ -47,6 +48,7 @@ class Explanation:
     reference : (n_mol,) the value each prediction is explained against, kcal/mol.
     bias : (n_atoms_total,) relevance absorbed by biases (LRP), or ``None``.
     pairs : per molecule an (n_i, n_i) array ``P[a, b]`` (``lrp-pairs``), or ``None``.
+    padding : (n_mol,) relevance of zero-padded features (kernel models), or ``None``.
     """
 
     method: str
@@ -56,6 +58,7 @@ class Explanation:
     reference: np.ndarray
     bias: np.ndarray | None = None
     pairs: list[np.ndarray] | None = None
+    padding: np.ndarray | None = None
     unit: str = "kcal/mol"
 
     def molecule(self, i: int) -> np.ndarray:
@@ -66,7 +69,8 @@ class Explanation:
     def totals(self) -> np.ndarray:
         """(n_mol,) sum of relevance (plus bias relevance, if any) per molecule."""
         total = self.relevance if self.bias is None else self.relevance + self.bias
-        return np.bincount(self.molecules.mol_index, weights=total, minlength=len(self.molecules))
+        sums = np.bincount(self.molecules.mol_index, weights=total, minlength=len(self.molecules))
+        return sums if self.padding is None else sums + self.padding
 
     def conservation_error(self) -> np.ndarray:
         """(n_mol,) ``totals() - (prediction - reference)`` in kcal/mol."""
@@ -127,13 +131,23 @@ def explain(
 
     Parameters
     ----------
-    model : a trained `SchNet` or `DTNN` (left unchanged).
+    model : a trained `SchNet` or `DTNN` (left unchanged), or a `KRRModel` on cm, sorted-cm or
+        bob features (explained with ``neuralized``, see `qmlx.explain.kernel`).
     molecules : the molecules, positions in Å.
-    method : one of `METHODS` (see the module docstring).
+    method : one of `METHODS` (see the module docstring), or ``neuralized`` for kernel models.
     rule : LRP rule for the linear layers: `Epsilon` (default, eps = 1e-9) or `Gamma`.
     steps : integration steps of ``integrated-gradients``.
     batch_size : molecules per batch (``lrp-pairs`` runs one molecule at a time).
     """
+    from qmlx.kernels.model import KRRModel
+
+    if isinstance(model, KRRModel):
+        if method not in ("lrp", "neuralized"):
+            raise QmlxError(f"kernel models are explained with method 'neuralized', not {method!r}")
+        from qmlx.explain.kernel import explain_krr
+
+        relevance, padding, prediction, reference = explain_krr(model, molecules)
+        return Explanation("neuralized", molecules, relevance, prediction, reference, padding=padding)
     if method not in METHODS:
         raise QmlxError(f"unknown explanation method {method!r}; expected one of {', '.join(METHODS)}")
     if not isinstance(model, InteractionNetwork):
