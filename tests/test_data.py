@@ -306,3 +306,37 @@ def test_malformed_file_raises_error_naming_it(tmp_path, name):
     (tmp_path / name).write_text(text)
     with pytest.raises(DataFormatError, match=message.replace(".", r"\.").replace("(", r"\(")):
         Molecules.read(tmp_path / name)
+
+
+def test_ase_database_and_extxyz_energies_are_read(tmp_path):
+    import ase.db
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    water = ase.Atoms("OH2", positions=[[0, 0, 0.12], [0, 0.76, -0.47], [0, -0.76, -0.47]])
+    water.calc = SinglePointCalculator(water, energy=-14.2)
+    with ase.db.connect(tmp_path / "mols.db") as db:
+        db.write(water)
+        db.write(ase.Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]), data={})
+    mols = Molecules.read(tmp_path / "mols.db")
+    assert mols.n_atoms.tolist() == [3, 2]
+    ase.io.write(tmp_path / "w.extxyz", water)
+    from_extxyz = Molecules.read(tmp_path / "w.extxyz")
+    assert from_extxyz.units == {"energy": "eV"}
+    assert from_extxyz.target("energy", "kcal/mol")[0] == pytest.approx(-14.2 * 23.0605, rel=1e-4)
+
+
+def test_offline_download_says_what_to_do(tmp_path, monkeypatch):
+    import urllib.request
+
+    from qmlx.errors import DataNotFoundError
+
+    monkeypatch.delenv("QMLX_DATA_DIR", raising=False)
+    monkeypatch.setenv("QMLX_CACHE_DIR", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DataNotFoundError, match="could not be downloaded .* set QMLX_DATA_DIR"):
+        load_qm7()
+    assert list(tmp_path.iterdir()) == []  # no half-written file left behind
