@@ -13,9 +13,10 @@ from qmlx.explain import Epsilon, Gamma, explain
 from qmlx.nn import DTNN, SchNet
 
 
-def _randomized(model):
+def _randomized(build):
     """A model with non-trivial weights, biases, references and scale (as after training)."""
     torch.manual_seed(0)
+    model = build()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.2 * torch.randn_like(p))
@@ -25,8 +26,8 @@ def _randomized(model):
 
 
 MODELS = {
-    "schnet": lambda: _randomized(SchNet(n_features=16, n_interactions=2, cutoff=5.0)),
-    "dtnn": lambda: _randomized(DTNN(n_features=8, n_factors=12, n_interactions=2)),
+    "schnet": lambda: _randomized(lambda: SchNet(n_features=16, n_interactions=2, cutoff=5.0)),
+    "dtnn": lambda: _randomized(lambda: DTNN(n_features=8, n_factors=12, n_interactions=2)),
 }
 RULES = {"epsilon": Epsilon(1e-9), "gamma": Gamma(0.25, 1e-9)}
 
@@ -46,7 +47,7 @@ def random_molecules() -> Molecules:
 def test_lrp_conserves_the_energy(name, rule, random_molecules):
     e = explain(MODELS[name](), random_molecules, "lrp", rule=RULES[rule])
     explained = e.prediction - e.reference
-    assert np.abs(explained).min() > 1.0  # a non-trivial amount to explain
+    assert np.abs(explained).min() > 0.1  # a non-trivial amount to explain
     np.testing.assert_array_less(np.abs(e.conservation_error()), 1e-4 * np.abs(explained))
     assert np.abs(e.bias).sum() > 0  # bias relevance is reported, not hidden
 
