@@ -168,3 +168,17 @@ def test_train_command_runs_end_to_end_on_qm7(qm7, tmp_path, capsys):
     model = load_network(out / "model.pt")
     assert model.metadata["test_mae_kcal_mol"] == summary["test_mae_kcal_mol"]
     assert model.metadata["energy_unit"] == "kcal/mol"
+
+
+def test_resume_with_reset_lr_starts_a_recorded_second_phase(tmp_path):
+    first = _trainer(tmp_path, epochs=4)
+    first.metadata["command"] = "train"
+    first.fit(stop_after=2)
+    second = _trainer(tmp_path, epochs=4)
+    second.metadata["command"] = "train --resume --reset-lr 1e-4"
+    second.fit(resume=True, reset_lr=1e-4)
+    assert second.epoch == 4
+    assert second.metadata["lr_resets"] == [{"epoch": 2, "lr": 1e-4}]
+    assert second.metadata["command"] == "train"
+    assert second.metadata["resume_commands"] == ["train --resume --reset-lr 1e-4"]
+    assert second.history[2]["lr"] <= 1e-4

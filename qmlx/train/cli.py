@@ -39,6 +39,9 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interactions", type=int, default=None, help="number of interaction blocks")
     p.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<model>-fold<K>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument(
+        "--reset-lr", type=float, default=None, help="with --resume: set this learning rate (a second phase)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -68,7 +71,7 @@ def train_handler(args: argparse.Namespace) -> None:
     summary = train_network(
         args.network, dataset=args.dataset, fold=args.fold, n_train=args.n_train, n_val=args.n_val,
         n_test=args.n_test, out=args.out, resume=args.resume, config=config, model_config=model_config,
-        progress=not args.no_progress, command=_command_line(),
+        progress=not args.no_progress, command=_command_line(), reset_lr=args.reset_lr,
     )  # fmt: skip
     print(json.dumps(summary, indent=2))
 

@@ -229,6 +229,14 @@ class Trainer:
             self.bad_epochs = int(ck["bad_epochs"])
             self.elapsed = float(ck["elapsed"])
             self.history = list(ck["history"])
+            old = ck.get("metadata") or {}
+            if "lr_resets" in old:
+                self.metadata["lr_resets"] = old["lr_resets"]
+            if old.get("command") and old["command"] != self.metadata.get("command"):
+                resumed = list(old.get("resume_commands", []))
+                if self.metadata.get("command"):
+                    resumed.append(self.metadata["command"])
+                self.metadata["command"], self.metadata["resume_commands"] = old["command"], resumed
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise DataFormatError(f"{path}: checkpoint does not match this model ({err})") from None
 
@@ -299,11 +307,16 @@ class Trainer:
             abs_err += float(diff.detach().abs().sum())
         return abs_err / n
 
-    def fit(self, resume: bool = False, stop_after: int | None = None) -> list[dict]:
+    def fit(
+        self, resume: bool = False, stop_after: int | None = None, reset_lr: float | None = None
+    ) -> list[dict]:
         """Train until ``epochs``, early stopping or the time budget; returns the history.
 
         ``resume`` continues from ``out_dir/checkpoint.pt`` if it exists. ``stop_after`` ends
         this call after that many epochs in total (to simulate an interruption in tests).
+        ``reset_lr`` sets the learning rate after resuming and restarts the plateau counter (an
+        explicit second phase, recorded in the metadata; without it a resumed run continues
+        exactly as an uninterrupted one).
         """
         cfg = self.config
         torch.set_num_threads(cfg.threads)
@@ -311,6 +324,13 @@ class Trainer:
         ck = self.out_dir / CHECKPOINT_NAME
         if resume and ck.exists():
             self.load_state(ck)
+            if reset_lr is not None:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = float(reset_lr)
+                self.scheduler.num_bad_epochs = 0
+                self.scheduler._last_lr = [float(reset_lr)] * len(self.optimizer.param_groups)
+                resets = list(self.metadata.get("lr_resets", []))
+                self.metadata["lr_resets"] = resets + [{"epoch": self.epoch, "lr": float(reset_lr)}]
         start_time = time.perf_counter() - self.elapsed
         bar = tqdm(
             total=cfg.epochs, initial=self.epoch, desc=type(self.model).__name__, disable=not self.progress,

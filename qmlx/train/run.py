@@ -78,6 +78,7 @@ def train_network(
     model_config: dict | None = None,
     progress: bool = True,
     command: str | None = None,
+    reset_lr: float | None = None,
 ) -> dict:
     """Train ``model_name`` (schnet or dtnn) and return a summary with the test MAE (kcal/mol).
 
@@ -113,11 +114,12 @@ def train_network(
         "train_config": {k: v for k, v in asdict(config).items() if k != "extra"},
     }
     trainer = Trainer(model, caches[0], caches[1], config, out, metadata=metadata, progress=progress)
-    trainer.fit(resume=resume)
+    trainer.fit(resume=resume, reset_lr=reset_lr)
     trainer.load_best()
     pred, ref = evaluate(model, caches[2], config.eval_batch_size)
     test_mae = float(np.mean(np.abs(pred - ref)))
     test_rmse = float(np.sqrt(np.mean((pred - ref) ** 2)))
+    metadata = {**metadata, **trainer.metadata}  # the trainer keeps the original command on resume
     metadata.update(
         test_mae_kcal_mol=test_mae, test_rmse_kcal_mol=test_rmse, epochs_run=trainer.epoch,
         best_epoch=trainer.best_epoch, val_mae_kcal_mol=trainer.best_val, stop_reason=trainer.stop_reason,
