@@ -22,11 +22,11 @@ DEFAULT_GRIDS: dict[tuple[str, str], tuple[list[float], list[float]]] = {
     ("eigenspectrum", "laplacian"): ([40.0, 80.0, 160.0, 320.0], [1e-10, 1e-7, 1e-4]),
     ("sorted-cm", "laplacian"): ([400.0, 800.0, 1600.0, 3200.0], [1e-10, 1e-7, 1e-4]),
     ("sorted-cm", "gaussian"): ([25.0, 50.0, 100.0, 200.0], [1e-10, 1e-8, 1e-6, 1e-4]),
-    ("random-cm", "laplacian"): ([800.0, 1600.0, 3200.0], [1e-10, 1e-7, 1e-4]),
+    ("random-cm", "laplacian"): ([200.0, 400.0, 800.0, 1600.0], [1e-8, 1e-6, 1e-4, 1e-2]),
     ("random-cm", "gaussian"): ([50.0, 100.0, 200.0], [1e-10, 1e-8, 1e-6, 1e-4]),
     ("cm", "laplacian"): ([400.0, 800.0, 1600.0, 3200.0], [1e-10, 1e-7, 1e-4]),
     ("cm", "gaussian"): ([25.0, 50.0, 100.0, 200.0], [1e-10, 1e-8, 1e-6, 1e-4]),
-    ("bob", "laplacian"): ([800.0, 1600.0, 3200.0, 6400.0], [1e-10, 1e-7, 1e-4]),
+    ("bob", "laplacian"): ([800.0, 1600.0, 3200.0, 6400.0], [1e-8, 1e-6, 1e-4, 1e-2]),
     ("bob", "gaussian"): ([20.0, 40.0, 80.0, 160.0], [1e-10, 1e-8, 1e-6, 1e-4]),
 }
 DEFAULT_KERNEL = {"eigenspectrum": "gaussian"}
