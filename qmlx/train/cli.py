@@ -37,6 +37,9 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops gracefully")
     p.add_argument("--features", type=int, default=None, help="atom feature size")
     p.add_argument("--interactions", type=int, default=None, help="number of interaction blocks")
+    p.add_argument(
+        "--rbf-stop", type=float, default=None, help="DTNN: last Gaussian centre in Å (10 for QM7)"
+    )
     p.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<model>-fold<K>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.add_argument(
@@ -68,6 +71,10 @@ def train_handler(args: argparse.Namespace) -> None:
         model_config["n_features"] = args.features
     if args.interactions:
         model_config["n_interactions"] = args.interactions
+    if args.rbf_stop is not None:
+        if args.network != "dtnn":
+            raise QmlxError("--rbf-stop applies to dtnn only")
+        model_config["rbf_stop"] = args.rbf_stop
     summary = train_network(
         args.network, dataset=args.dataset, fold=args.fold, n_train=args.n_train, n_val=args.n_val,
         n_test=args.n_test, out=args.out, resume=args.resume, config=config, model_config=model_config,
