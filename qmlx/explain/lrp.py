@@ -7,7 +7,9 @@ parameters, modified so that gradient x input of the result realizes the rules (
 "Layer-wise relevance propagation: an overview", 2019):
 
 - linear layers, ``z = W a + b``: the epsilon rule ``R_a = a W^T (R_z / (z + eps sign z))``, or with
-  ``gamma > 0`` the gamma rule on ``W + gamma W^+`` (favouring positive contributions);
+  ``gamma > 0`` the gamma rule, generalized to signed inputs (activations here can be negative):
+  the contributions ``a_i w_ij`` (and the bias) that share the sign of ``z_j`` are weighted by
+  ``1 + gamma``;
 - element-wise activations ``act(z)``: written ``z * (act(z) / (z + eps sign z))`` with the ratio
   held fixed, so relevance passes through unchanged;
 - the multiplicative interactions (SchNet's filter, DTNN's distance factor): the geometry-dependent
@@ -44,7 +46,8 @@ class Epsilon:
 
 @dataclass(frozen=True)
 class Gamma:
-    """The gamma rule for linear layers: weights ``W + gamma * max(W, 0)``, then epsilon."""
+    """The gamma rule for linear layers: contributions ``a_i w_ij`` with the sign of ``z_j`` are
+    weighted by ``1 + gamma`` (for positive inputs: weights ``W + gamma * max(W, 0)``), then epsilon."""
 
     gamma: float = 0.25
     eps: float = 1e-9
@@ -78,10 +81,13 @@ class RelevanceForward:
             self.biases.append((bias, owner))
         z = a @ W.T if bias is None else a @ W.T + bias
         if isinstance(self.rule, Gamma) and self.rule.gamma > 0:
-            g = self.rule.gamma
-            zg = a @ (W + g * W.clamp(min=0)).T
+            # generalized gamma rule for signed inputs: boost the contributions a_i w_ij (and b_j)
+            # that share the sign of z_j
+            ap, an, Wp, Wn = a.clamp(min=0), a.clamp(max=0), W.clamp(min=0), W.clamp(max=0)
+            pos, neg = ap @ Wp.T + an @ Wn.T, ap @ Wn.T + an @ Wp.T
             if bias is not None:
-                zg = zg + bias + g * bias.clamp(min=0)
+                pos, neg = pos + bias.clamp(min=0), neg + bias.clamp(max=0)
+            zg = z + self.rule.gamma * torch.where(z.detach() >= 0, pos, neg)
             return zg * (z / _stabilize(zg, self.rule.eps)).detach()
         return z
 
