@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from qmlx.data import load_qm7
+from qmlx.data.paths import atomic_path, write_text_atomic
 from qmlx.explain import explain
 from qmlx.explain.flipping import atom_scores, flipping_curve, relative_energy
 from qmlx.nn import load_network
@@ -80,9 +80,7 @@ def write(result: dict, stem: str, out: Path = RESULTS) -> None:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{stem}.json.part"
-    tmp.write_text(json.dumps(result, indent=2, default=float))
-    os.replace(tmp, out / f"{stem}.json")
+    write_text_atomic(out / f"{stem}.json", json.dumps(result, indent=2, default=float))
     lines = [
         f"# Atom flipping on QM7 fold {result['fold']} ({result['n_molecules']} test molecules, model {result['model']})",
         "",
@@ -98,7 +96,7 @@ def write(result: dict, stem: str, out: Path = RESULTS) -> None:
         lines.append(
             f"| {r['method']} | {r['aopc_morf']:.2f} | {r['aopc_lerf']:.2f} | {r['gap']:.2f} | {t} |"
         )
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out / f"{stem}.md", "\n".join(lines) + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     q = np.array(result["fractions"])
     for method, c in result["curves"].items():
@@ -112,7 +110,8 @@ def write(result: dict, stem: str, out: Path = RESULTS) -> None:
     axes[0].set_ylabel("mean E(x_q) - E(x) [kcal/mol]")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / f"{stem}.png", dpi=120)
+    with atomic_path(out / f"{stem}.png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from qmlx.data import load_qm7
+from qmlx.data.paths import write_text_atomic
 from qmlx.explain import Gamma, explain
 from qmlx.nn import load_network
 
@@ -55,9 +55,7 @@ def main() -> None:
     rows = [check(m, mols) for m in args.models]
     result = {"fold": args.fold, "n_molecules": len(mols), "rows": rows}
     RESULTS.mkdir(exist_ok=True)
-    tmp = RESULTS / ".qm7_lrp_conservation.json.part"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, RESULTS / "qm7_lrp_conservation.json")
+    write_text_atomic(RESULTS / "qm7_lrp_conservation.json", json.dumps(result, indent=2))
     keys = [k for k in rows[0] if k != "model"]
     lines = [
         f"# LRP conservation on QM7 fold {args.fold} ({len(mols)} test molecules, float64, eps = 1e-9)",
@@ -66,7 +64,7 @@ def main() -> None:
         "|---|" + "---|" * len(rows),
     ]
     lines += [f"| {k} | " + " | ".join(f"{r[k]:.2e}" for r in rows) + " |" for k in keys]
-    (RESULTS / "qm7_lrp_conservation.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(RESULTS / "qm7_lrp_conservation.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

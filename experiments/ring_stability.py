@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from qmlx.data import load_qm7, load_qm9
+from qmlx.data.paths import atomic_path, write_text_atomic
 from qmlx.explain import explain
 from qmlx.explain.plot import plot_explanation
 from qmlx.explain.rings import find_rings
@@ -118,11 +118,9 @@ def write(result: dict, model, mols, stem: str) -> None:
         lines.append(
             f"| {k} | {v['count']} | {v['mean_decomposition']:.2f} | {v['mean_lrp']:.2f} | {v['example_molecule']} |"
         )
-    tmp = RESULTS / f".{stem}.json.part"
     slim = {k: v for k, v in result.items() if k not in ("energies",)}
-    tmp.write_text(json.dumps(slim, indent=2, default=float))
-    os.replace(tmp, RESULTS / f"{stem}.json")
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(RESULTS / f"{stem}.json", json.dumps(slim, indent=2, default=float))
+    write_text_atomic(RESULTS / f"{stem}.md", "\n".join(lines) + "\n")
 
     energies = {m: np.array(e) for m, e in result["energies"].items()}
     aromatic = np.array(result["ring_aromatic"])
@@ -143,7 +141,8 @@ def write(result: dict, model, mols, stem: str) -> None:
     axes[0].set_ylabel("density")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / f"{stem}_hist.png", dpi=120)
+    with atomic_path(RESULTS / f"{stem}_hist.png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
     examples = [v["example_molecule"] for _, v in common[:4] + common[-4:]]

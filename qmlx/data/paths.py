@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import tempfile
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -51,19 +53,40 @@ def atomic_write_target(destination: Path) -> tuple[int, str]:
     return tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
 
 
+@contextmanager
+def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``destination`` to write; on success it replaces
+    ``destination`` (``os.replace``), on any error it is deleted, so no reader ever sees a
+    half-written file."""
+    destination = Path(destination)
+    fd, tmp = atomic_write_target(destination)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, destination)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_text_atomic(destination: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``destination`` atomically."""
+    with atomic_path(destination) as tmp:
+        tmp.write_text(text)
+    return Path(destination)
+
+
 def download(url: str, destination: Path, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``destination`` with a progress bar, atomically."""
-    fd, tmp = atomic_write_target(destination)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {destination.name}") as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        os.replace(tmp, destination)
+        with atomic_path(destination) as tmp, open(tmp, "wb") as out:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                desc = f"downloading {destination.name}"
+                with tqdm(total=total, unit="B", unit_scale=True, desc=desc) as bar:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        bar.update(len(chunk))
     except Exception as err:
-        Path(tmp).unlink(missing_ok=True)
         raise DataNotFoundError(
             f"{destination.name} was not found locally and could not be downloaded from {url} "
             f"({err}). Download it by hand and put it in {destination.parent}, or set "

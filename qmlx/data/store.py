@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from qmlx.data.molecules import Molecules
-from qmlx.data.paths import atomic_write_target
+from qmlx.data.paths import atomic_path
 from qmlx.errors import DataFormatError
 
 SCHEMA = "qmlx.molecules"
@@ -32,32 +32,25 @@ def save_molecules(path: str | os.PathLike, molecules: Molecules, **attrs) -> Pa
     from qmlx import __version__
 
     path = Path(path)
-    fd, tmp = atomic_write_target(path)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(
-                schema=SCHEMA, schema_version=SCHEMA_VERSION, name=molecules.name, qmlx_version=__version__
-            )
-            f.attrs.update(attrs)
-            f.create_dataset("Z", data=molecules.Z.astype(np.int16))
-            f.create_dataset("R", data=molecules.R)
-            f.create_dataset("n_atoms", data=molecules.n_atoms.astype(np.int32))
-            ids = molecules.ids
-            if ids.dtype.kind in "UOS":
-                f.create_dataset("ids", data=ids.astype(str).astype(object), dtype=h5py.string_dtype())
-            else:
-                f.create_dataset("ids", data=ids)
-            group = f.create_group("targets")
-            for key, values in molecules.targets.items():
-                group.create_dataset(key, data=values).attrs["unit"] = molecules.units[key]
-            for k, (train, test) in enumerate(molecules.folds or []):
-                f.create_dataset(f"folds/{k}/train", data=train)
-                f.create_dataset(f"folds/{k}/test", data=test)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(
+            schema=SCHEMA, schema_version=SCHEMA_VERSION, name=molecules.name, qmlx_version=__version__
+        )
+        f.attrs.update(attrs)
+        f.create_dataset("Z", data=molecules.Z.astype(np.int16))
+        f.create_dataset("R", data=molecules.R)
+        f.create_dataset("n_atoms", data=molecules.n_atoms.astype(np.int32))
+        ids = molecules.ids
+        if ids.dtype.kind in "UOS":
+            f.create_dataset("ids", data=ids.astype(str).astype(object), dtype=h5py.string_dtype())
+        else:
+            f.create_dataset("ids", data=ids)
+        group = f.create_group("targets")
+        for key, values in molecules.targets.items():
+            group.create_dataset(key, data=values).attrs["unit"] = molecules.units[key]
+        for k, (train, test) in enumerate(molecules.folds or []):
+            f.create_dataset(f"folds/{k}/train", data=train)
+            f.create_dataset(f"folds/{k}/test", data=test)
     return path
 
 

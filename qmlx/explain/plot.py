@@ -9,7 +9,6 @@ with a colorbar in kcal/mol. Pair relevances, when given, colour the bonds.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import ase
 import matplotlib
@@ -23,7 +22,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
-from qmlx.data.paths import atomic_write_target
+from qmlx.data.paths import atomic_path
 
 CMAP = "RdBu_r"  # red: raises the energy (positive), blue: lowers it (negative)
 
@@ -108,10 +107,5 @@ def plot_explanation(
         draw_molecule(ax, atoms, explanation.molecule(k), norm, matrix, title)
     mappable = ScalarMappable(norm=norm, cmap=CMAP)
     fig.colorbar(mappable, ax=axes, shrink=0.8, label=f"{explanation.method} relevance [kcal/mol]")
-    fd, tmp = atomic_write_target(Path(path))
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=130, format="png")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
