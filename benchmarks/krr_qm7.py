@@ -10,8 +10,9 @@ memory of each is its own), under the same BLAS thread limit.
   then ``predict`` on the test features.
 - qmlx: the L1 distances among all 7165 molecules once (symmetric, zero tails of sorted Coulomb
   matrices skipped, `qmlx.kernels.distance_matrix`), the kernel once, then per fold a Cholesky
-  solve on the training block and a matrix-vector product for the test block. Mathematically
-  the same models; the predictions are compared.
+  solve on the training block and a matrix-vector product for the test block; run twice, with
+  the float64 Cholesky and with ``precision="mixed"`` (float32 Cholesky + float64 iterative
+  refinement). Mathematically the same models; the predictions are compared.
 
 Usage::
 
@@ -46,9 +47,9 @@ def _limits(threads: int):
     return threadpool_limits(threads)
 
 
-def run_qmlx(threads: int, backend: str) -> dict:
+def run_qmlx(threads: int, backend: str, precision: str = "double") -> dict:
     from qmlx.data import load_qm7
-    from qmlx.kernels import cholesky_solve, distance_matrix, kernel_from_distances
+    from qmlx.kernels import distance_matrix, fit_predict_subset, kernel_from_distances
     from qmlx.represent import SortedCoulombMatrix
 
     mols = load_qm7(download_if_missing=False)
@@ -63,11 +64,8 @@ def run_qmlx(threads: int, backend: str) -> dict:
         D = distance_matrix(X, metric="l1", n_jobs=threads)
         K = kernel_from_distances(D, "laplacian", SIGMA, out=D)
         t_kernel = time.perf_counter()
-        preds = []
-        for train, test in mols.folds:
-            y_mean = y[train].mean()
-            alpha, _ = cholesky_solve(K[np.ix_(train, train)], y[train] - y_mean, LAM, backend=backend)
-            preds.append(y_mean + K[np.ix_(test, train)] @ alpha)
+        K32 = K.astype(np.float32) if precision == "mixed" else None
+        preds = [fit_predict_subset(K, y, train, test, LAM, precision, K32) for train, test in mols.folds]
         t_end = time.perf_counter()
     return {
         "total_s": t_end - t0,
@@ -141,36 +139,49 @@ def main(argv: list[str] | None = None) -> dict:
     mols = load_qm7(download_if_missing=False)
     y = mols.target("atomization_energy", "kcal/mol")
     print(f"QM7 5-fold sorted-CM Laplacian KRR, sigma={SIGMA:g}, lambda={LAM:g}, {args.threads} thread(s)")
-    ours = _in_child(run_qmlx, args.threads, args.backend)
-    print(f"  qmlx          {ours['total_s']:6.2f} s  peak RSS {ours['peak_rss_mb']:.0f} MB", flush=True)
+    runs = {}
+    for precision in ("double", "mixed"):
+        runs[precision] = _in_child(run_qmlx, args.threads, args.backend, precision)
+        print(
+            f"  qmlx ({precision:6s})  {runs[precision]['total_s']:6.2f} s  "
+            f"peak RSS {runs[precision]['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
     ref = _in_child(run_sklearn, args.threads, args.backend)
-    print(f"  scikit-learn  {ref['total_s']:6.2f} s  peak RSS {ref['peak_rss_mb']:.0f} MB", flush=True)
+    print(f"  scikit-learn   {ref['total_s']:6.2f} s  peak RSS {ref['peak_rss_mb']:.0f} MB", flush=True)
     base = _in_child(_baseline_rss_mb)
 
-    diffs = [np.abs(np.array(a) - np.array(b)).max() for a, b in zip(ours["predictions"], ref["predictions"])]
-    mae_ours = [
-        float(np.abs(np.array(p) - y[test]).mean()) for p, (_, test) in zip(ours["predictions"], mols.folds)
-    ]
+    def compare(run: dict) -> dict:
+        diffs = [
+            np.abs(np.array(a) - np.array(b)).max() for a, b in zip(run["predictions"], ref["predictions"])
+        ]
+        maes = [
+            float(np.abs(np.array(p) - y[test]).mean())
+            for p, (_, test) in zip(run["predictions"], mols.folds)
+        ]
+        return {"max_abs_prediction_difference_vs_sklearn_kcal_mol": float(max(diffs)), "mae_per_fold": maes}
+
+    summary = {
+        p: {**compare(r), "speedup_vs_sklearn": ref["total_s"] / r["total_s"]} for p, r in runs.items()
+    }
     mae_ref = [
         float(np.abs(np.array(p) - y[test]).mean()) for p, (_, test) in zip(ref["predictions"], mols.folds)
     ]
-    for r in (ours, ref):
+    for r in (*runs.values(), ref):
         del r["predictions"]
-    ratio = ref["total_s"] / ours["total_s"]
     report = {
         "job": "QM7 official 5-fold CV, sorted Coulomb matrix, Laplacian KRR, fixed hyperparameters",
         "sigma": SIGMA,
         "lambda": LAM,
         "threads": args.threads,
         "qmlx_backend": args.backend,
-        "qmlx": ours,
-        "sklearn": ref,
-        "speedup": ratio,
+        "qmlx_double": {**runs["double"], **summary["double"]},
+        "qmlx_mixed": {**runs["mixed"], **summary["mixed"]},
+        "sklearn": {**ref, "mae_per_fold": mae_ref},
+        "speedup": summary["mixed"]["speedup_vs_sklearn"],
+        "speedup_double": summary["double"]["speedup_vs_sklearn"],
         "baseline_rss_mb_loading_qm7_and_imports": base,
-        "max_abs_prediction_difference_kcal_mol": float(max(diffs)),
-        "mae_per_fold_qmlx": mae_ours,
-        "mae_per_fold_sklearn": mae_ref,
-        "mae_mean": float(np.mean(mae_ours)),
+        "mae_mean": float(np.mean(summary["double"]["mae_per_fold"])),
         "targets": {"speedup_at_least": 5.0, "qmlx_seconds_under": 15.0, "peak_memory_gb_under": 4.0},
         "machine": {
             "cpus": os.cpu_count(),
@@ -180,28 +191,42 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "command": "python benchmarks/krr_qm7.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    print(
-        f"  speed-up      {ratio:.1f}x; predictions agree to {max(diffs):.1e} kcal/mol; "
-        f"mean MAE {report['mae_mean']:.3f} kcal/mol"
-    )
+    for p in ("double", "mixed"):
+        print(
+            f"  speed-up ({p}) {summary[p]['speedup_vs_sklearn']:.1f}x; predictions agree to "
+            f"{summary[p]['max_abs_prediction_difference_vs_sklearn_kcal_mol']:.1e} kcal/mol"
+        )
     args.out.write_text(json.dumps(report, indent=1) + "\n")
+    d, m = report["qmlx_double"], report["qmlx_mixed"]
     md = [
         "# KRR benchmark: QM7 5-fold CV, sorted CM + Laplacian kernel",
         "",
-        f"sigma = {SIGMA:g}, lambda = {LAM:g}; {args.threads} BLAS thread(s); qmlx Cholesky backend "
-        f"`{args.backend}`; {os.cpu_count()} CPU cores (shared machine; load average at the end "
-        f"{os.getloadavg()[0]:.1f}).",
+        f"sigma = {SIGMA:g}, lambda = {LAM:g}; {args.threads} BLAS thread(s) for every contender; "
+        f"{os.cpu_count()} CPU cores, shared with other jobs (load average at the end "
+        f"{os.getloadavg()[0]:.1f}). Each contender runs in its own fresh process of the same run.",
         "",
-        "| | total (s) | features (s) | peak RSS (MB) |",
-        "|---|---|---|---|",
-        f"| qmlx | {ours['total_s']:.2f} | {ours['features_s']:.2f} | {ours['peak_rss_mb']:.0f} |",
-        f"| scikit-learn KernelRidge | {ref['total_s']:.2f} | {ref['features_s']:.2f} | {ref['peak_rss_mb']:.0f} |",
+        "| | total (s) | features (s) | distances + kernel (s) | solves + predictions (s) | peak RSS (MB) "
+        "| speed-up |",
+        "|---|---|---|---|---|---|---|",
+        f"| qmlx, float64 Cholesky | {d['total_s']:.2f} | {d['features_s']:.2f} | {d['kernel_s']:.2f} | "
+        f"{d['solve_predict_s']:.2f} | {d['peak_rss_mb']:.0f} | {d['speedup_vs_sklearn']:.1f}x |",
+        f"| qmlx, mixed precision (float32 Cholesky + float64 refinement) | {m['total_s']:.2f} | "
+        f"{m['features_s']:.2f} | {m['kernel_s']:.2f} | {m['solve_predict_s']:.2f} | {m['peak_rss_mb']:.0f} | "
+        f"{m['speedup_vs_sklearn']:.1f}x |",
+        f"| scikit-learn KernelRidge | {ref['total_s']:.2f} | {ref['features_s']:.2f} | "
+        f"{ref['kernel_solve_predict_s']:.2f} (all) | | {ref['peak_rss_mb']:.0f} | 1.0x |",
         "",
-        f"**Speed-up: {ratio:.1f}x.** qmlx: features {ours['features_s']:.2f} s, distances + kernel "
-        f"{ours['kernel_s']:.2f} s, five Cholesky solves + predictions {ours['solve_predict_s']:.2f} s.",
-        f"A process that only loads QM7 and the libraries peaks at {base:.0f} MB RSS.",
-        f"Predictions agree to {max(diffs):.1e} kcal/mol; mean test MAE {report['mae_mean']:.3f} kcal/mol "
-        f"(per fold: {' / '.join(f'{m:.2f}' for m in mae_ours)}).",
+        f"Predictions agree with scikit-learn's to {d['max_abs_prediction_difference_vs_sklearn_kcal_mol']:.1e} "
+        f"(float64) and {m['max_abs_prediction_difference_vs_sklearn_kcal_mol']:.1e} kcal/mol (mixed). "
+        f"Mean test MAE {report['mae_mean']:.3f} kcal/mol (per fold "
+        + " / ".join(f"{v:.2f}" for v in d["mae_per_fold"])
+        + f"). A process that only loads QM7 and the libraries peaks at {base:.0f} MB RSS.",
+        "",
+        "Where qmlx saves time: the L1 distances among all 7165 molecules are computed once for the five "
+        "folds, only for one triangle, skipping the zero tails of the sorted matrices; the kernel is "
+        "exponentiated once; each fold then needs a Cholesky solve of its training block. The mixed "
+        "mode factorizes in float32 and refines in float64 to LAPACK dsposv's float64 accuracy test "
+        "(falling back to float64 if it fails).",
         "",
         f"Command: `{report['command']}`",
     ]

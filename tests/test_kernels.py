@@ -100,6 +100,8 @@ def test_solver_backends_agree(regression):
     b, _ = cholesky_solve(K, y, 1e-6, backend="torch")
     np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-8)
     np.testing.assert_array_equal(np.diag(K), 1.0)  # diagonal restored
+    c, _ = cholesky_solve(K, y, 1e-6, precision="mixed")
+    np.testing.assert_allclose(c, a, rtol=1e-9, atol=1e-9 * np.abs(a).max())
 
 
 def test_non_positive_definite_matrix_raises_or_gets_jitter():
@@ -148,6 +150,13 @@ def test_inner_cv_selection_and_learning_curve(regression):
     res = select_hyperparameters(provider, y, sigmas=[0.1, 3.0, 30.0], lams=[1e-8, 1e-2], n_splits=3)
     assert res.mae.shape == (3, 2) and res.best_mae == res.mae.min()
     assert res.best_sigma == 30.0 and res.on_edge()  # 0.1 is far too narrow for this data
+    from qmlx.kernels import fit_predict, fit_predict_subset
+
+    K = provider(30.0)
+    ref = fit_predict(K[:90, :90], y[:90], K[90:, :90], 1e-8)
+    for precision in ("double", "mixed"):
+        got = fit_predict_subset(K, y, np.arange(90), np.arange(90, 120), 1e-8, precision=precision)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
     curve = learning_curve(provider(30.0), y, np.arange(90), np.arange(90, 120), 1e-8, [20, 90])
     assert [c["n_train"] for c in curve] == [20, 90] and curve[1]["mae"] < curve[0]["mae"]
 

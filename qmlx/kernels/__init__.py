@@ -9,6 +9,7 @@ from qmlx.kernels.search import (
     GridSearchResult,
     KernelProvider,
     fit_predict,
+    fit_predict_subset,
     learning_curve,
     select_hyperparameters,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "cholesky_solve",
     "distance_matrix",
     "fit_predict",
+    "fit_predict_subset",
     "kernel_from_distances",
     "kernel_matrices",
     "kernel_matrix",

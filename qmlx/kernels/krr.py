@@ -41,8 +41,38 @@ def _factor_solve(A: np.ndarray, y: np.ndarray, backend: str) -> np.ndarray | No
     return scipy.linalg.cho_solve(factor, y, check_finite=False)
 
 
+def _mixed_solve(A: np.ndarray, y: np.ndarray, max_iter: int = 30) -> np.ndarray | None:
+    """Float32 Cholesky + float64 iterative refinement (the scheme of LAPACK's ``dsposv``).
+
+    Returns the float64 solution once ``|r|_inf <= |x|_inf |A|_inf eps64 sqrt(n)`` (the
+    ``dsposv`` stopping test), or ``None`` if the float32 factorization fails or the refinement
+    does not converge (the caller then factorizes in float64).
+    """
+    n = len(A)
+    try:
+        factor = scipy.linalg.cho_factor(
+            A.T.astype(np.float32), lower=True, overwrite_a=True, check_finite=False
+        )
+    except np.linalg.LinAlgError:
+        return None
+    norm_a = np.abs(A).sum(axis=1).max()
+    tol = norm_a * np.finfo(np.float64).eps * np.sqrt(n)
+    x = scipy.linalg.cho_solve(factor, y.astype(np.float32), check_finite=False).astype(np.float64)
+    for _ in range(max_iter):
+        r = y - A @ x
+        if np.abs(r).max() <= tol * max(np.abs(x).max(), np.finfo(np.float64).tiny):
+            return x
+        x += scipy.linalg.cho_solve(factor, r.astype(np.float32), check_finite=False)
+    return None
+
+
 def cholesky_solve(
-    K: np.ndarray, y: np.ndarray, lam: float, max_jitter: float = 0.0, backend: str = "scipy"
+    K: np.ndarray,
+    y: np.ndarray,
+    lam: float,
+    max_jitter: float = 0.0,
+    backend: str = "scipy",
+    precision: str = "double",
 ) -> tuple[np.ndarray, float]:
     """Solve ``(K + lam I) alpha = y`` by a float64 Cholesky factorization; returns ``(alpha, jitter)``.
 
@@ -57,6 +87,11 @@ def cholesky_solve(
     (``cholesky_ex``/``cholesky_solve``, MKL). Both are Cholesky solves in float64. On a busy
     machine, limit BLAS threads (``threadpoolctl.threadpool_limits(1)``): multi-threaded OpenBLAS
     slows down many-fold when its threads compete with other processes.
+
+    ``precision="mixed"`` factorizes in float32 and refines the solution in float64 until the
+    residual meets LAPACK ``dsposv``'s float64 test, falling back to the float64 factorization
+    when that fails; the answer agrees with ``"double"`` to float64 accuracy for well-enough
+    conditioned matrices (cond << 1e8) and takes about half the time. Default ``"double"``.
     """
     n = len(K)
     if K.ndim != 2 or K.shape != (n, n):
@@ -65,6 +100,8 @@ def cholesky_solve(
         raise ValueError(f"backend must be 'scipy' or 'torch', got {backend!r}")
     if not lam >= 0:
         raise ValueError(f"lam must be non-negative, got {lam}")
+    if precision not in ("double", "mixed"):
+        raise ValueError(f"precision must be 'double' or 'mixed', got {precision!r}")
     idx = np.arange(n)
     diag = K[idx, idx].copy()
     base = float(np.mean(np.abs(diag))) or 1.0
@@ -72,7 +109,13 @@ def cholesky_solve(
     try:
         while True:
             K[idx, idx] = diag + lam + jitter
-            alpha = _factor_solve(K, y, backend)
+            alpha = (
+                _mixed_solve(K, np.asarray(y, dtype=np.float64))
+                if precision == "mixed" and not jitter
+                else None
+            )
+            if alpha is None:
+                alpha = _factor_solve(K, y, backend)
             if alpha is not None:
                 break
             if eps > max_jitter:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.linalg
 from sklearn.model_selection import KFold
 from tqdm.auto import tqdm
 
@@ -150,6 +151,55 @@ def fit_predict(K_train: np.ndarray, y_train: np.ndarray, K_test: np.ndarray, la
     y_mean = float(np.mean(y_train))
     alpha, _ = cholesky_solve(K_train, y_train - y_mean, lam, max_jitter=1e-8)
     return y_mean + K_test @ alpha
+
+
+def fit_predict_subset(
+    K: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    lam: float,
+    precision: str = "double",
+    K32: np.ndarray | None = None,
+) -> np.ndarray:
+    """KRR on the rows ``train`` of a precomputed (N, N) kernel; (len(test),) predictions for ``test``.
+
+    ``y`` is (N,). Equivalent to ``fit_predict(K[train, train], y[train], K[test, train], lam)``
+    but copies less: the training block is factorized in place and, with ``precision="mixed"``,
+    only its float32 copy is formed (taken from ``K32 = K.astype(np.float32)`` when given, so
+    several folds share one conversion) and the float64 residuals of the refinement use
+    products with the whole of ``K``. Falls back to the float64 path of `cholesky_solve`.
+    """
+    train, test = np.asarray(train), np.asarray(test)
+    y_mean = float(np.mean(y[train]))
+    b = y[train] - y_mean
+    alpha = None
+    if precision == "mixed":
+        n = len(train)
+        A32 = (K32 if K32 is not None else K)[np.ix_(train, train)].astype(np.float32, copy=False)
+        A32[np.arange(n), np.arange(n)] += np.float32(lam)
+        try:
+            factor = scipy.linalg.cho_factor(A32.T, lower=True, overwrite_a=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            factor = None
+        if factor is not None:
+            # dsposv's test needs |K_TT + lam I|_inf; for a positive semi-definite K every entry is
+            # at most the largest diagonal one, so n * max(diag) + lam bounds it without a pass over K
+            tol = (n * float(np.diagonal(K).max()) + lam) * np.finfo(np.float64).eps * np.sqrt(n)
+            x_full = np.zeros(len(K))
+            x = scipy.linalg.cho_solve(factor, b.astype(np.float32), check_finite=False).astype(np.float64)
+            for _ in range(30):
+                x_full[train] = x
+                r = b - (K @ x_full)[train] - lam * x
+                if np.abs(r).max() <= tol * np.abs(x).max():
+                    alpha = x
+                    break
+                x += scipy.linalg.cho_solve(factor, r.astype(np.float32), check_finite=False)
+    elif precision != "double":
+        raise ValueError(f"precision must be 'double' or 'mixed', got {precision!r}")
+    if alpha is None:
+        alpha, _ = cholesky_solve(K[np.ix_(train, train)], b, lam, max_jitter=1e-8)
+    return y_mean + K[np.ix_(test, train)] @ alpha
 
 
 def learning_curve(
