@@ -37,6 +37,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops gracefully")
     p.add_argument("--features", type=int, default=None, help="atom feature size")
     p.add_argument("--interactions", type=int, default=None, help="number of interaction blocks")
+    p.add_argument("--factors", type=int, default=None, help="DTNN: size of the factorized tensor layer")
     p.add_argument(
         "--rbf-stop", type=float, default=None, help="DTNN: last Gaussian centre in Å (10 for QM7)"
     )
@@ -71,6 +72,10 @@ def train_handler(args: argparse.Namespace) -> None:
         model_config["n_features"] = args.features
     if args.interactions:
         model_config["n_interactions"] = args.interactions
+    if args.factors is not None:
+        if args.network != "dtnn":
+            raise QmlxError("--factors applies to dtnn only")
+        model_config["n_factors"] = args.factors
     if args.rbf_stop is not None:
         if args.network != "dtnn":
             raise QmlxError("--rbf-stop applies to dtnn only")
