@@ -170,8 +170,8 @@ def export_shipped(
         test_mae_kcal_mol=float(np.mean(np.abs(err))),
         test_rmse_kcal_mol=float(np.sqrt(np.mean(err**2))),
         n_parameters=int(sum(p.numel() for p in shipped.parameters())),
-        file_bytes=dest.stat().st_size,
     )
     save_network(shipped, dest, metadata=meta)
+    meta["file_bytes"] = dest.stat().st_size
     (models_dir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
