@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--folds", nargs="+", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--expansion", type=int, default=None)
+    parser.add_argument("--loss", choices=["mse", "l1"], default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parents[1] / "results")
     parser.add_argument("--progress", action="store_true")
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
         config.epochs = args.epochs
     if args.expansion is not None:
         config.expansion = args.expansion
+    if args.loss is not None:
+        config.loss = args.loss
 
     t0 = time.perf_counter()
     results = []
@@ -79,8 +82,10 @@ def main(argv: list[str] | None = None) -> dict:
         t_fold = time.perf_counter()
         test_mols = mols.subset(test)
 
-        def monitor(reg, test_mols=test_mols, test=test):
-            return {"test_mae": metrics(reg.predict_molecules(test_mols, samples=4), y[test])["mae"]}
+        def monitor(reg, test_mols=test_mols, test=test, k=k):
+            mae = metrics(reg.predict_molecules(test_mols, samples=4), y[test])["mae"]
+            print(f"  fold {k}: test MAE {mae:.3f} kcal/mol (4 random matrices)", flush=True)
+            return {"test_mae": mae}
 
         reg, history = train_cm_mlp(mols, train, y[train], config, monitor=monitor, progress=args.progress)
         m = metrics(reg.predict_molecules(test_mols), y[test])
