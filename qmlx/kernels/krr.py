@@ -147,6 +147,8 @@ class KernelRidge(RegressorMixin, BaseEstimator):
         (0 = raise `KernelSolveError` straight away).
     block_size : rows per block when computing kernels (bounds memory).
     n_jobs : threads for the distance blocks (``None``: one).
+    precision : ``"double"`` (float64 Cholesky) or ``"mixed"`` (float32 Cholesky refined to float64
+        accuracy, falling back to float64; see `cholesky_solve`).
 
     X is an (n, d) feature array, an (n, L, d) array of sets (kernel averaged over members; see
     `qmlx.kernels.kernel_matrix`), or with ``kernel="precomputed"`` an (n, n_fit) kernel matrix.
@@ -165,6 +167,7 @@ class KernelRidge(RegressorMixin, BaseEstimator):
         max_jitter: float = 1e-8,
         block_size: int = DEFAULT_BLOCK,
         n_jobs: int | None = None,
+        precision: str = "double",
     ):
         self.kernel = kernel
         self.sigma = sigma
@@ -173,6 +176,7 @@ class KernelRidge(RegressorMixin, BaseEstimator):
         self.max_jitter = max_jitter
         self.block_size = block_size
         self.n_jobs = n_jobs
+        self.precision = precision
 
     def _check_X(self, X, fitting: bool) -> np.ndarray:
         try:
@@ -215,7 +219,9 @@ class KernelRidge(RegressorMixin, BaseEstimator):
                 X, None, self.kernel, self.sigma, block_size=self.block_size, n_jobs=self.n_jobs
             )
         self.y_mean_ = float(y.mean()) if self.center else 0.0
-        self.alpha_, self.jitter_ = cholesky_solve(K, y - self.y_mean_, self.lam, self.max_jitter)
+        self.alpha_, self.jitter_ = cholesky_solve(
+            K, y - self.y_mean_, self.lam, self.max_jitter, precision=self.precision
+        )
         self.X_fit_ = X
         self.n_features_in_ = X.shape[-1] if self.kernel != "precomputed" else X.shape[1]
         return self
