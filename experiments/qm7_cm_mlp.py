@@ -107,9 +107,17 @@ def main(argv: list[str] | None = None) -> dict:
             f"{results[-1]['wall_time_s']:.0f} s)",
             flush=True,
         )
+        report = write_outputs(results, args, config, t0, argv, len(folds))
+    return report
+
+
+def write_outputs(
+    results: list[dict], args: argparse.Namespace, config: CMMLPConfig, t0: float, argv, n_folds: int
+) -> dict:
     maes = np.array([r["mae"] for r in results])
     report = {
         "dataset": "QM7",
+        "folds_done": f"{len(results)} of {n_folds}",
         "protocol": (
             "QUICK: fold 0, 1500 training / 300 test molecules."
             if args.quick
