@@ -110,6 +110,9 @@ def save_krr(model: KRRModel, path: str | os.PathLike) -> Path:
                 group.create_dataset("n_max", data=int(rep.n_max_))
             f.create_dataset("X_fit", data=reg.X_fit_, compression="gzip", compression_opts=1)
             f.create_dataset("alpha", data=reg.alpha_)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the model file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
