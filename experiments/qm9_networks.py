@@ -23,7 +23,7 @@ PAPER = {("schnet", 50000): 0.59, ("schnet", 110000): 0.31, ("dtnn", 50000): 0.9
 
 
 def main() -> None:
-    from qmlx.train import TrainConfig, train_network
+    from qmlx.train import TrainConfig
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="schnet", choices=["schnet", "dtnn"])
@@ -36,22 +36,39 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", type=Path, default=ROOT / "runs")
+    ap.add_argument(
+        "--from-run", type=Path, default=None, help="no training: add a finished run directory's result.json"
+    )
     args = ap.parse_args()
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, lr_patience=15, early_stop_patience=60,
         ema_decay=0.999, seed=args.seed, max_minutes=args.max_minutes, threads=args.threads,
     )  # fmt: skip
-    summary = train_network(
+    if args.from_run is not None:
+        summary = json.loads((args.from_run / "result.json").read_text())
+        args.model = "dtnn" if "dtnn" in str(summary.get("command", "")).split("--")[0] else "schnet"
+    else:
+        summary = train(args, config)
+    summary["paper_mae_kcal_mol"] = PAPER.get((args.model, summary["n_train"]))
+    write(args.model, summary)
+
+
+def train(args, config) -> dict:
+    from qmlx.train import train_network
+
+    return train_network(
         args.model, "qm9", n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
         out=args.runs / f"qm9-{args.model}-n{args.n_train}", resume=True, config=config,
         command="python " + " ".join(sys.argv),
     )  # fmt: skip
-    summary["paper_mae_kcal_mol"] = PAPER.get((args.model, args.n_train))
+
+
+def write(model: str, summary: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "qm9_networks.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
-    runs = [r for r in runs if (r["model"], r["n_train"]) != (args.model, summary["n_train"])]
-    runs.append({"model": args.model, **summary})
+    runs = [r for r in runs if (r["model"], r["n_train"]) != (model, summary["n_train"])]
+    runs.append({"model": model, **summary})
     runs.sort(key=lambda r: (r["model"], r["n_train"]))
     path.write_text(json.dumps({"dataset": "qm9", "target": "atomization_energy (U0)", "unit": "kcal/mol",
                                 "runs": runs}, indent=2) + "\n")  # fmt: skip
