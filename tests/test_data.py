@@ -340,3 +340,11 @@ def test_offline_download_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(DataNotFoundError, match="could not be downloaded .* set QMLX_DATA_DIR"):
         load_qm7()
     assert list(tmp_path.iterdir()) == []  # no half-written file left behind
+
+
+def test_scikit_learn_indexes_molecules_without_converting_them(small_molecules):
+    from sklearn.utils import _safe_indexing
+
+    part = _safe_indexing(small_molecules, np.array([2, 0]))
+    assert isinstance(part, Molecules)
+    assert part.ids.tolist() == ["ammonia", "methane"]

@@ -101,6 +101,11 @@ class Molecules:
         return len(self.n_atoms)
 
     @property
+    def shape(self) -> tuple[int]:
+        """``(n_molecules,)``: lets scikit-learn's CV tools index a set with `subset` directly."""
+        return (len(self.n_atoms),)
+
+    @property
     def offsets(self) -> np.ndarray:
         """(n_molecules + 1,) start of each molecule in the flat arrays, then the total."""
         return np.concatenate([[0], np.cumsum(self.n_atoms)])
@@ -177,6 +182,8 @@ class Molecules:
 
     def __getitem__(self, index):
         """An integer gives one ``ase.Atoms``; a slice, index array or mask gives ``Molecules``."""
+        if isinstance(index, tuple) and len(index) == 2 and index[1] is Ellipsis:
+            index = index[0]  # numpy-style ``mols[idx, ...]``, as scikit-learn indexes arrays
         if isinstance(index, (int, np.integer)):
             n = len(self)
             if not -n <= index < n:
