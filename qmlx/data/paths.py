@@ -47,22 +47,20 @@ def find_data_file(filename: str, path: str | os.PathLike | None = None) -> Path
     return next((c for c in candidates if c.exists()), None)
 
 
-def atomic_write_target(destination: Path) -> tuple[int, str]:
-    """Open a temporary file beside ``destination``; rename it there with ``os.replace``."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
-
-
 @contextmanager
 def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``destination`` to write; on success it replaces
     ``destination`` (``os.replace``), on any error it is deleted, so no reader ever sees a
     half-written file."""
     destination = Path(destination)
-    fd, tmp = atomic_write_target(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
     os.close(fd)
     try:
         yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, destination)
     finally:
         Path(tmp).unlink(missing_ok=True)

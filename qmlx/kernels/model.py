@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from qmlx.data.molecules import Molecules
-from qmlx.data.paths import atomic_write_target
+from qmlx.data.paths import atomic_path
 from qmlx.errors import DataFormatError
 from qmlx.kernels.krr import KernelRidge
 from qmlx.represent import BagOfBonds, as_molecules, make_representation
@@ -83,40 +83,30 @@ def save_krr(model: KRRModel, path: str | os.PathLike) -> Path:
 
     path = Path(path)
     rep, reg = model.representation, model.regressor
-    fd, tmp = atomic_write_target(path)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(
-                schema=SCHEMA,
-                schema_version=SCHEMA_VERSION,
-                qmlx_version=__version__,
-                representation=model.representation_name,
-                representation_params=json.dumps(_jsonable(rep.get_params())),
-                representation_unit="atomic units (Bohr, e^2/Bohr)",
-                kernel=reg.kernel,
-                sigma=float(reg.sigma),
-                lam=float(reg.lam),
-                y_mean=float(reg.y_mean_),
-                target=model.target,
-                unit=model.unit,
-                metadata=json.dumps(_jsonable(model.metadata)),
-            )
-            group = f.create_group("representation")
-            if isinstance(rep, BagOfBonds):
-                rows = [(k[0], k[1] if len(k) == 2 else 0, size) for k, size in rep.bags_]
-                group.create_dataset("bags", data=np.array(rows, dtype=np.int64).reshape(-1, 3))
-            else:
-                group.create_dataset("n_max", data=int(rep.n_max_))
-            f.create_dataset("X_fit", data=reg.X_fit_, compression="gzip", compression_opts=1)
-            f.create_dataset("alpha", data=reg.alpha_)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the model file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(
+            schema=SCHEMA,
+            schema_version=SCHEMA_VERSION,
+            qmlx_version=__version__,
+            representation=model.representation_name,
+            representation_params=json.dumps(_jsonable(rep.get_params())),
+            representation_unit="atomic units (Bohr, e^2/Bohr)",
+            kernel=reg.kernel,
+            sigma=float(reg.sigma),
+            lam=float(reg.lam),
+            y_mean=float(reg.y_mean_),
+            target=model.target,
+            unit=model.unit,
+            metadata=json.dumps(_jsonable(model.metadata)),
+        )
+        group = f.create_group("representation")
+        if isinstance(rep, BagOfBonds):
+            rows = [(k[0], k[1] if len(k) == 2 else 0, size) for k, size in rep.bags_]
+            group.create_dataset("bags", data=np.array(rows, dtype=np.int64).reshape(-1, 3))
+        else:
+            group.create_dataset("n_max", data=int(rep.n_max_))
+        f.create_dataset("X_fit", data=reg.X_fit_, compression="gzip", compression_opts=1)
+        f.create_dataset("alpha", data=reg.alpha_)
     return path
 
 

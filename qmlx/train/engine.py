@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from qmlx.data.paths import atomic_write_target
+from qmlx.data.paths import atomic_path, write_text_atomic
 from qmlx.errors import DataFormatError
 from qmlx.nn.batch import PairCache
 from qmlx.nn.models import InteractionNetwork
@@ -68,18 +68,10 @@ class TrainConfig:
 
 def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place."""
-    path = Path(path)
-    fd, tmp = atomic_write_target(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def safe_torch_load(path: str | os.PathLike, kind: str = "file") -> dict:
@@ -251,11 +243,7 @@ class Trainer:
         writer = csv.DictWriter(buf, fieldnames=list(self.history[0]))
         writer.writeheader()
         writer.writerows(self.history)
-        path = self.out_dir / LOG_NAME
-        fd, tmp = atomic_write_target(path)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
+        write_text_atomic(self.out_dir / LOG_NAME, buf.getvalue())
 
     def save_best(self) -> None:
         meta = dict(
