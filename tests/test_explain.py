@@ -235,3 +235,12 @@ def test_kernel_explanation_conserves_prediction_minus_mean(name, krr_models):
     np.testing.assert_allclose(e.prediction, models[name].predict_molecules(mols))
     np.testing.assert_allclose(e.totals(), e.prediction - e.reference, atol=1e-8)
     assert np.allclose(e.reference, models[name].regressor.y_mean_)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_relevance_pass_reproduces_the_model_energies(name, random_molecules):
+    model = MODELS[name]()
+    lrp = explain(model, random_molecules, "lrp")
+    own = explain(model, random_molecules, "decomposition")  # the model's own forward pass
+    # equal up to what the epsilon stabilizer (1e-9) changes in the activations
+    np.testing.assert_allclose(lrp.prediction, own.prediction, rtol=1e-7)

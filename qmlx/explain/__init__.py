@@ -92,15 +92,15 @@ def _per_mol(values: torch.Tensor, batch: Batch) -> torch.Tensor:
 
 def _explain_batch(model, batch: Batch, method: str, rule, steps: int):
     """(relevance, prediction, reference, bias or None, pair matrix or None) for one batch."""
+    if method in ("lrp", "lrp-pairs"):  # the relevance pass computes the energies too
+        relevance, bias, ref, atom_energies = lrp_atoms(model, batch, rule)
+        pairs = lrp_pairs(model, batch, rule) if method == "lrp-pairs" else None
+        return relevance, _per_mol(atom_energies, batch), _per_mol(ref, batch), bias, pairs
     with torch.no_grad():
         out = model(batch)
     energy = out.energy
     if method == "decomposition":
         return out.atom_energies, energy, torch.zeros_like(energy), None, None
-    if method in ("lrp", "lrp-pairs"):
-        relevance, bias, ref = lrp_atoms(model, batch, rule)
-        pairs = lrp_pairs(model, batch, rule) if method == "lrp-pairs" else None
-        return relevance, energy, _per_mol(ref, batch), bias, pairs
     x0 = model.embed(batch.Z).detach()
     if method in ("gradient", "gradient-x-input"):
         x = x0.clone().requires_grad_(True)

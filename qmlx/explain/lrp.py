@@ -142,9 +142,10 @@ def lrp_atoms(
     Explains each atom energy relative to its element's reference energy (the output head's
     per-element offset, fitted on the training data): ``E_i - reference[Z_i]``.
 
-    Returns ``(relevance, bias_relevance, reference)``, each ``(n_atoms,)`` in kcal/mol.
-    ``relevance`` ends on each atom's initial embedding; per molecule
-    ``sum(relevance + bias_relevance) == energy - sum(reference)`` (exactly for ``eps -> 0``).
+    Returns ``(relevance, bias_relevance, reference, atom_energies)``, each ``(n_atoms,)`` in
+    kcal/mol. ``relevance`` ends on each atom's initial embedding; per molecule
+    ``sum(relevance + bias_relevance) == energy - sum(reference)`` (exactly for ``eps -> 0``), and
+    ``atom_energies`` are the model's own, computed by the same pass.
     """
     fwd = RelevanceForward(model, rule)
     scaled = fwd.run(batch)
@@ -154,7 +155,8 @@ def lrp_atoms(
     bias_rel = torch.zeros_like(relevance)
     for (leaf, owner), g in zip(fwd.biases, grads[1:]):
         bias_rel.index_add_(0, owner, (leaf * g).sum(-1).detach())
-    return relevance, bias_rel, model.head.reference[batch.Z].detach()
+    reference = model.head.reference[batch.Z].detach()
+    return relevance, bias_rel, reference, scaled.detach() + reference
 
 
 def lrp_pairs(model: InteractionNetwork, batch: Batch, rule: Epsilon | Gamma = Epsilon()) -> torch.Tensor:
