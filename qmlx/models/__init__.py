@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent
-SHIPPED = ("qm7-schnet", "qm7-dtnn")
+SHIPPED = ("qm7-schnet", "qm7-dtnn", "qm9-schnet")
 
 
 def shipped_model_path(name: str) -> Path | None:
