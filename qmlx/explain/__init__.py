@@ -77,15 +77,6 @@ class Explanation:
         return self.totals() - (self.prediction - self.reference)
 
 
-def _forward_from(model: InteractionNetwork, x0: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Atom energies ``(n_atoms,)`` of the model run from given initial features ``x0``."""
-    x = x0
-    _, rbf, fcut = model.pair_features(batch)
-    for t in range(len(model.interactions)):
-        x = x + model.interact(t, x, rbf, fcut, batch)
-    return model.head(x, batch.Z)
-
-
 def _per_mol(values: torch.Tensor, batch: Batch) -> torch.Tensor:
     return torch.zeros(batch.n_mol, dtype=values.dtype).index_add_(0, batch.mol_index, values)
 
@@ -104,17 +95,17 @@ def _explain_batch(model, batch: Batch, method: str, rule, steps: int):
     x0 = model.embed(batch.Z).detach()
     if method in ("gradient", "gradient-x-input"):
         x = x0.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(_forward_from(model, x, batch).sum(), x)
+        (g,) = torch.autograd.grad(model.forward_from(x, batch).energy.sum(), x)
         rel = g.norm(dim=-1) if method == "gradient" else (x0 * g).sum(-1)
         return rel, energy, torch.full_like(energy, float("nan")), None, None
     if method == "integrated-gradients":
         total = torch.zeros_like(x0)
         for alpha in (torch.arange(steps, dtype=x0.dtype) + 0.5) / steps:  # midpoint rule
             x = (alpha * x0).requires_grad_(True)
-            (g,) = torch.autograd.grad(_forward_from(model, x, batch).sum(), x)
+            (g,) = torch.autograd.grad(model.forward_from(x, batch).energy.sum(), x)
             total += g
         with torch.no_grad():
-            baseline = _per_mol(_forward_from(model, torch.zeros_like(x0), batch), batch)
+            baseline = model.forward_from(torch.zeros_like(x0), batch).energy
         return (x0 * total / steps).sum(-1), energy, baseline, None, None
     raise QmlxError(f"unknown explanation method {method!r}; expected one of {', '.join(METHODS)}")
 

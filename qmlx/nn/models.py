@@ -65,7 +65,11 @@ class InteractionNetwork(nn.Module):
         raise NotImplementedError
 
     def forward(self, batch: Batch) -> NetworkOutput:
-        x = self.embed(batch.Z)
+        return self.forward_from(self.embed(batch.Z), batch)
+
+    def forward_from(self, x: torch.Tensor, batch: Batch) -> NetworkOutput:
+        """The forward pass from given initial atom features ``x (n_atoms, F)`` instead of the
+        embeddings (what gradient-based explanations differentiate with respect to)."""
         features = [x]
         _, rbf, fcut = self.pair_features(batch)
         for t in range(len(self.interactions)):
