@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
         "# KRR benchmark: QM7 5-fold CV, sorted CM + Laplacian kernel",
         "",
         f"sigma = {SIGMA:g}, lambda = {LAM:g}; {args.threads} BLAS thread(s) for every contender; "
-        f"{os.cpu_count()} CPU cores, shared with other jobs (load average at the end "
+        f"{os.cpu_count()} CPU cores (load average at the end, this run included: "
         f"{os.getloadavg()[0]:.1f}). Each contender runs in its own fresh process of the same run.",
         "",
         "| | total (s) | features (s) | distances + kernel (s) | solves + predictions (s) | peak RSS (MB) "
