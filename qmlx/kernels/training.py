@@ -15,9 +15,10 @@ from qmlx.represent import make_representation
 
 #: (sigma grid, lambda grid) per (representation, kernel); sigma in atomic units of the features
 DEFAULT_GRIDS: dict[tuple[str, str], tuple[list[float], list[float]]] = {
+    # factors of sqrt(2) where the QM7 optimum lies (sigma 20-40); lambda by decades
     ("eigenspectrum", "gaussian"): (
-        [20.0, 40.0, 80.0, 160.0, 320.0, 640.0],
-        [1e-12, 1e-10, 1e-8, 1e-6, 1e-4],
+        [10.0, 14.0, 20.0, 28.0, 40.0, 57.0, 80.0, 113.0, 160.0, 320.0, 640.0],
+        [1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3],
     ),
     ("eigenspectrum", "laplacian"): ([40.0, 80.0, 160.0, 320.0], [1e-10, 1e-7, 1e-4]),
     ("sorted-cm", "laplacian"): ([400.0, 800.0, 1600.0, 3200.0], [1e-10, 1e-7, 1e-4]),
