@@ -68,6 +68,29 @@ def test_gaussian_rbf_peaks_at_its_centres():
     assert torch.allclose(out.max(dim=1).values, torch.ones(3))
 
 
+def test_gaussian_rbf_returns_zero_instead_of_subnormal_values():
+    # subnormal floats slow matrix products down many times on CPUs (see GaussianRBF.forward)
+    rbf = GaussianRBF(-1.0, 10.0, 0.2, 0.2)
+    d = torch.linspace(0.0, 12.0, 500)
+    out = rbf(d)
+    tiny = torch.finfo(torch.float32).tiny
+    assert not ((out != 0) & (out.abs() < tiny)).any()
+    exact = torch.exp(rbf.coeff * (d.double().unsqueeze(-1) - rbf.centers.double()) ** 2)
+    assert torch.allclose(out.double(), exact, atol=1e-17, rtol=1e-4)
+    assert (out == 0).any()  # the far Gaussians really are cut
+
+
+def test_schnet_filter_equals_its_textbook_form():
+    # filter() moves the -log 2 of the shifted softplus into the next bias; the result must not change
+    torch.manual_seed(0)
+    block = SchNet(n_features=16, n_interactions=1, rbf_spacing=0.5).interactions[0].double()
+    rbf = torch.rand(50, block.filter1.in_features, dtype=torch.float64)
+    fcut = torch.rand(50, dtype=torch.float64)
+    hidden = shifted_softplus(torch.nn.functional.linear(rbf, block.filter1.weight, block.filter1.bias))
+    textbook = block.filter2(hidden) * fcut[:, None]
+    assert torch.allclose(block.filter(rbf, fcut), textbook, atol=1e-12)
+
+
 def test_cosine_cutoff_is_one_at_zero_and_zero_beyond_cutoff():
     f = CosineCutoff(5.0)(torch.tensor([0.0, 2.5, 5.0, 7.0]))
     assert torch.allclose(f, torch.tensor([1.0, 0.5, 0.0, 0.0]), atol=1e-6)

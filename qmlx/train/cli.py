@@ -41,6 +41,12 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--rbf-stop", type=float, default=None, help="DTNN: last Gaussian centre in Å (10 for QM7)"
     )
+    p.add_argument(
+        "--cutoff",
+        type=float,
+        default=None,
+        help="interaction cutoff in Å (SchNet 5; DTNN default 50: all pairs)",
+    )
     p.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<model>-fold<K>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.add_argument(
@@ -80,6 +86,10 @@ def train_handler(args: argparse.Namespace) -> None:
         if args.network != "dtnn":
             raise QmlxError("--rbf-stop applies to dtnn only")
         model_config["rbf_stop"] = args.rbf_stop
+    if args.cutoff is not None:
+        if not args.cutoff > 0:
+            raise QmlxError(f"--cutoff must be positive, got {args.cutoff}")
+        model_config["cutoff"] = args.cutoff
     summary = train_network(
         args.network, dataset=args.dataset, fold=args.fold, n_train=args.n_train, n_val=args.n_val,
         n_test=args.n_test, out=args.out, resume=args.resume, config=config, model_config=model_config,
