@@ -235,19 +235,7 @@ def test_element_unknown_to_the_model_is_refused(model):
 
 
 # ---------------------------------------------------------------- shipped model on QM7
-@pytest.mark.parametrize(
-    "name, limit",
-    [
-        ("qm7-schnet", 1.5),
-        pytest.param(
-            "qm7-dtnn",
-            2.0,
-            marks=pytest.mark.xfail(
-                strict=True, reason="the shipped DTNN reaches 2.27 kcal/mol, not yet 2.0"
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("name, limit", [("qm7-schnet", 1.5), ("qm7-dtnn", 2.0)])
 def test_shipped_model_reaches_its_fold0_test_mae(qm7, name, limit):
     from qmlx.models import shipped_model_path
 
