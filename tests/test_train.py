@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from qmlx.data import Molecules
-from qmlx.errors import DataFormatError
+from qmlx.errors import DataFormatError, QmlxError
 from qmlx.nn import PairCache, SchNet, load_network
 from qmlx.train import TrainConfig, Trainer, split
 from qmlx.train.cli import add_train_network
@@ -168,6 +168,22 @@ def test_train_command_runs_end_to_end_on_qm7(qm7, tmp_path, capsys):
     model = load_network(out / "model.pt")
     assert model.metadata["test_mae_kcal_mol"] == summary["test_mae_kcal_mol"]
     assert model.metadata["energy_unit"] == "kcal/mol"
+
+
+def test_train_command_passes_the_cutoff_to_the_model(qm7, tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="qmlx")
+    add_train_network(parser.add_subparsers(dest="what"))
+    out = tmp_path / "run"
+    args = parser.parse_args(
+        ["dtnn", "--dataset", "qm7", "--n-train", "32", "--n-val", "16", "--epochs", "1", "--features", "8",
+         "--factors", "8", "--interactions", "1", "--cutoff", "3", "--rbf-stop", "3", "--out", str(out),
+         "--no-progress"]
+    )  # fmt: skip
+    args.func(args)
+    model = load_network(out / "model.pt")
+    assert model.cutoff == 3.0 and model.config["rbf_stop"] == 3.0
+    with pytest.raises(QmlxError, match="--cutoff must be positive"):
+        args.func(parser.parse_args(["dtnn", "--cutoff", "0", "--out", str(tmp_path / "bad")]))
 
 
 def test_resume_with_reset_lr_starts_a_recorded_second_phase(tmp_path):
