@@ -195,6 +195,9 @@ def main() -> None:
         for model in args.models:
             if not args.evaluate_only:
                 train(model, fold, args)
+            elif fold != 0 and not (run_dir(args.runs, model, fold) / "model.pt").exists():
+                print(f"no finished {model} run for fold {fold} in {args.runs}; left out", file=sys.stderr)
+                continue
             rows.append(evaluate(model, fold, args, qm7))
     write(rows, args)
 
