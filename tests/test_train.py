@@ -170,7 +170,7 @@ def test_train_command_runs_end_to_end_on_qm7(qm7, tmp_path, capsys):
     assert model.metadata["energy_unit"] == "kcal/mol"
 
 
-def test_train_command_passes_the_cutoff_to_the_model(qm7, tmp_path, capsys):
+def test_train_command_passes_the_cutoff_to_the_model(qm7, tmp_path):
     parser = argparse.ArgumentParser(prog="qmlx")
     add_train_network(parser.add_subparsers(dest="what"))
     out = tmp_path / "run"

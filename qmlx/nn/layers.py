@@ -143,8 +143,9 @@ class SchNetInteraction(nn.Module):
     def filter(self, rbf: torch.Tensor, fcut: torch.Tensor) -> torch.Tensor:
         """Filter ``(n_pairs, n_filters)`` from ``rbf (n_pairs, n_rbf)`` and ``fcut (n_pairs,)``.
 
-        Computes ``filter2(ssp(filter1(rbf))) * fcut`` with the constant ``-log 2`` of the shifted
-        softplus moved into filter2's bias, which saves a pass over the largest tensor.
+        Equals ``filter2(filter1(rbf)) * fcut`` (filter1 ends in the shifted softplus), with the
+        constant ``-log 2`` of that softplus moved into filter2's bias, which saves a pass over the
+        largest tensor of the step.
         """
         hidden = nn.functional.softplus(nn.functional.linear(rbf, self.filter1.weight, self.filter1.bias))
         w2 = self.filter2.weight
