@@ -64,7 +64,7 @@ METHODS: dict[str, dict] = {
     },
     "random-cm-laplacian": {
         "representation": "random-cm",
-        "params": {"n_samples": 10, "noise": 1.0, "random_state": 0},
+        "params": {"n_samples": 20, "noise": 1.0, "random_state": 0},
         "kernel": "laplacian",
         "sigmas": DEFAULT_GRIDS["random-cm", "laplacian"][0],
         "lams": DEFAULT_GRIDS["random-cm", "laplacian"][1],
