@@ -41,29 +41,35 @@ def _factor_solve(A: np.ndarray, y: np.ndarray, backend: str) -> np.ndarray | No
     return scipy.linalg.cho_solve(factor, y, check_finite=False)
 
 
-def _mixed_solve(A: np.ndarray, y: np.ndarray, max_iter: int = 30) -> np.ndarray | None:
-    """Float32 Cholesky + float64 iterative refinement (the scheme of LAPACK's ``dsposv``).
+def mixed_refine(
+    A32: np.ndarray, matvec, b: np.ndarray, norm_a: float, max_iter: int = 30
+) -> np.ndarray | None:
+    """Solve ``A x = b`` by a float32 Cholesky of ``A32`` and float64 iterative refinement
+    (the scheme of LAPACK's ``dsposv``).
 
-    Returns the float64 solution once ``|r|_inf <= |x|_inf |A|_inf eps64 sqrt(n)`` (the
-    ``dsposv`` stopping test), or ``None`` if the float32 factorization fails or the refinement
-    does not converge (the caller then factorizes in float64).
+    ``A32`` is the float32 (n, n) matrix (C-ordered, overwritten by its factor); ``matvec(x)``
+    returns ``A @ x`` in float64 and ``norm_a`` bounds ``|A|_inf``. Returns the float64 solution
+    once ``|r|_inf <= |x|_inf norm_a eps64 sqrt(n)`` (the ``dsposv`` stopping test), or ``None`` if
+    the factorization fails or the refinement does not converge (callers then use float64).
     """
-    n = len(A)
     try:
-        factor = scipy.linalg.cho_factor(
-            A.T.astype(np.float32), lower=True, overwrite_a=True, check_finite=False
-        )
+        # A32.T is a Fortran-ordered view of the symmetric matrix: LAPACK factorizes it in place
+        factor = scipy.linalg.cho_factor(A32.T, lower=True, overwrite_a=True, check_finite=False)
     except np.linalg.LinAlgError:
         return None
-    norm_a = np.abs(A).sum(axis=1).max()
-    tol = norm_a * np.finfo(np.float64).eps * np.sqrt(n)
-    x = scipy.linalg.cho_solve(factor, y.astype(np.float32), check_finite=False).astype(np.float64)
+    tol = norm_a * np.finfo(np.float64).eps * np.sqrt(len(b))
+    x = scipy.linalg.cho_solve(factor, b.astype(np.float32), check_finite=False).astype(np.float64)
     for _ in range(max_iter):
-        r = y - A @ x
+        r = b - matvec(x)
         if np.abs(r).max() <= tol * max(np.abs(x).max(), np.finfo(np.float64).tiny):
             return x
         x += scipy.linalg.cho_solve(factor, r.astype(np.float32), check_finite=False)
     return None
+
+
+def _mixed_solve(A: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """`mixed_refine` on a float64 matrix ``A``."""
+    return mixed_refine(A.astype(np.float32), lambda x: A @ x, y, float(np.abs(A).sum(axis=1).max()))
 
 
 def cholesky_solve(

@@ -12,13 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.linalg
 from sklearn.model_selection import KFold
 from tqdm.auto import tqdm
 
 from qmlx.kernels.distances import distance_matrix
 from qmlx.kernels.kernels import kernel_from_distances, kernel_matrices, kernel_metric
-from qmlx.kernels.krr import KernelSolveError, cholesky_solve
+from qmlx.kernels.krr import KernelSolveError, cholesky_solve, mixed_refine
 
 
 class KernelProvider:
@@ -178,23 +177,16 @@ def fit_predict_subset(
         n = len(train)
         A32 = (K32 if K32 is not None else K)[np.ix_(train, train)].astype(np.float32, copy=False)
         A32[np.arange(n), np.arange(n)] += np.float32(lam)
-        try:
-            factor = scipy.linalg.cho_factor(A32.T, lower=True, overwrite_a=True, check_finite=False)
-        except np.linalg.LinAlgError:
-            factor = None
-        if factor is not None:
-            # dsposv's test needs |K_TT + lam I|_inf; for a positive semi-definite K every entry is
-            # at most the largest diagonal one, so n * max(diag) + lam bounds it without a pass over K
-            tol = (n * float(np.diagonal(K).max()) + lam) * np.finfo(np.float64).eps * np.sqrt(n)
-            x_full = np.zeros(len(K))
-            x = scipy.linalg.cho_solve(factor, b.astype(np.float32), check_finite=False).astype(np.float64)
-            for _ in range(30):
-                x_full[train] = x
-                r = b - (K @ x_full)[train] - lam * x
-                if np.abs(r).max() <= tol * np.abs(x).max():
-                    alpha = x
-                    break
-                x += scipy.linalg.cho_solve(factor, r.astype(np.float32), check_finite=False)
+        x_full = np.zeros(len(K))
+
+        def matvec(x: np.ndarray) -> np.ndarray:
+            # (K_TT + lam I) x from products with the whole K: no float64 copy of the block
+            x_full[train] = x
+            return (K @ x_full)[train] + lam * x
+
+        # for a positive semi-definite K every entry is at most the largest diagonal one, so
+        # n * max(diag) + lam bounds |K_TT + lam I|_inf without a pass over K
+        alpha = mixed_refine(A32, matvec, b, n * float(np.diagonal(K).max()) + lam)
     elif precision != "double":
         raise ValueError(f"precision must be 'double' or 'mixed', got {precision!r}")
     if alpha is None:
