@@ -8,7 +8,7 @@ recorded every few epochs is only for the training-curve figure.
 
 Usage::
 
-    QMLX_DATA_DIR=... python experiments/qm7_cm_mlp.py            # full run, writes results/
+    QMLX_DATA_DIR=... python experiments/qm7_cm_mlp.py --jobs 2   # full run, two folds at a time
     QMLX_DATA_DIR=... python experiments/qm7_cm_mlp.py --quick    # one fold, subset, < 1 min
 
 Outputs ``qm7_cm_mlp.json``, ``qm7_cm_mlp.md`` and ``qm7_cm_mlp_training_curve.png`` in
@@ -23,6 +23,8 @@ import os
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -39,18 +41,56 @@ def metrics(pred: np.ndarray, y: np.ndarray) -> dict:
     return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean()))}
 
 
+def run_fold(
+    k: int, mols, y: np.ndarray, train, test, config: CMMLPConfig, threads: int, progress: bool
+) -> dict:
+    """Train on ``mols[train]``, evaluate on ``mols[test]``; the result row of one fold."""
+    torch.set_num_threads(threads)
+    t_fold = time.perf_counter()
+    test_mols = mols.subset(test)
+
+    def monitor(reg):
+        mae = metrics(reg.predict_molecules(test_mols, samples=4), y[test])["mae"]
+        print(f"  fold {k}: test MAE {mae:.3f} kcal/mol (4 random matrices)", flush=True)
+        return {"test_mae": mae}
+
+    reg, history = train_cm_mlp(mols, train, y[train], config, monitor=monitor, progress=progress)
+    m = metrics(reg.predict_molecules(test_mols), y[test])
+    single = metrics(reg.predict_molecules(test_mols, samples=1), y[test])
+    row = {
+        "fold": k,
+        "n_train": len(train),
+        "n_test": len(test),
+        **m,
+        "mae_single_random_matrix": single["mae"],
+        "epochs_run": history[-1]["epoch"],
+        "history": history,
+        "wall_time_s": time.perf_counter() - t_fold,
+    }
+    print(
+        f"fold {k}: MAE {m['mae']:.3f} RMSE {m['rmse']:.3f} kcal/mol (one matrix: {single['mae']:.3f}; "
+        f"{row['wall_time_s']:.0f} s)",
+        flush=True,
+    )
+    return row
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one fold on a subset, a few epochs (< 1 min)")
     parser.add_argument("--folds", nargs="+", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--expansion", type=int, default=None)
+    parser.add_argument(
+        "--expansion-step", type=float, default=None, help="tanh threshold step, atomic units (0: none)"
+    )
     parser.add_argument("--loss", choices=["mse", "l1"], default=None)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per fold")
+    parser.add_argument("--jobs", type=int, default=1, help="folds trained at once, in separate processes")
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parents[1] / "results")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.jobs < 1 or args.threads < 1:
+        parser.error("--jobs and --threads must be at least 1")
 
     mols = load_qm7(download_if_missing=False)
     y = mols.target("atomization_energy", "kcal/mol")
@@ -71,43 +111,25 @@ def main(argv: list[str] | None = None) -> dict:
         folds = [(k, mols.folds[k]) for k in ks]
     if args.epochs is not None:
         config.epochs = args.epochs
-    if args.expansion is not None:
-        config.expansion = args.expansion
+    if args.expansion_step is not None:
+        config.expansion_step = args.expansion_step
     if args.loss is not None:
         config.loss = args.loss
 
     t0 = time.perf_counter()
-    results = []
-    for k, (train, test) in folds:
-        t_fold = time.perf_counter()
-        test_mols = mols.subset(test)
-
-        def monitor(reg, test_mols=test_mols, test=test, k=k):
-            mae = metrics(reg.predict_molecules(test_mols, samples=4), y[test])["mae"]
-            print(f"  fold {k}: test MAE {mae:.3f} kcal/mol (4 random matrices)", flush=True)
-            return {"test_mae": mae}
-
-        reg, history = train_cm_mlp(mols, train, y[train], config, monitor=monitor, progress=args.progress)
-        m = metrics(reg.predict_molecules(test_mols), y[test])
-        single = metrics(reg.predict_molecules(test_mols, samples=1), y[test])
-        results.append(
-            {
-                "fold": k,
-                "n_train": len(train),
-                "n_test": len(test),
-                **m,
-                "mae_single_random_matrix": single["mae"],
-                "epochs_run": history[-1]["epoch"],
-                "history": history,
-                "wall_time_s": time.perf_counter() - t_fold,
-            }
-        )
-        print(
-            f"fold {k}: MAE {m['mae']:.3f} RMSE {m['rmse']:.3f} kcal/mol (one matrix: {single['mae']:.3f}; "
-            f"{results[-1]['wall_time_s']:.0f} s)",
-            flush=True,
-        )
-        report = write_outputs(results, args, config, t0, argv, len(folds))
+    results: list[dict] = []
+    jobs = [(k, mols, y, train, test, config, args.threads, args.progress) for k, (train, test) in folds]
+    if args.jobs == 1:
+        for job in jobs:
+            results.append(run_fold(*job))
+            report = write_outputs(results, args, config, t0, argv, len(folds))
+    else:
+        # spawn: fresh interpreters, so torch's thread pools are not inherited through fork
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(run_fold, *job) for job in jobs]
+            for future in futures:
+                results.append(future.result())
+                report = write_outputs(results, args, config, t0, argv, len(folds))
     return report
 
 
@@ -123,8 +145,12 @@ def write_outputs(
             if args.quick
             else "QM7 official 5-fold CV: train on four folds (5732 molecules), test on the fifth (1433)."
         ),
-        "model": "MLP on random Coulomb matrices (lower triangle, standardized"
-        + (f", tanh expansion x{config.expansion}" if config.expansion else "")
+        "model": "MLP on random Coulomb matrices (lower triangle, "
+        + (
+            f"each entry expanded into tanh thresholds {config.expansion_step:g} a.u. apart"
+            if config.expansion_step
+            else "standardized"
+        )
         + f"), hidden {list(config.hidden)}, tanh; test-time average over {config.test_samples} random matrices",
         "config": config.to_dict(),
         "mae_mean": float(maes.mean()),
@@ -137,6 +163,7 @@ def write_outputs(
         "environment": {
             "cpus": os.cpu_count(),
             "threads": args.threads,
+            "jobs": args.jobs,
             "torch": torch.__version__,
             "python": platform.python_version(),
         },
@@ -162,7 +189,8 @@ def write_outputs(
         + " / ".join(f"{r['mae_single_random_matrix']:.2f}" for r in results)
         + ".",
         "",
-        f"Command: `{report['command']}` ({args.threads} thread(s), {os.cpu_count()} cores).",
+        f"Command: `{report['command']}` ({args.jobs} fold(s) at a time, {args.threads} thread(s) each, "
+        f"{os.cpu_count()} cores).",
     ]
     (args.out_dir / f"{stem}.md").write_text("\n".join(md) + "\n")
     plot(args.out_dir / f"{stem}_training_curve.png", results)

@@ -46,7 +46,10 @@ def main() -> None:
     )  # fmt: skip
     if args.from_run is not None:
         summary = json.loads((args.from_run / "result.json").read_text())
-        args.model = "dtnn" if "dtnn" in str(summary.get("command", "")).split("--")[0] else "schnet"
+        if "model" in summary:
+            args.model = summary["model"].lower()
+        else:  # runs written before result.json recorded the model class
+            args.model = "dtnn" if "dtnn" in str(summary.get("command", "")).split("--")[0] else "schnet"
     else:
         summary = train(args, config)
     summary["paper_mae_kcal_mol"] = PAPER.get((args.model, summary["n_train"]))
@@ -68,7 +71,7 @@ def write(model: str, summary: dict) -> None:
     path = RESULTS / "qm9_networks.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
     runs = [r for r in runs if (r["model"], r["n_train"]) != (model, summary["n_train"])]
-    runs.append({"model": model, **summary})
+    runs.append({**summary, "model": model})
     runs.sort(key=lambda r: (r["model"], r["n_train"]))
     path.write_text(json.dumps({"dataset": "qm9", "target": "atomization_energy (U0)", "unit": "kcal/mol",
                                 "runs": runs}, indent=2) + "\n")  # fmt: skip

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from qmlx.data import Molecules
-from qmlx.nn.cm_mlp import CMMLPConfig, RandomCoulombSampler, train_cm_mlp
+from qmlx.nn.cm_mlp import CMMLPConfig, InputEncoder, RandomCoulombSampler, train_cm_mlp
 from qmlx.represent import SortedCoulombMatrix, coulomb_matrices
 
 
@@ -43,6 +43,22 @@ def test_random_samples_permute_atoms_and_keep_padding_last():
     np.testing.assert_allclose(np.sort(a.numpy(), 1), np.sort(M[:, i, j], 1).astype(np.float32), rtol=1e-6)
     for row, n in zip(a.numpy(), mols.n_atoms):
         assert (row[n * (n + 1) // 2 :] == 0).all()
+
+
+def test_encoder_expands_each_entry_into_tanh_thresholds():
+    samples = torch.tensor([[0.0, 2.5, 7.0], [1.0, 0.5, 3.0]])
+    enc = InputEncoder(samples, step=2.0)
+    # thresholds 0, 2, ... up to each column's largest value: 1, 2 and 4 of them
+    assert enc.feature.tolist() == [0, 1, 1, 2, 2, 2, 2]
+    assert enc.thresholds.tolist() == [0.0, 0.0, 2.0, 0.0, 2.0, 4.0, 6.0]
+    x = torch.tensor([[0.3, 1.0, 5.0]])
+    raw = torch.tanh((x[0, enc.feature] - enc.thresholds) / 2.0)
+    torch.testing.assert_close(enc(x)[0], (raw - enc.mean) / enc.std)
+    # the normalization centres the training inputs
+    torch.testing.assert_close(enc(samples).mean(0), torch.zeros(enc.n_out), atol=1e-6, rtol=0)
+    plain = InputEncoder(samples, step=0.0)
+    assert plain.n_out == 3
+    torch.testing.assert_close(plain(samples).mean(0), torch.zeros(3), atol=1e-6, rtol=0)
 
 
 def test_training_reduces_error_and_predicts_kcal_per_mol():

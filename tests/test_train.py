@@ -168,6 +168,8 @@ def test_train_command_runs_end_to_end_on_qm7(qm7, tmp_path, capsys):
     model = load_network(out / "model.pt")
     assert model.metadata["test_mae_kcal_mol"] == summary["test_mae_kcal_mol"]
     assert model.metadata["energy_unit"] == "kcal/mol"
+    saved = json.loads((out / "result.json").read_text())
+    assert saved["model"] == "SchNet" and saved["test_mae_kcal_mol"] == summary["test_mae_kcal_mol"]
 
 
 def test_train_command_passes_the_cutoff_to_the_model(qm7, tmp_path):

@@ -5,12 +5,13 @@ of each molecule's matrix are re-sorted by their norms plus Gaussian noise (sigm
 units), so the net learns an energy that is (approximately) invariant to the ordering. At test
 time the prediction is the average over ``test_samples`` random matrices.
 
-Input encoding. Montavon et al. expand every matrix entry ``x`` into a smooth binarization
-``[..., tanh((x - theta)/theta), tanh(x/theta), tanh((x + theta)/theta), ...]``. Here the lower
-triangle (``n_max (n_max + 1) / 2`` entries, atomic units) is standardized per entry with the
-training mean and standard deviation, and with ``expansion = k > 0`` each standardized value
-``z`` is additionally expanded into ``tanh((z - t) / w)`` for ``k`` thresholds ``t`` evenly
-spread over [-2, 2] (spacing ``w``), a compact version of the same idea.
+Input encoding. The lower triangle (``n_max (n_max + 1) / 2`` entries, atomic units) is either
+standardized per entry with the training mean and standard deviation (``expansion_step = 0``), or,
+as in Montavon et al., expanded into a smooth binarization: every entry ``x`` becomes
+``tanh((x - t) / step)`` for the thresholds ``t = 0, step, 2 step, ...`` up to that entry's
+largest training value (``expansion_step = step > 0``; the paper uses step 1, which gives 1,812
+inputs on QM7), and the expanded vector is centred per input and divided by one overall standard
+deviation.
 
 Target normalization (``composition_baseline=True``, the default; not in the original paper):
 a least-squares energy per element ("dressed atoms", fitted on the training molecules, a
@@ -42,7 +43,7 @@ class CMMLPConfig:
     """Hyperparameters of `CMMLP` and its training (`train_cm_mlp`)."""
 
     hidden: tuple[int, ...] = (400, 100)
-    expansion: int = 0
+    expansion_step: float = 1.0
     noise: float = 1.0
     epochs: int = 300
     batch_size: int = 32
@@ -93,31 +94,40 @@ class RandomCoulombSampler:
 
 
 class InputEncoder(nn.Module):
-    """Standardize each entry, optionally expand it with tanh thresholds; (B, d) -> (B, d (1 + k))."""
+    """Standardize, or expand with tanh thresholds (Montavon et al. 2012); (B, d) -> (B, n_out).
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor, expansion: int = 0):
+    ``samples`` (S, d) are training inputs (random lower triangles, atomic units) that set the
+    thresholds and the normalization; see the module docstring for ``step``.
+    """
+
+    def __init__(self, samples: torch.Tensor, step: float = 0.0):
         super().__init__()
-        self.register_buffer("mean", mean.float())
-        self.register_buffer("std", std.float())
-        self.expansion = int(expansion)
-        if self.expansion:
-            t = torch.linspace(-2.0, 2.0, self.expansion)
-            width = float(t[1] - t[0]) if self.expansion > 1 else 1.0
+        samples = samples.float()
+        self.step = float(step)
+        if self.step > 0:
+            top = samples.max(0).values.clamp_min(0.0)
+            n_thr = (top / self.step).floor().long() + 1
+            self.register_buffer("feature", torch.repeat_interleave(torch.arange(len(top)), n_thr))
+            thresholds = torch.cat([torch.arange(int(n)) * self.step for n in n_thr])
+            self.register_buffer("thresholds", thresholds.float())
+            expanded = self.expand(samples)
+            self.register_buffer("mean", expanded.mean(0))
+            self.register_buffer("std", expanded.std().clamp_min(1e-6).expand(expanded.shape[1]).clone())
         else:
-            t, width = torch.zeros(0), 1.0
-        self.register_buffer("thresholds", t)
-        self.width = width
+            self.register_buffer("mean", samples.mean(0))
+            self.register_buffer("std", samples.std(0).clamp_min(1e-3))
 
     @property
     def n_out(self) -> int:
-        return len(self.mean) * (1 + self.expansion)
+        return len(self.mean)
+
+    def expand(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, n_thresholds) ``tanh((x_i - t) / step)``."""
+        return torch.tanh((x[:, self.feature] - self.thresholds) / self.step)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (x - self.mean) / self.std
-        if not self.expansion:
-            return z
-        expanded = torch.tanh((z[:, :, None] - self.thresholds) / self.width).flatten(1)
-        return torch.cat([z, expanded], dim=1)
+        z = self.expand(x) if self.step > 0 else x
+        return (z - self.mean) / self.std
 
 
 class CMMLP(nn.Module):
@@ -236,7 +246,7 @@ def train_cm_mlp(
     # input statistics over a few random sortings of the training molecules
     with torch.no_grad():
         stats = torch.cat([sampler.sample(torch.arange(len(sampler)), gen) for _ in range(4)])
-        mean, std = stats.mean(0), stats.std(0).clamp_min(1e-3)
+        encoder = InputEncoder(stats, config.expansion_step)
     y = np.asarray(y, dtype=np.float64)
     elements: tuple[int, ...] = ()
     coef = None
@@ -249,9 +259,7 @@ def train_cm_mlp(
         residual = y - counts_np @ coef
     y_t = torch.as_tensor(residual, dtype=torch.float32)
     y_mean, y_std = float(y_t.mean()), float(y_t.std())
-    model = CMMLP(
-        InputEncoder(mean, std, config.expansion), tuple(config.hidden), y_mean, y_std, elements, coef
-    )
+    model = CMMLP(encoder, tuple(config.hidden), y_mean, y_std, elements, coef)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch

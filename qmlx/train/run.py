@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from qmlx.data.molecules import Molecules
+from qmlx.data.paths import write_text_atomic
 from qmlx.errors import QmlxError
 from qmlx.nn.batch import PairCache
 from qmlx.nn.models import build_model
@@ -100,6 +101,7 @@ def train_network(
     out = Path(out or f"runs/{dataset}-{model_name.lower()}-fold{fold}")
     metadata = {
         "dataset": dataset,
+        "model": type(model).__name__,
         "fold": fold if mols.folds else None,
         "n_train": int(len(train_idx)),
         "n_val": int(len(val_idx)),
@@ -128,7 +130,7 @@ def train_network(
     trainer.metadata = metadata
     trainer.save_best()
     summary = {k: v for k, v in metadata.items() if k != "train_config"} | {"out": str(out)}
-    (out / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / "result.json", json.dumps(summary, indent=2) + "\n")
     np.savez(out / "test_predictions.npz", index=test_idx, pred=pred, ref=ref)
     return summary
 
@@ -173,5 +175,5 @@ def export_shipped(
     )
     save_network(shipped, dest, metadata=meta)
     meta["file_bytes"] = dest.stat().st_size
-    (models_dir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(models_dir / f"{name}.json", json.dumps(meta, indent=2) + "\n")
     return meta
