@@ -96,33 +96,42 @@ def plots(rows: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
-        if r["_log"]:
+    models = sorted({r["model"] for r in rows})
+    colors = {fold: f"C{fold}" for fold in sorted({r["fold"] for r in rows})}
+
+    # one panel per model; colour = fold, thin = training, thick = validation
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        for r in (r for r in rows if r["model"] == model and r["_log"]):
             ep = [h["epoch"] for h in r["_log"]]
-            ax.plot(
-                ep, [h["train_mae"] for h in r["_log"]], lw=0.8, label=f"{r['model']} fold {r['fold']} train"
-            )
-            ax.plot(ep, [h["val_mae"] for h in r["_log"]], lw=1.2, label=f"{r['model']} fold {r['fold']} val")
-    ax.set_yscale("log")
-    ax.axhline(1.0, color="grey", ls="--", lw=0.8)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("MAE (kcal/mol)")
-    ax.set_title("QM7: learning curves (validation with EMA weights)")
-    ax.legend(fontsize=7)
+            c = colors[r["fold"]]
+            ax.plot(ep, [h["train_mae"] for h in r["_log"]], lw=0.6, alpha=0.6, color=c)
+            ax.plot(ep, [h["val_mae"] for h in r["_log"]], lw=1.4, color=c, label=f"fold {r['fold']}")
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="grey", ls="--", lw=0.8)
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{model}: validation (thick, EMA weights) and training (thin)", fontsize=9)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("MAE (kcal/mol)")
     fig.tight_layout()
     fig.savefig(RESULTS / "qm7_networks_learning_curve.png", dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 4), squeeze=False)
-    for ax, r in zip(axes[0], rows):
-        ref, pred = np.asarray(r["_ref"]), np.asarray(r["_pred"])
-        ax.scatter(ref, pred, s=3, alpha=0.5)
-        lo, hi = ref.min(), ref.max()
+    # one parity panel per model, all folds' test molecules together
+    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 4.2), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        mine = [r for r in rows if r["model"] == model]
+        for r in mine:
+            ref, pred = np.asarray(r["_ref"]), np.asarray(r["_pred"])
+            ax.scatter(ref, pred, s=3, alpha=0.5, color=colors[r["fold"]], label=f"fold {r['fold']}")
+        lo = min(np.min(r["_ref"]) for r in mine)
+        hi = max(np.max(r["_ref"]) for r in mine)
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set_xlabel("PBE0 atomization energy (kcal/mol)")
         ax.set_ylabel("predicted (kcal/mol)")
-        ax.set_title(f"{r['model']} fold {r['fold']}: MAE {r['mae_kcal_mol']:.2f} kcal/mol", fontsize=9)
+        mean = np.mean([r["mae_kcal_mol"] for r in mine])
+        ax.set_title(f"{model}: test MAE {mean:.2f} kcal/mol ({len(mine)} fold(s))", fontsize=9)
+        ax.legend(fontsize=7, markerscale=3)
     fig.tight_layout()
     fig.savefig(RESULTS / "qm7_networks_parity.png", dpi=120)
     plt.close(fig)
