@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +83,9 @@ def test_quick_experiment_runs_on_qm7(qm7, tmp_path):
     saved = json.loads((tmp_path / "qm7_cm_mlp_quick.json").read_text())
     assert saved["mae_mean"] == report["mae_mean"] and 0 < report["mae_mean"] < 100
     assert (tmp_path / "qm7_cm_mlp_quick_training_curve.png").stat().st_size > 0
+
+    # folds in spawned worker processes (--jobs) train exactly as in this process
+    out = tmp_path / "jobs"
+    subprocess.run([sys.executable, str(path), "--quick", "--jobs", "2", "--out-dir", str(out)], check=True)
+    parallel = json.loads((out / "qm7_cm_mlp_quick.json").read_text())
+    assert parallel["mae_mean"] == report["mae_mean"] and parallel["environment"]["jobs"] == 2
