@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from qmlx.data import load_qm7
+from qmlx.data.paths import write_text_atomic
 from qmlx.explain import explain
 from qmlx.nn import load_network
 
@@ -56,7 +57,7 @@ def main() -> None:
         "integrated_gradients_50_per_s": ig,
         "speedup": lrp / ig,
     }
-    (HERE / "explain_speed.json").write_text(json.dumps(result, indent=2))
+    write_text_atomic(HERE / "explain_speed.json", json.dumps(result, indent=2))
     md = (
         "# Explanation speed (QM7 test molecules, float64)\n\n"
         f"model {args.model}, {len(mols)} molecules, batch 64, {args.threads} threads, best of {args.repeats}\n\n"
@@ -64,7 +65,7 @@ def main() -> None:
         f"| LRP (epsilon) | {lrp:.1f} |\n| integrated gradients, 50 steps | {ig:.1f} |\n\n"
         f"LRP is {lrp / ig:.1f}x faster.\n"
     )
-    (HERE / "explain_speed.md").write_text(md)
+    write_text_atomic(HERE / "explain_speed.md", md)
     print(md)
 
 

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qmlx.data.paths import write_text_atomic
+
 SIGMA = 1600.0  # atomic units; the value inner CV picks most often in results/qm7_kernels.json
 LAM = 1e-10
 
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"  speed-up ({p}) {summary[p]['speedup_vs_sklearn']:.1f}x; predictions agree to "
             f"{summary[p]['max_abs_prediction_difference_vs_sklearn_kcal_mol']:.1e} kcal/mol"
         )
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_text_atomic(args.out, json.dumps(report, indent=1) + "\n")
     d, m = report["qmlx_double"], report["qmlx_mixed"]
     md = [
         "# KRR benchmark: QM7 5-fold CV, sorted CM + Laplacian kernel",
@@ -230,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         f"Command: `{report['command']}`",
     ]
-    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    write_text_atomic(args.out.with_suffix(".md"), "\n".join(md) + "\n")
     return report
 
 

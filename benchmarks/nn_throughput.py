@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from qmlx.data import Molecules, load_qm7
+from qmlx.data.paths import write_text_atomic
 from qmlx.nn import PairCache, SchNet
 
 HERE = Path(__file__).resolve().parent
@@ -162,7 +163,7 @@ def main() -> None:
     }
     if args.qm9_memory:
         result["qm9_memory"] = qm9_memory()
-    (HERE / "nn_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomic(HERE / "nn_throughput.json", json.dumps(result, indent=2) + "\n")
     lines = [
         "# SchNet throughput (64 features, 3 interactions, cutoff 5 Å)",
         "",
@@ -183,7 +184,7 @@ def main() -> None:
         m = result["qm9_memory"]
         lines += ["", f"QM9 training run with {m['n_train']} training molecules: peak RSS {m['peak_rss_mb']:.0f} MB "
                   f"({m['steps']} steps of {m['batch_size']}, {m['threads']} thread)."]  # fmt: skip
-    (HERE / "nn_throughput.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(HERE / "nn_throughput.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from qmlx.data import load_qm7
-from qmlx.data.paths import atomic_path, write_text_atomic
+from qmlx.data.paths import savefig_atomic, write_text_atomic
 from qmlx.explain import explain
 from qmlx.explain.flipping import atom_scores, flipping_curve, relative_energy
 from qmlx.nn import load_network
@@ -110,8 +110,7 @@ def write(result: dict, stem: str, out: Path = RESULTS) -> None:
     axes[0].set_ylabel("mean E(x_q) - E(x) [kcal/mol]")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(out / f"{stem}.png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+    savefig_atomic(fig, out / f"{stem}.png", dpi=120)
     plt.close(fig)
 
 

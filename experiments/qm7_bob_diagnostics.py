@@ -34,6 +34,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from qmlx.data import load_qm7
+from qmlx.data.paths import savefig_atomic, write_text_atomic
 from qmlx.kernels import distance_matrix, kernel_from_distances
 from qmlx.kernels.search import fit_predict
 from qmlx.represent import BagOfBonds
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = args.out_dir / "qm7_bob_diagnostics"
-    Path(f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_text_atomic(Path(f"{stem}.json"), json.dumps(report, indent=1) + "\n")
     write_markdown(Path(f"{stem}.md"), report, results)
     plot(Path(f"{stem}_landscape.png"), results)
     for name, v in report["variants"].items():
@@ -145,7 +146,7 @@ def write_markdown(path: Path, report: dict, results: dict[str, np.ndarray]) -> 
         f"Command: `python experiments/qm7_bob_diagnostics.py --fold {report['fold']}` "
         f"({report['wall_time_s']:.0f} s).",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def plot(path: Path, results: dict[str, np.ndarray]) -> None:
@@ -165,7 +166,7 @@ def plot(path: Path, results: dict[str, np.ndarray]) -> None:
     ax.set_title("QM7 fold 0: BoB + Laplacian KRR")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    savefig_atomic(fig, path, dpi=120)
     plt.close(fig)
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from qmlx.data import load_qm7
+from qmlx.data.paths import savefig_atomic, write_text_atomic
 from qmlx.nn.cm_mlp import CMMLPConfig, train_cm_mlp
 
 REFERENCE = {"mae": 3.5, "source": "Montavon et al. NIPS 2012 (3.51 kcal/mol)", "target": 3.8}
@@ -170,7 +171,7 @@ def write_outputs(
     }
     stem = "qm7_cm_mlp_quick" if args.quick else "qm7_cm_mlp"
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_text_atomic(args.out_dir / f"{stem}.json", json.dumps(report, indent=1) + "\n")
     ok = "✓" if report["mae_mean"] <= REFERENCE["target"] else "✗"
     md = [
         "# QM7: multilayer network on random Coulomb matrices",
@@ -192,7 +193,7 @@ def write_outputs(
         f"Command: `{report['command']}` ({args.jobs} fold(s) at a time, {args.threads} thread(s) each, "
         f"{os.cpu_count()} cores).",
     ]
-    (args.out_dir / f"{stem}.md").write_text("\n".join(md) + "\n")
+    write_text_atomic(args.out_dir / f"{stem}.md", "\n".join(md) + "\n")
     plot(args.out_dir / f"{stem}_training_curve.png", results)
     print(
         f"mean MAE {report['mae_mean']:.3f} kcal/mol; wrote {args.out_dir / stem}.json/.md/_training_curve.png"
@@ -217,7 +218,7 @@ def plot(path: Path, results: list[dict]) -> None:
     ax.set_title("QM7 CM-MLP training curve")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    savefig_atomic(fig, path, dpi=120)
     plt.close(fig)
 
 

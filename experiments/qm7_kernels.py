@@ -37,6 +37,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from qmlx.data import load_qm7
+from qmlx.data.paths import savefig_atomic, write_text_atomic
 from qmlx.kernels import KernelProvider, fit_predict, learning_curve, select_hyperparameters
 from qmlx.kernels.training import DEFAULT_GRIDS
 from qmlx.represent import RepresentationError, make_representation
@@ -206,7 +207,7 @@ def write_markdown(path: Path, report: dict) -> None:
     ]
     if notes:
         lines += ["", "Notes:", *notes]
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def plot_learning_curves(path: Path, report: dict) -> None:
@@ -231,7 +232,7 @@ def plot_learning_curves(path: Path, report: dict) -> None:
     ax.axhline(1.0, color="gray", lw=0.8)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    savefig_atomic(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -320,7 +321,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict:
         report["runs"] = old.get("runs", [{"command": old["command"], "wall_time_s": old["wall_time_s"]}])
         report["runs"].append({"command": report["command"], "wall_time_s": report["wall_time_s"]})
         report["wall_time_s"] = sum(r["wall_time_s"] for r in report["methods"].values())
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_text_atomic(args.out_dir / f"{stem}.json", json.dumps(report, indent=1) + "\n")
     write_markdown(args.out_dir / f"{stem}.md", report)
     plot_learning_curves(args.out_dir / f"{stem}_learning_curve.png", report)
     print(f"wrote {args.out_dir / stem}.json/.md/_learning_curve.png")

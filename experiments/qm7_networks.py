@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qmlx.data.paths import savefig_atomic, write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 PAPER_MAE = {"dtnn": 1.0, "schnet": None}  # DTNN: Schütt et al., Nat. Commun. 2017 (QM7, ~1.0 kcal/mol)
@@ -114,7 +116,7 @@ def plots(rows: list[dict]) -> None:
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("MAE (kcal/mol)")
     fig.tight_layout()
-    fig.savefig(RESULTS / "qm7_networks_learning_curve.png", dpi=120)
+    savefig_atomic(fig, RESULTS / "qm7_networks_learning_curve.png", dpi=120)
     plt.close(fig)
 
     # one parity panel per model, all folds' test molecules together
@@ -133,7 +135,7 @@ def plots(rows: list[dict]) -> None:
         ax.set_title(f"{model}: test MAE {mean:.2f} kcal/mol ({len(mine)} fold(s))", fontsize=9)
         ax.legend(fontsize=7, markerscale=3)
     fig.tight_layout()
-    fig.savefig(RESULTS / "qm7_networks_parity.png", dpi=120)
+    savefig_atomic(fig, RESULTS / "qm7_networks_parity.png", dpi=120)
     plt.close(fig)
 
 
@@ -151,7 +153,7 @@ def write(rows: list[dict], args) -> None:
         "runs": public,
         "summary": summary,
     }
-    (RESULTS / "qm7_networks.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_text_atomic(RESULTS / "qm7_networks.json", json.dumps(out, indent=2) + "\n")
     lines = [
         "# QM7: DTNN and SchNet (official folds)",
         "",
@@ -176,7 +178,7 @@ def write(rows: list[dict], args) -> None:
         "![parity](qm7_networks_parity.png)",
         "",
     ]
-    (RESULTS / "qm7_networks.md").write_text("\n".join(lines))
+    write_text_atomic(RESULTS / "qm7_networks.md", "\n".join(lines))
     plots(rows)
     print("\n".join(lines))
 

@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from qmlx.data.paths import write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 PAPER = {("schnet", 50000): 0.59, ("schnet", 110000): 0.31, ("dtnn", 50000): 0.94, ("dtnn", 100000): 0.84}
@@ -73,8 +75,8 @@ def write(model: str, summary: dict) -> None:
     runs = [r for r in runs if (r["model"], r["n_train"]) != (model, summary["n_train"])]
     runs.append({**summary, "model": model})
     runs.sort(key=lambda r: (r["model"], r["n_train"]))
-    path.write_text(json.dumps({"dataset": "qm9", "target": "atomization_energy (U0)", "unit": "kcal/mol",
-                                "runs": runs}, indent=2) + "\n")  # fmt: skip
+    write_text_atomic(path, json.dumps({"dataset": "qm9", "target": "atomization_energy (U0)",
+                                        "unit": "kcal/mol", "runs": runs}, indent=2) + "\n")  # fmt: skip
     lines = [
         "# QM9: interaction networks on U0 atomization energies",
         "",
@@ -88,7 +90,7 @@ def write(model: str, summary: dict) -> None:
             f"| {r['train_minutes']} | {r['stop_reason']} | {r['test_mae_kcal_mol']:.3f} "
             f"| {paper if paper is not None else '–'} |"
         )
-    (RESULTS / "qm9_networks.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(RESULTS / "qm9_networks.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from qmlx.data import load_qm7, load_qm9
-from qmlx.data.paths import atomic_path, write_text_atomic
+from qmlx.data.paths import savefig_atomic, write_text_atomic
 from qmlx.explain import explain
 from qmlx.explain.plot import plot_explanation
 from qmlx.explain.rings import find_rings
@@ -141,8 +141,7 @@ def write(result: dict, model, mols, stem: str) -> None:
     axes[0].set_ylabel("density")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(RESULTS / f"{stem}_hist.png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+    savefig_atomic(fig, RESULTS / f"{stem}_hist.png", dpi=120)
     plt.close(fig)
 
     examples = [v["example_molecule"] for _, v in common[:4] + common[-4:]]

@@ -348,3 +348,26 @@ def test_scikit_learn_indexes_molecules_without_converting_them(small_molecules)
     part = _safe_indexing(small_molecules, np.array([2, 0]))
     assert isinstance(part, Molecules)
     assert part.ids.tolist() == ["ammonia", "methane"]
+
+
+def test_atomic_writes_leave_the_old_file_or_the_new_one_never_a_part(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qmlx.data.paths import savefig_atomic, write_text_atomic
+
+    target = tmp_path / "out" / "table.md"
+    write_text_atomic(target, "first\n")
+    assert target.read_text() == "first\n"
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    savefig_atomic(fig, tmp_path / "out" / "curve.png")
+    savefig_atomic(fig, tmp_path / "out" / "curve.pdf")
+    assert (tmp_path / "out" / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "out" / "curve.pdf").read_bytes()[:4] == b"%PDF"
+    with pytest.raises(ValueError):
+        savefig_atomic(fig, tmp_path / "out" / "curve.notaformat")
+    plt.close(fig)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["curve.pdf", "curve.png", "table.md"]

@@ -73,6 +73,14 @@ def write_text_atomic(destination: str | os.PathLike, text: str) -> Path:
     return Path(destination)
 
 
+def savefig_atomic(fig, destination: str | os.PathLike, **kwargs) -> Path:
+    """Save a matplotlib figure atomically; the format comes from the suffix (``.png``, ``.pdf``)."""
+    destination = Path(destination)
+    with atomic_path(destination) as tmp:
+        fig.savefig(tmp, format=destination.suffix.lstrip(".") or "png", **kwargs)
+    return destination
+
+
 def download(url: str, destination: Path, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``destination`` with a progress bar, atomically."""
     try:

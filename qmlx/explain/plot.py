@@ -22,7 +22,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
-from qmlx.data.paths import atomic_path
+from qmlx.data.paths import savefig_atomic
 
 CMAP = "RdBu_r"  # red: raises the energy (positive), blue: lowers it (negative)
 
@@ -107,5 +107,4 @@ def plot_explanation(
         draw_molecule(ax, atoms, explanation.molecule(k), norm, matrix, title)
     mappable = ScalarMappable(norm=norm, cmap=CMAP)
     fig.colorbar(mappable, ax=axes, shrink=0.8, label=f"{explanation.method} relevance [kcal/mol]")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130, format="png")
+    savefig_atomic(fig, path, dpi=130)
