@@ -37,6 +37,7 @@ from qmlx.data import load_qm7
 from qmlx.data.paths import savefig_atomic, write_text_atomic
 from qmlx.kernels import distance_matrix, kernel_from_distances
 from qmlx.kernels.search import fit_predict
+from qmlx.nn.cm_mlp import element_counts
 from qmlx.represent import BagOfBonds
 
 SIGMAS = [100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0, 12800.0, 25600.0]
@@ -68,9 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     X_train, X_test = bob.transform(mols.subset(train)), bob.transform(mols.subset(test))
     pair_cols = np.concatenate([np.full(size, len(key) == 2) for key, size in bob.bags_])
 
-    elements = np.unique(mols.Z)
-    counts = np.zeros((len(mols), len(elements)))
-    np.add.at(counts, (mols.mol_index, np.searchsorted(elements, mols.Z)), 1.0)
+    counts = element_counts(mols, tuple(np.unique(mols.Z)))
     per_element = np.linalg.lstsq(counts[train], y[train], rcond=None)[0]  # kcal/mol per atom
     dressed = counts @ per_element
 
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     stem = args.out_dir / "qm7_bob_diagnostics"
     write_text_atomic(Path(f"{stem}.json"), json.dumps(report, indent=1) + "\n")
     write_markdown(Path(f"{stem}.md"), report, results)
-    plot(Path(f"{stem}_landscape.png"), results)
+    plot(Path(f"{stem}_landscape.png"), results, args.fold)
     for name, v in report["variants"].items():
         print(
             f"{name}: best test MAE {v['best_test_mae']:.3f} kcal/mol (sigma {v['best_sigma']}, lambda {v['best_lam']})"
@@ -149,7 +148,7 @@ def write_markdown(path: Path, report: dict, results: dict[str, np.ndarray]) -> 
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
-def plot(path: Path, results: dict[str, np.ndarray]) -> None:
+def plot(path: Path, results: dict[str, np.ndarray], fold: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -163,7 +162,7 @@ def plot(path: Path, results: dict[str, np.ndarray]) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("sigma (atomic units of the BoB vector)")
     ax.set_ylabel("test MAE (kcal/mol), best lambda")
-    ax.set_title("QM7 fold 0: BoB + Laplacian KRR")
+    ax.set_title(f"QM7 fold {fold}: BoB + Laplacian KRR")
     ax.legend(fontsize=8)
     fig.tight_layout()
     savefig_atomic(fig, path, dpi=120)
