@@ -111,11 +111,13 @@ def throughput(threads: list[int], batch_size: int, seconds: float) -> list[dict
 
 def qm9_memory(n_train: int = 100_000, steps: int = 300, batch_size: int = 100) -> dict:
     """Peak RSS (MB) of loading QM9, building 100k-molecule pair lists and training steps."""
-    from qmlx.train.run import load_named_dataset, split
+    from qmlx.data import load_dataset
+    from qmlx.data.splits import split
 
     torch.set_num_threads(1)
-    mols = load_named_dataset("qm9")
-    train_idx, val_idx, test_idx = split(mols, n_train=n_train, seed=0)
+    mols = load_dataset("qm9")
+    sp = split(mols, n_train=n_train, n_test=10_000, seed=0)
+    train_idx, val_idx, test_idx = sp.train, sp.val, sp.test
     model = _model(0.1)
     train = mols.subset(train_idx)
     model.fit_reference(train.Z, train.n_atoms, train.target("atomization_energy"))

@@ -8,7 +8,6 @@ atoms.get_forces()             # eV/Å, -dE/dR by autograd
 
 from __future__ import annotations
 
-import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from qmlx.data.molecules import Molecules
@@ -18,8 +17,11 @@ from qmlx.units import KCAL_MOL_TO_EV
 class QmlxCalculator(Calculator):
     """ASE calculator around a qmlx network (a shipped name, a network file or a model object).
 
-    ``results``: ``energy`` (eV), ``energies`` (per-atom, eV), ``forces`` (eV/Å). The energy is
-    what the network was trained on (QM7: PBE0 atomization energy), not a total energy.
+    ``results``: ``energy`` (eV), ``energies`` (per-atom, eV), ``forces`` (eV/Å), filled together
+    from one forward and backward pass. The energy is what the network was trained on (its
+    metadata's ``target_description``; QM7 models: PBE0 atomization energy). Atoms outside the
+    model's domain raise `qmlx.errors.DomainError` (unknown elements, atoms closer than 0.5 Å,
+    periodic cells, another charge or spin) or warn (see `qmlx.data.domain`).
     """
 
     implemented_properties = ["energy", "energies", "forces"]
@@ -32,14 +34,10 @@ class QmlxCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
-        from qmlx.nn.io import predict_forces, predict_network
+        from qmlx.nn.io import predict_forces
 
-        mols = Molecules(
-            Z=self.atoms.numbers, R=self.atoms.positions, n_atoms=[len(self.atoms)], name="atoms"
-        )
-        if "forces" in properties:
-            e, f = predict_forces(self.model, mols)
-            self.results["forces"] = np.asarray(f) * KCAL_MOL_TO_EV
-        _, ae = predict_network(self.model, mols)
-        self.results["energies"] = ae * KCAL_MOL_TO_EV
-        self.results["energy"] = float(ae.sum()) * KCAL_MOL_TO_EV
+        mols = Molecules.from_atoms([self.atoms], targets={}, name=self.atoms.get_chemical_formula())
+        _, forces, atom_energies = predict_forces(self.model, mols)  # one pass for all three
+        self.results["forces"] = forces * KCAL_MOL_TO_EV
+        self.results["energies"] = atom_energies * KCAL_MOL_TO_EV
+        self.results["energy"] = float(atom_energies.sum()) * KCAL_MOL_TO_EV

@@ -22,6 +22,8 @@ _ENERGY_IN_KCAL_MOL = {
     "Hartree": HARTREE_TO_KCAL_MOL,
     "eV": EV_TO_KCAL_MOL,
 }
+#: the energy units qmlx converts between
+ENERGY_UNITS: tuple[str, ...] = tuple(_ENERGY_IN_KCAL_MOL)
 
 
 def convert_energy(value, from_unit: str, to_unit: str):

@@ -15,7 +15,7 @@ def test_data_info_qm7_prints_counts(qm7_path, capsys, monkeypatch):
     assert main(["data", "info", "qm7"]) == 0
     out = capsys.readouterr().out
     assert "molecules    7165" in out
-    assert "5 folds, test size 1433" in out
+    assert "5 official folds, test size 1433" in out
     assert "H 61959 / C 35761 / N 6655 / O 5978 / S 297" in out
     assert "4-23" in out
 
@@ -31,7 +31,7 @@ def test_data_info_on_bad_file_exits_nonzero_with_one_line(tmp_path, content):
     bad = tmp_path / "bad.xyz"
     bad.write_text(content)
     proc = subprocess.run(
-        [sys.executable, "-m", "qmlx.cli", "data", "info", str(bad)], capture_output=True, text=True
+        [sys.executable, "-m", "qmlx", "data", "info", str(bad)], capture_output=True, text=True
     )
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
@@ -82,7 +82,7 @@ def test_explain_on_malformed_file_exits_nonzero(network_file, tmp_path):
     bad = tmp_path / "bad.xyz"
     bad.write_text("5\ntruncated\nC 0 0 0\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "qmlx.cli", "explain", str(network_file), str(bad)],
+        [sys.executable, "-m", "qmlx", "explain", str(network_file), str(bad)],
         capture_output=True,
         text=True,
     )
@@ -104,8 +104,18 @@ def test_predict_krr_on_xyz_in_angstrom_matches_dataset_prediction(qm7, tmp_path
     xyz = tmp_path / "mols.xyz"
     ase.io.write(xyz, [qm7[int(i)] for i in test])  # ASE writes Å, the unit Molecules holds
     assert main(["predict", str(path), str(xyz), "--format", "csv"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "file,molecule,formula,energy [kcal/mol]"
-    printed = np.array([float(line.split(",")[-1]) for line in lines[1:]])
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0] == [
+        "file",
+        "molecule",
+        "formula",
+        "PBE0 atomization energy [kcal/mol]",
+        "in_domain",
+        "domain_notes",
+    ]
+    printed = np.array([float(row[3]) for row in rows[1:]])
     np.testing.assert_allclose(printed, expected, atol=1e-5)
     assert np.abs(expected - qm7.targets["atomization_energy"][test]).mean() < 40  # a real model

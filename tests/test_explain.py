@@ -32,11 +32,21 @@ MODELS = {
 RULES = {"epsilon": Epsilon(1e-9), "gamma": Gamma(0.25, 1e-9)}
 
 
+def spread_positions(rng, n: int, scale: float, min_distance: float = 0.7) -> np.ndarray:
+    """(n, 3) random positions in Å, redrawn until no two atoms are closer than ``min_distance``
+    (closer than 0.5 Å is outside every model's domain)."""
+    while True:
+        R = rng.normal(size=(n, 3)) * scale
+        d = np.linalg.norm(R[:, None] - R[None], axis=-1)[np.triu_indices(n, 1)]
+        if n < 2 or d.min() >= min_distance:
+            return R
+
+
 @pytest.fixture
 def random_molecules() -> Molecules:
     rng = np.random.default_rng(1)
     atoms = [
-        ase.Atoms(numbers=rng.choice([1, 6, 7, 8], n), positions=rng.normal(size=(n, 3)) * 1.3)
+        ase.Atoms(numbers=rng.choice([1, 6, 7, 8], n), positions=spread_positions(rng, n, 1.3))
         for n in (2, 4, 6, 9)
     ]
     return Molecules.from_atoms(atoms)
@@ -189,7 +199,7 @@ def krr_models(random_molecules):
 
     rng = np.random.default_rng(3)
     atoms = [
-        ase.Atoms(numbers=rng.choice([1, 6, 8], n), positions=rng.normal(size=(n, 3)) * 1.4)
+        ase.Atoms(numbers=rng.choice([1, 6, 8], n), positions=spread_positions(rng, n, 1.4))
         for n in rng.integers(3, 8, size=30)
     ]
     train = Molecules.from_atoms(atoms)

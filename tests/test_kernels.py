@@ -198,7 +198,7 @@ def test_saved_model_predicts_like_the_original(tmp_path, representation):
         sigma=200.0,
         lam=1e-6,
     )
-    assert info["test_mae"] >= 0 and info["sigma"] == 200.0
+    assert info["test_mae_kcal_mol"] >= 0 and info["sigma"] == 200.0
     path = model.save(tmp_path / "m.h5")
     assert is_krr_file(path) and not is_krr_file(tmp_path / "missing.h5")
     loaded = load_krr(path)
@@ -230,28 +230,21 @@ def test_loading_a_wrong_or_corrupt_file_names_it(tmp_path):
             load_krr(bad)
 
 
-def test_train_krr_subcommand_trains_reports_and_saves(tmp_path, capsys, monkeypatch):
-    import argparse
-
-    import qmlx.kernels.cli as kcli
+def test_train_krr_subcommand_trains_reports_and_saves(tmp_path, capsys):
+    from qmlx.cli import main
     from qmlx.data import save_molecules
-    from qmlx.kernels.cli import add_train_krr, load_krr
+    from qmlx.kernels import load_krr
 
     data = save_molecules(tmp_path / "set.h5", synthetic_set(sizes=(6, 7)))  # one size: no overflow
-    parser = argparse.ArgumentParser(prog="qmlx")
-    train = parser.add_subparsers(dest="command").add_parser("train").add_subparsers(dest="model")
-    add_train_krr(train)
     out = tmp_path / "model.h5"
-    monkeypatch.setattr(
-        kcli, "_load", lambda spec: __import__("qmlx.data", fromlist=["x"]).load_molecules(spec)
-    )
-    args = parser.parse_args(
-        f"train krr --dataset {data} --representation sorted-cm --out {out} --quiet".split()
-    )
-    args.func(args)
+    argv = f"train krr --data {data} --split random --fold 1 --representation sorted-cm --out {out} --quiet"
+    assert main(argv.split()) == 0
     printed = capsys.readouterr().out
     assert "test MAE" in printed and "kcal/mol" in printed and out.exists()
-    assert load_krr(out).representation_name == "sorted-cm"
+    model = load_krr(out)
+    assert model.representation_name == "sorted-cm"
+    assert model.metadata["split"]["method"] == "random" and model.metadata["split"]["fold"] == 1
+    assert model.metadata["domain"]["elements"] == sorted(set(model.metadata["domain"]["elements"]))
 
 
 def test_quick_kernel_experiment_runs_on_qm7(qm7, tmp_path):

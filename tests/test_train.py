@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 
 import numpy as np
 import pytest
 import torch
 
+from qmlx.cli import build_parser
 from qmlx.data import Molecules
-from qmlx.errors import DataFormatError, QmlxError
+from qmlx.data.splits import split
+from qmlx.errors import DataFormatError
 from qmlx.nn import PairCache, SchNet, load_network
-from qmlx.train import TrainConfig, Trainer, split
-from qmlx.train.cli import add_train_network
+from qmlx.train import TrainConfig, Trainer
 
 
 def _synthetic(n_mol: int = 48, seed: int = 0) -> Molecules:
@@ -125,8 +125,9 @@ def test_early_stopping_ends_a_run_without_progress(tmp_path):
 def test_validation_split_is_carved_from_the_training_part():
     mols = _synthetic(60)
     mols.folds = [(np.arange(0, 45), np.arange(45, 60))]
-    train, val, test = split(mols, fold=0, n_train=20, seed=1)
-    assert len(train) == 20 and len(val) == 4
+    sp = split(mols, fold=0, n_train=20, seed=1)
+    train, val, test = sp.train, sp.val, sp.test
+    assert sp.method == "official" and len(train) == 20 and len(val) == 4
     assert set(train) | set(val) <= set(range(45))
     assert not set(train) & set(val)
     assert list(test) == list(range(45, 60))
@@ -136,16 +137,15 @@ def test_split_without_folds_holds_out_a_seeded_test_set():
     mols = _synthetic(60)
     a = split(mols, n_test=10, seed=3)
     b = split(mols, n_test=10, seed=3)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert len(a[2]) == 10 and not set(a[2]) & (set(a[0]) | set(a[1]))
+    assert all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("train", "val", "test"))
+    assert len(a.test) == 10 and not set(a.test) & (set(a.train) | set(a.val))
+    assert a.record == b.record and a.record["method"] == "random" and a.record["fold"] is None
 
 
 def test_cli_registers_schnet_and_dtnn():
-    parser = argparse.ArgumentParser(prog="qmlx")
-    train = parser.add_subparsers(dest="command").add_parser("train").add_subparsers(dest="what")
-    add_train_network(train)
+    parser = build_parser()
     args = parser.parse_args(["train", "dtnn", "--dataset", "qm9", "--n-train", "1000", "--epochs", "5"])
-    assert args.network == "dtnn" and args.dataset == "qm9" and args.n_train == 1000 and args.epochs == 5
+    assert args.network == "dtnn" and args.data == "qm9" and args.n_train == 1000 and args.epochs == 5
     assert callable(args.func)
     args = parser.parse_args(["train", "schnet", "--fold", "2", "--resume", "--out", "runs/x"])
     assert args.network == "schnet" and args.fold == 2 and args.resume and args.out == "runs/x"
@@ -154,11 +154,10 @@ def test_cli_registers_schnet_and_dtnn():
 def test_train_command_runs_end_to_end_on_qm7(qm7, tmp_path, capsys):
     import json
 
-    parser = argparse.ArgumentParser(prog="qmlx")
-    add_train_network(parser.add_subparsers(dest="what"))
+    parser = build_parser()
     out = tmp_path / "run"
     args = parser.parse_args(
-        ["schnet", "--dataset", "qm7", "--n-train", "64", "--n-val", "32", "--epochs", "2", "--features", "8",
+        ["train", "schnet", "--dataset", "qm7", "--n-train", "64", "--n-val", "32", "--epochs", "2", "--features", "8",
          "--interactions", "1", "--out", str(out), "--no-progress"]
     )  # fmt: skip
     args.func(args)
@@ -173,19 +172,18 @@ def test_train_command_runs_end_to_end_on_qm7(qm7, tmp_path, capsys):
 
 
 def test_train_command_passes_the_cutoff_to_the_model(qm7, tmp_path):
-    parser = argparse.ArgumentParser(prog="qmlx")
-    add_train_network(parser.add_subparsers(dest="what"))
+    parser = build_parser()
     out = tmp_path / "run"
     args = parser.parse_args(
-        ["dtnn", "--dataset", "qm7", "--n-train", "32", "--n-val", "16", "--epochs", "1", "--features", "8",
+        ["train", "dtnn", "--dataset", "qm7", "--n-train", "32", "--n-val", "16", "--epochs", "1", "--features", "8",
          "--factors", "8", "--interactions", "1", "--cutoff", "3", "--rbf-stop", "3", "--out", str(out),
          "--no-progress"]
     )  # fmt: skip
     args.func(args)
     model = load_network(out / "model.pt")
     assert model.cutoff == 3.0 and model.config["rbf_stop"] == 3.0
-    with pytest.raises(QmlxError, match="--cutoff must be positive"):
-        args.func(parser.parse_args(["dtnn", "--cutoff", "0", "--out", str(tmp_path / "bad")]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "dtnn", "--cutoff", "0", "--out", str(tmp_path / "bad")])
 
 
 def test_resume_with_reset_lr_starts_a_recorded_second_phase(tmp_path):

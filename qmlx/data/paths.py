@@ -7,6 +7,8 @@ connection never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 import urllib.request
@@ -71,6 +73,25 @@ def write_text_atomic(destination: str | os.PathLike, text: str) -> Path:
     with atomic_path(destination) as tmp:
         tmp.write_text(text)
     return Path(destination)
+
+
+def _finite(obj):
+    """``obj`` with every non-finite float (NaN, inf) replaced by ``None``, recursively."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, str):  # numpy scalars and arrays
+        return _finite(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def json_dumps(obj, indent: int | None = 2) -> str:
+    """JSON text of ``obj`` in which NaN and infinities are ``null`` (plain JSON has no NaN) and
+    numpy values are plain numbers; anything else unknown is written as its string."""
+    return json.dumps(_finite(obj), indent=indent, default=str, allow_nan=False)
 
 
 def savefig_atomic(fig, destination: str | os.PathLike, **kwargs) -> Path:

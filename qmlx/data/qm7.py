@@ -21,6 +21,8 @@ from qmlx.units import BOHR_TO_ANGSTROM
 QM7_URL = "http://quantum-machine.org/data/qm7.mat"
 QM7_FILENAME = "qm7.mat"
 QM7_CHARGES = {0, 1, 6, 7, 8, 16}
+#: what the target is (Rupp et al. 2012: PBE0 atomization energies of neutral closed-shell molecules)
+QM7_DESCRIPTIONS = {"atomization_energy": "PBE0 atomization energy"}
 # key -> number of dimensions; the molecule count is taken from Z, not hard-coded
 _EXPECTED = {"Z": 2, "R": 3, "T": 2, "P": 2}
 
@@ -81,9 +83,10 @@ def load_qm7(path: str | os.PathLike | None = None, download_if_missing: bool = 
     """Load QM7 as `Molecules`.
 
     Returns positions in Å (converted from the file's Bohr), the target
-    ``"atomization_energy"`` in kcal/mol, ids 0..7164 (rows of the file), and ``folds``: the five
-    official cross-validation splits as ``(train_idx, test_idx)`` pairs, where fold ``k`` tests
-    on row ``k`` of ``P`` and trains on the other four.
+    ``"atomization_energy"`` in kcal/mol (described as "PBE0 atomization energy"), ids 0..7164
+    (rows of the file), charge 0 and multiplicity 1 for every molecule (all are neutral singlets),
+    and ``folds``: the five official cross-validation splits as ``(train_idx, test_idx)`` pairs,
+    where fold ``k`` tests on row ``k`` of ``P`` and trains on the other four.
     """
     file = locate_qm7(path, download_if_missing)
     Z, R_bohr, T, P = _validate(file, _read_mat(file))
@@ -106,4 +109,7 @@ def load_qm7(path: str | os.PathLike | None = None, download_if_missing: bool = 
         ids=np.arange(len(Z)),
         folds=folds,
         name="qm7",
+        charge=np.zeros(len(Z)),
+        multiplicity=np.ones(len(Z)),
+        descriptions=QM7_DESCRIPTIONS,
     )

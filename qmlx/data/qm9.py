@@ -50,6 +50,26 @@ PROPERTIES = [
     ("Cv", "cal/(mol K)"),
 ]  # fmt: skip
 UNITS = dict(PROPERTIES) | {"atomization_energy": "kcal/mol"}
+_THEORY = "B3LYP/6-31G(2df,p)"
+#: what each target is; every QM9 molecule is a neutral singlet at the B3LYP/6-31G(2df,p) minimum
+DESCRIPTIONS = {
+    "A": f"{_THEORY} rotational constant A",
+    "B": f"{_THEORY} rotational constant B",
+    "C": f"{_THEORY} rotational constant C",
+    "mu": f"{_THEORY} dipole moment",
+    "alpha": f"{_THEORY} isotropic polarizability",
+    "homo": f"{_THEORY} HOMO energy",
+    "lumo": f"{_THEORY} LUMO energy",
+    "gap": f"{_THEORY} HOMO-LUMO gap",
+    "r2": f"{_THEORY} electronic spatial extent",
+    "zpve": f"{_THEORY} zero-point vibrational energy",
+    "U0": f"{_THEORY} internal energy at 0 K",
+    "U": f"{_THEORY} internal energy at 298.15 K",
+    "H": f"{_THEORY} enthalpy at 298.15 K",
+    "G": f"{_THEORY} free energy at 298.15 K",
+    "Cv": f"{_THEORY} heat capacity at 298.15 K",
+    "atomization_energy": f"{_THEORY} U0 atomization energy",
+}
 
 _CSV_COLUMNS = [
     "RotA_GHz", "RotB_GHz", "RotC_GHz", "Dipole_debye", "Polarizability_bohr3", "HOMO_au",
@@ -74,7 +94,15 @@ def atomization_energy_kcal_mol(Z: np.ndarray, n_atoms: np.ndarray, U0_hartree: 
 def _molecules(Z, R, n_atoms, props: np.ndarray, ids, name: str) -> Molecules:
     targets = {key: props[:, j] for j, (key, _) in enumerate(PROPERTIES)}
     targets["atomization_energy"] = atomization_energy_kcal_mol(Z, n_atoms, targets["U0"])
-    return Molecules(Z=Z, R=R, n_atoms=n_atoms, targets=targets, units=UNITS, ids=ids, name=name)
+    return _annotate(Molecules(Z=Z, R=R, n_atoms=n_atoms, targets=targets, units=UNITS, ids=ids, name=name))
+
+
+def _annotate(mols: Molecules) -> Molecules:
+    """Set QM9's descriptions, charge 0 and multiplicity 1 (also on sets cached by older qmlx)."""
+    mols.descriptions = {k: v for k, v in DESCRIPTIONS.items() if k in mols.targets}
+    mols.charge = np.zeros(len(mols))
+    mols.multiplicity = np.ones(len(mols))
+    return mols
 
 
 # ---------------------------------------------------------------------------- qm9pack CSVs
@@ -230,7 +258,8 @@ def load_qm9(
     uncharacterized: str | os.PathLike | None = None,
     cache: bool = True,
 ) -> Molecules:
-    """Load QM9 as `Molecules` (positions in Å; see the module docstring for targets).
+    """Load QM9 as `Molecules` (positions in Å; see the module docstring for targets), with a
+    description of every target (`DESCRIPTIONS`), charge 0 and multiplicity 1.
 
     ``path=None`` reads the installed qm9pack CSV files; otherwise ``path`` is the official
     ``dsgdb9nsd.xyz`` folder or archive. With ``cache=True`` the parsed set is stored as HDF5 in
@@ -243,7 +272,7 @@ def load_qm9(
         raise DataNotFoundError(f"{source}: no such file or folder")
     cached = cache_dir() / f"qm9-{_cache_key(source, uncharacterized)}.h5"
     if cache and cached.exists():
-        return load_molecules(cached)
+        return _annotate(load_molecules(cached))
     mols = read_qm9pack_csv() if source is None else read_qm9_xyz(source, uncharacterized)
     if cache:
         save_molecules(cached, mols)

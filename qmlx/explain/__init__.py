@@ -112,7 +112,7 @@ def _explain_batch(model, batch: Batch, method: str, rule, steps: int):
 
 def explain(
     model: InteractionNetwork,
-    molecules: Molecules,
+    molecules: Molecules | list,
     method: str = "lrp",
     rule: Epsilon | Gamma | None = None,
     steps: int = 50,
@@ -124,15 +124,21 @@ def explain(
     ----------
     model : a trained `SchNet` or `DTNN` (left unchanged), or a `KRRModel` on cm, sorted-cm or
         bob features (explained with ``neuralized``, see `qmlx.explain.kernel`).
-    molecules : the molecules, positions in Å.
+    molecules : `Molecules` or a list of ``ase.Atoms``, positions in Å. Molecules outside the
+        model's domain raise `qmlx.errors.DomainError` as in prediction (unknown elements,
+        atoms closer than 0.5 Å, periodic cells, another charge or spin).
     method : one of `METHODS` (see the module docstring), or ``neuralized`` for kernel models.
     rule : LRP rule for the linear layers: `Epsilon` (default, eps = 1e-9) or `Gamma`.
     steps : integration steps of ``integrated-gradients``.
     batch_size : molecules per batch (``lrp-pairs`` runs one molecule at a time).
     """
     from qmlx.kernels.model import KRRModel
+    from qmlx.nn.io import check_network_domain
+    from qmlx.represent import as_molecules
 
+    molecules = as_molecules(molecules)
     if isinstance(model, KRRModel):
+        model.check_domain(molecules)
         if method not in ("lrp", "neuralized"):
             raise QmlxError(f"kernel models are explained with method 'neuralized', not {method!r}")
         from qmlx.explain.kernel import explain_krr
@@ -143,6 +149,7 @@ def explain(
         raise QmlxError(f"unknown explanation method {method!r}; expected one of {', '.join(METHODS)}")
     if not isinstance(model, InteractionNetwork):
         raise QmlxError(f"explain() needs a SchNet or DTNN model, got {type(model).__name__}")
+    check_network_domain(model, molecules)
     net = copy.deepcopy(model).double().eval()
     for p in net.parameters():
         p.requires_grad_(False)

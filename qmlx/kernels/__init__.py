@@ -5,6 +5,7 @@ from __future__ import annotations
 from qmlx.kernels.distances import distance_matrix
 from qmlx.kernels.kernels import KERNELS, kernel_from_distances, kernel_matrices, kernel_matrix
 from qmlx.kernels.krr import KernelRidge, KernelSolveError, cholesky_solve
+from qmlx.kernels.model import KRRModel, is_krr_file, load_krr, save_krr
 from qmlx.kernels.search import (
     GridSearchResult,
     KernelProvider,
@@ -17,6 +18,7 @@ from qmlx.kernels.search import (
 __all__ = [
     "KERNELS",
     "GridSearchResult",
+    "KRRModel",
     "KernelProvider",
     "KernelRidge",
     "KernelSolveError",
@@ -24,9 +26,12 @@ __all__ = [
     "distance_matrix",
     "fit_predict",
     "fit_predict_subset",
+    "is_krr_file",
     "kernel_from_distances",
     "kernel_matrices",
     "kernel_matrix",
     "learning_curve",
+    "load_krr",
+    "save_krr",
     "select_hyperparameters",
 ]

@@ -7,10 +7,15 @@ solved by a Cholesky factorization in float64 (``scipy.linalg.cho_factor``/``cho
 from __future__ import annotations
 
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import scipy.linalg
-from sklearn.base import BaseEstimator, RegressorMixin
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
+from sklearn.utils import Tags
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from qmlx.errors import QmlxError
 from qmlx.kernels.distances import DEFAULT_BLOCK
@@ -146,23 +151,38 @@ class KernelRidge(RegressorMixin, BaseEstimator):
     ----------
     kernel : ``"laplacian"`` (``exp(-|x-x'|_1 / sigma)``), ``"gaussian"``
         (``exp(-|x-x'|^2 / (2 sigma^2))``) or ``"precomputed"`` (X is a kernel matrix).
-    sigma : kernel width, in the units of the features.
-    lam : ridge regularization added to the kernel diagonal (dimensionless; the kernel is in [0, 1]).
+    sigma : kernel width (> 0), in the units of the features.
+    lam : ridge regularization (>= 0) added to the kernel diagonal (dimensionless; the kernel is in [0, 1]).
     center : subtract the training mean of y before solving, add it back when predicting.
     max_jitter : largest relative jitter tried when the matrix is not positive definite
         (0 = raise `KernelSolveError` straight away).
     block_size : rows per block when computing kernels (bounds memory).
-    n_jobs : threads for the distance blocks (``None``: one).
+    n_jobs : threads (>= 1) for the distance blocks (``None``: one).
     precision : ``"double"`` (float64 Cholesky) or ``"mixed"`` (float32 Cholesky refined to float64
         accuracy, falling back to float64; see `cholesky_solve`).
 
+    Hyperparameters are validated when `fit` is called (``ValueError`` if invalid).
+
     X is an (n, d) feature array, an (n, L, d) array of sets (kernel averaged over members; see
-    `qmlx.kernels.kernel_matrix`), or with ``kernel="precomputed"`` an (n, n_fit) kernel matrix.
+    `qmlx.kernels.kernel_matrix`; L may differ between fit and predict), or with
+    ``kernel="precomputed"`` an (n, n_fit) kernel matrix (square (n_fit, n_fit) when fitting).
     y is (n,) in any unit; predictions come back in the same unit.
 
-    Fitted attributes: ``alpha_`` (n_fit,), ``X_fit_`` (the training features), ``y_mean_``
-    (float), ``jitter_`` (float), ``n_features_in_``.
+    Fitted attributes: ``alpha_`` (n_fit,), ``X_fit_`` (the training features, (n_fit, d),
+    (n_fit, L, d) or (n_fit, n_fit)), ``y_mean_`` (float), ``jitter_`` (float), ``n_features_in_``
+    (d, or n_fit with ``kernel="precomputed"``), and ``feature_names_in_`` when X had column names.
     """
+
+    _parameter_constraints: dict = {
+        "kernel": [StrOptions({*KERNELS, "precomputed"})],
+        "sigma": [Interval(Real, 0, None, closed="neither")],
+        "lam": [Interval(Real, 0, None, closed="left")],
+        "center": ["boolean"],
+        "max_jitter": [Interval(Real, 0, None, closed="left")],
+        "block_size": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
+        "precision": [StrOptions({"double", "mixed"})],
+    }
 
     def __init__(
         self,
@@ -184,42 +204,76 @@ class KernelRidge(RegressorMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.precision = precision
 
-    def _check_X(self, X, fitting: bool) -> np.ndarray:
-        try:
-            X = np.asarray(X, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"KernelRidge expects numeric features, got {type(X).__name__}; put a representation "
-                "(e.g. qmlx.represent.SortedCoulombMatrix) before it in a Pipeline"
-            ) from None
-        if self.kernel != "precomputed" and self.kernel not in KERNELS:
-            raise ValueError(f"kernel must be 'laplacian', 'gaussian' or 'precomputed', got {self.kernel!r}")
-        if X.ndim not in (2, 3) or (self.kernel == "precomputed" and X.ndim != 2):
-            raise ValueError(f"expected a 2-D array (or 3-D sets), got shape {X.shape}")
-        if not np.isfinite(X).all():
-            raise ValueError("X contains NaN or infinite values")
-        if not fitting:
-            if self.kernel == "precomputed":
-                if X.shape[1] != len(self.alpha_):
-                    raise ValueError(
-                        f"precomputed kernel has {X.shape[1]} columns, expected {len(self.alpha_)}"
-                    )
-            elif X.shape[-1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {X.shape[-1]} features, but KernelRidge was fitted with {self.n_features_in_}"
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        precomputed = self.kernel == "precomputed"
+        tags.input_tags.pairwise = precomputed
+        tags.input_tags.three_d_array = not precomputed
+        return tags
+
+    def _validate(self, X, y=None, *, reset: bool):
+        """Validate ``X`` (and ``y`` when fitting) with scikit-learn's `validate_data`.
+
+        Returns float64 ``X`` of 2 or 3 dimensions (2 for a precomputed kernel), and float64
+        ``y`` (n,) when ``reset``. ``reset=True`` records ``n_features_in_`` (the last axis of
+        ``X``); ``reset=False`` checks ``X`` against it.
+        """
+        if not (hasattr(X, "__array__") or hasattr(X, "__array_namespace__") or isinstance(X, (list, tuple))):
+            if not sp.issparse(X):
+                raise TypeError(
+                    f"KernelRidge expects numeric features, got {type(X).__name__}; put a representation "
+                    "(e.g. qmlx.represent.SortedCoulombMatrix) before it in a Pipeline"
                 )
+        # ensure_2d=False: validate_data would count features along axis 1, which for (n, L, d) sets is
+        # L; the dimension and the feature count (last axis) are checked below instead.
+        check = {"dtype": np.float64, "allow_nd": True, "ensure_2d": False}
+        if reset:
+            X, y = validate_data(self, X, y, reset=True, y_numeric=True, **check)
+            y = np.asarray(y, dtype=np.float64)
+        else:
+            X = validate_data(self, X, reset=False, **check)
+        precomputed = self.kernel == "precomputed"
+        if X.ndim not in (2, 3) or (precomputed and X.ndim != 2):
+            expected = (
+                "a 2-D (n_samples, n_fit) kernel matrix"
+                if precomputed
+                else "a 2-D (n_samples, n_features) array or 3-D (n_samples, n_members, n_features) sets"
+            )
+            hint = (
+                " Reshape your data either using array.reshape(-1, 1) if your data has a single feature "
+                "or array.reshape(1, -1) if it contains a single sample."
+                if X.ndim < 2
+                else ""
+            )
+            raise ValueError(f"KernelRidge expects {expected}, got shape {X.shape}.{hint}")
+        if X.ndim == 3 and 0 in X.shape[1:]:
+            raise ValueError(f"sets must have at least one member and one feature, got shape {X.shape}")
+        if reset:
+            self.n_features_in_ = X.shape[-1]
+            return X, y
+        if not precomputed and X.ndim != self.X_fit_.ndim:
+            kind = {2: "2-D features", 3: "3-D sets"}
+            raise ValueError(
+                f"X is {kind[X.ndim]} of shape {X.shape}, but KernelRidge was fitted on "
+                f"{kind[self.X_fit_.ndim]} of shape {self.X_fit_.shape}"
+            )
+        if X.shape[-1] != self.n_features_in_:
+            note = " (a precomputed kernel has one column per training sample)" if precomputed else ""
+            raise ValueError(
+                f"X has {X.shape[-1]} features, but KernelRidge is expecting {self.n_features_in_} "
+                f"features as input{note}."
+            )
         return X
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y) -> KernelRidge:
-        """Fit on features ``X`` and targets ``y`` (n,)."""
-        X = self._check_X(X, fitting=True)
-        y = np.asarray(y, dtype=np.float64).reshape(-1)
-        if len(y) != len(X):
-            raise ValueError(f"X has {len(X)} samples but y has {len(y)}")
+        """Fit on features ``X`` ((n, d), (n, L, d) sets or an (n, n) precomputed kernel) and ``y`` (n,)."""
+        X, y = self._validate(X, y, reset=True)
         if self.kernel == "precomputed":
             if X.shape[0] != X.shape[1]:
                 raise ValueError(f"precomputed kernel must be square when fitting, got {X.shape}")
-            K = X
+            # cholesky_solve shifts the diagonal in place and restores it: copy a read-only matrix
+            K = X if X.flags.writeable else X.copy()
         else:
             K = kernel_matrix(
                 X, None, self.kernel, self.sigma, block_size=self.block_size, n_jobs=self.n_jobs
@@ -229,16 +283,12 @@ class KernelRidge(RegressorMixin, BaseEstimator):
             K, y - self.y_mean_, self.lam, self.max_jitter, precision=self.precision
         )
         self.X_fit_ = X
-        self.n_features_in_ = X.shape[-1] if self.kernel != "precomputed" else X.shape[1]
         return self
 
     def predict(self, X) -> np.ndarray:
         """Predictions (n,) for features ``X`` (or a (n, n_fit) kernel with ``kernel="precomputed"``)."""
-        if not hasattr(self, "alpha_"):
-            from sklearn.exceptions import NotFittedError
-
-            raise NotFittedError("KernelRidge is not fitted yet; call fit first")
-        X = self._check_X(X, fitting=False)
+        check_is_fitted(self, ("alpha_", "X_fit_", "y_mean_"))
+        X = self._validate(X, reset=False)
         if self.kernel == "precomputed":
             return self.y_mean_ + X @ self.alpha_
         out = np.empty(len(X))

@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
+import ase
 import h5py
 import numpy as np
 
+from qmlx.data.domain import Domain, DomainReport, check_domain
 from qmlx.data.molecules import Molecules
 from qmlx.data.paths import atomic_path
-from qmlx.errors import DataFormatError
+from qmlx.errors import DataFormatError, DomainError
 from qmlx.kernels.krr import KernelRidge
 from qmlx.represent import BagOfBonds, as_molecules, make_representation
 
@@ -60,9 +64,51 @@ class KRRModel:
         self.unit = ENERGY_UNIT
         self.metadata = dict(metadata or {})
 
-    def predict_molecules(self, mols: Molecules) -> np.ndarray:
-        """(n_molecules,) predicted energies in kcal/mol for `Molecules` (positions in Å) or ase.Atoms."""
-        X = self.representation.transform(as_molecules(mols))
+    @property
+    def domain(self) -> Domain | None:
+        """The training domain recorded in the metadata (``None`` for older files)."""
+        return Domain.from_dict(self.metadata["domain"]) if "domain" in self.metadata else None
+
+    def check_domain(self, mols: Molecules) -> DomainReport:
+        """Check ``mols`` against the training domain and the fitted representation.
+
+        Raises `DomainError` for what the model cannot answer: an element it never saw, atoms
+        closer than 0.5 Å, a periodic cell, another charge or spin, or a molecule larger than
+        the fitted Coulomb matrices (``n_max``). Returns the soft flags per molecule (see
+        `qmlx.data.domain.check_domain`).
+        """
+        mols = as_molecules(mols)
+        rep = self.representation
+        elements = None
+        if isinstance(rep, BagOfBonds) and hasattr(rep, "bags_"):
+            elements = sorted(k[0] for k, _ in rep.bags_ if len(k) == 1)
+        report = check_domain(self.domain, mols, elements=elements)
+        n_max = getattr(rep, "n_max_", None)
+        if n_max is not None and mols.max_atoms > n_max:
+            i = int(np.argmax(mols.n_atoms > n_max))
+            where = f"{mols.name}: molecule {i}" if len(mols) > 1 else mols.name
+            raise DomainError(
+                f"{where}: {int(mols.n_atoms[i])} atoms, but this model's {self.representation_name} "
+                f"representation holds at most {n_max}"
+            )
+        return report
+
+    def predict_molecules(self, mols: Molecules | Sequence[ase.Atoms]) -> np.ndarray:
+        """(n_molecules,) predicted energies in kcal/mol for `Molecules` (positions in Å) or ase.Atoms.
+
+        Input outside the training domain raises `DomainError` (see `check_domain`); molecules
+        with soft flags are predicted, with one warning.
+        """
+        mols = as_molecules(mols)
+        report = self.check_domain(mols)
+        if report.n_flagged:
+            first = next(n for n in report.notes if n)
+            warnings.warn(
+                f"{mols.name}: {report.n_flagged} of {len(mols)} molecules lie outside the training "
+                f"domain (e.g. {first[0]})",
+                stacklevel=2,
+            )
+        X = self.representation.transform(mols)
         return self.regressor.predict(X)
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -6,8 +6,9 @@ import time
 
 import numpy as np
 
+from qmlx.data.domain import Domain
 from qmlx.data.molecules import Molecules
-from qmlx.errors import QmlxError
+from qmlx.errors import TrainingError
 from qmlx.kernels.krr import KernelRidge
 from qmlx.kernels.model import KRRModel
 from qmlx.kernels.search import KernelProvider, select_hyperparameters
@@ -31,10 +32,6 @@ DEFAULT_GRIDS: dict[tuple[str, str], tuple[list[float], list[float]]] = {
     ("bob", "gaussian"): ([20.0, 40.0, 80.0, 160.0], [1e-10, 1e-8, 1e-6, 1e-4]),
 }
 DEFAULT_KERNEL = {"eigenspectrum": "gaussian"}
-
-
-class TrainingError(QmlxError, ValueError):
-    """A KRR training request cannot be carried out (no such target, no such fold, ...)."""
 
 
 def default_kernel(representation: str) -> str:
@@ -61,7 +58,7 @@ def train_krr(
     Targets are converted to kcal/mol. When ``sigma`` or ``lam`` is ``None`` it is chosen by
     ``inner_splits``-fold CV on the training molecules only, over `DEFAULT_GRIDS` (a given value
     is held fixed). Returns the model and a dict with ``sigma``, ``lam``, ``n_train``, ``n_test``,
-    ``test_mae``/``test_rmse`` (kcal/mol, when ``test`` is given) and ``wall_time_s``.
+    ``test_mae_kcal_mol``/``test_rmse_kcal_mol`` (when ``test`` is given) and ``wall_time_s``.
     """
     t0 = time.perf_counter()
     kernel = kernel or default_kernel(representation)
@@ -95,12 +92,22 @@ def train_krr(
         info["inner_cv"] = grid.to_dict()
     reg = KernelRidge(kernel=kernel, sigma=float(sigma), lam=float(lam)).fit(X, y[train])
     info.update(sigma=float(sigma), lam=float(lam))
-    model = KRRModel(representation, rep, reg, target, {**(metadata or {}), "dataset": mols.name})
+    meta = {
+        **(metadata or {}),
+        "dataset": mols.name,
+        "target": target,
+        "target_description": (getattr(mols, "descriptions", None) or {}).get(target) or target,
+        "energy_unit": "kcal/mol",
+        "domain": Domain.from_molecules(train_mols).to_dict(),
+    }
+    model = KRRModel(representation, rep, reg, target, meta)
     if test is not None and len(test):
         pred = model.predict_molecules(mols.subset(test))
         err = pred - y[np.asarray(test)]
         info.update(
-            n_test=len(test), test_mae=float(np.abs(err).mean()), test_rmse=float(np.sqrt((err**2).mean()))
+            n_test=len(test),
+            test_mae_kcal_mol=float(np.abs(err).mean()),
+            test_rmse_kcal_mol=float(np.sqrt((err**2).mean())),
         )
     info["wall_time_s"] = time.perf_counter() - t0
     model.metadata.update({k: v for k, v in info.items() if k != "inner_cv"})

@@ -8,15 +8,20 @@ are found by name in `qmlx.models` (e.g. ``"qm7-schnet"``).
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
+import ase
 import numpy as np
 import torch
 
+from qmlx.data.domain import Domain, DomainReport, check_domain
 from qmlx.data.molecules import Molecules
 from qmlx.errors import DataFormatError, QmlxError
 from qmlx.nn.batch import Batch, PairCache
 from qmlx.nn.models import MODEL_CLASSES, InteractionNetwork
+from qmlx.represent import as_molecules
 
 NETWORK_FORMAT = "qmlx-network"
 
@@ -102,26 +107,45 @@ def _batches(model: InteractionNetwork, mols: Molecules, batch_size: int, dtype=
         yield cache.batch(np.arange(start, min(start + batch_size, len(mols))))
 
 
-def _check_elements(model: InteractionNetwork, mols: Molecules) -> None:
-    known = torch.nonzero(model.head.reference != 0).flatten().tolist()
-    if known:
-        unknown = sorted(set(np.unique(mols.Z).tolist()) - set(known))
-        if unknown:
-            raise QmlxError(
-                f"{mols.name}: elements with Z={unknown} were not in the training data of this model "
-                f"(it knows Z={known})"
-            )
+def network_domain(model: InteractionNetwork) -> Domain | None:
+    """The training domain recorded in a network's metadata, or ``None`` for older files."""
+    meta = getattr(model, "metadata", None) or {}
+    return Domain.from_dict(meta["domain"]) if "domain" in meta else None
+
+
+def check_network_domain(model: InteractionNetwork, mols: Molecules) -> DomainReport:
+    """Check ``mols`` against the network's training domain (`qmlx.data.domain.check_domain`).
+
+    Raises `DomainError` for elements the model never saw (read from the output head's element
+    references when the file records no domain), atoms closer than 0.5 Å, periodic cells, or a
+    charge or spin that differs from the training data; returns the soft flags.
+    """
+    known = torch.nonzero(model.head.reference != 0).flatten().tolist() or None
+    return check_domain(network_domain(model), mols, elements=known)
+
+
+def _warn_flags(report: DomainReport, mols: Molecules) -> None:
+    if report.n_flagged:
+        first = next(n for n in report.notes if n)
+        warnings.warn(
+            f"{mols.name}: {report.n_flagged} of {len(mols)} molecules lie outside the training domain "
+            f"(e.g. {first[0]}); their predictions are less reliable",
+            stacklevel=3,
+        )
 
 
 @torch.no_grad()
 def predict_network(
-    model: InteractionNetwork, mols: Molecules, batch_size: int = 256
+    model: InteractionNetwork, mols: Molecules | Sequence[ase.Atoms], batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
     """Energies of ``mols``: ``(energies (n_mol,), atom_energies (n_atoms_total,))`` in kcal/mol.
 
-    Atom energies follow the flat atom order of ``mols``; per molecule they sum to its energy.
+    ``mols`` is `Molecules` or a list of ``ase.Atoms`` (positions in Å). Atom energies follow
+    the flat atom order; per molecule they sum to its energy. Input outside the training domain
+    raises `DomainError` (hard cases) or warns (soft cases, see `check_network_domain`).
     """
-    _check_elements(model, mols)
+    mols = as_molecules(mols)
+    _warn_flags(check_network_domain(model, mols), mols)
     model.eval()
     e, ae = [], []
     for b in _batches(model, mols, batch_size):
@@ -131,31 +155,40 @@ def predict_network(
     return np.concatenate(e), np.concatenate(ae)
 
 
-def energy_and_forces(model: InteractionNetwork, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(energy (n_mol,) kcal/mol, forces (n_atoms, 3) kcal/mol/Å)`` with F = -dE/dR by autograd."""
+def energy_and_forces(
+    model: InteractionNetwork, batch: Batch
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(energy (n_mol,) kcal/mol, forces (n_atoms, 3) kcal/mol/Å, atom energies (n_atoms,)
+    kcal/mol)`` from one forward and one backward pass; F = -dE/dR by autograd."""
     R = batch.R.detach().clone().requires_grad_(True)
     b = Batch(batch.Z, R, batch.mol_index, batch.idx_i, batch.idx_j, batch.n_mol)
-    energy = model(b).energy
-    (grad,) = torch.autograd.grad(energy.sum(), R)
-    return energy.detach(), -grad
+    out = model(b)
+    (grad,) = torch.autograd.grad(out.energy.sum(), R)
+    return out.energy.detach(), -grad, out.atom_energies.detach()
 
 
 def predict_forces(
-    model: InteractionNetwork, mols: Molecules, batch_size: int = 256, dtype: torch.dtype = torch.float32
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(energies (n_mol,) kcal/mol, forces (n_atoms_total, 3) kcal/mol/Å)`` for ``mols``.
+    model: InteractionNetwork,
+    mols: Molecules | Sequence[ase.Atoms],
+    batch_size: int = 256,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(energies (n_mol,) kcal/mol, forces (n_atoms_total, 3) kcal/mol/Å, atom energies
+    (n_atoms_total,) kcal/mol)`` for ``mols``, all from one pass per batch.
 
     ``dtype=torch.float64`` runs the model in double precision (on a copy), e.g. for finite
     difference checks.
     """
     import copy
 
-    _check_elements(model, mols)
+    mols = as_molecules(mols)
+    _warn_flags(check_network_domain(model, mols), mols)
     net = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
     net.eval()
-    e, f = [], []
+    e, f, ae = [], [], []
     for b in _batches(net, mols, batch_size, dtype):
-        energy, forces = energy_and_forces(net, b)
+        energy, forces, atom_energies = energy_and_forces(net, b)
         e.append(energy.double().numpy())
         f.append(forces.double().numpy())
-    return np.concatenate(e), np.concatenate(f)
+        ae.append(atom_energies.double().numpy())
+    return np.concatenate(e), np.concatenate(f), np.concatenate(ae)

@@ -1,8 +1,13 @@
-"""A complete training run: data split, model, reference fit, training, test evaluation."""
+"""A complete training run: data, split, model, reference fit, training, test evaluation.
+
+Every run directory holds ``checkpoint.pt``, ``model.pt`` (best validation weights with metadata),
+``log.csv``, ``result.json`` and ``test_predictions.npz``. The metadata says what the model
+predicts (target, its description and unit), which data and split it was trained on
+(`qmlx.data.splits.Split.record`), and its domain of applicability (`qmlx.data.domain.Domain`).
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import asdict
@@ -11,65 +16,99 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qmlx.data.domain import Domain
+from qmlx.data.io import load_dataset
 from qmlx.data.molecules import Molecules
 from qmlx.data.paths import write_text_atomic
-from qmlx.errors import QmlxError
+from qmlx.data.splits import Split, split, split_from_record
+from qmlx.errors import ConfigError
 from qmlx.nn.batch import PairCache
 from qmlx.nn.models import build_model
-from qmlx.train.engine import BEST_NAME, TrainConfig, Trainer, evaluate
+from qmlx.train.engine import BEST_NAME, CHECKPOINT_NAME, TrainConfig, Trainer, evaluate, safe_torch_load
 
-TARGET = "atomization_energy"
-
-
-def load_named_dataset(name: str) -> Molecules:
-    """``qm7`` or ``qm9`` as `Molecules` (target ``atomization_energy`` in kcal/mol)."""
-    from qmlx.data import load_qm7, load_qm9
-
-    if name.lower() == "qm7":
-        return load_qm7()
-    if name.lower() == "qm9":
-        return load_qm9()
-    raise QmlxError(f"unknown dataset {name!r}; expected qm7 or qm9")
+ENERGY_UNIT = "kcal/mol"
+#: training settings that may change when a run is resumed (everything else must match)
+RESUMABLE_CHANGES = {"epochs", "max_minutes", "threads", "eval_batch_size", "extra"}
 
 
-def split(
-    mols: Molecules,
-    fold: int = 0,
-    n_train: int | None = None,
-    n_val: int | None = None,
-    n_test: int | None = None,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices ``(train, val, test)``; the validation set is carved from the training part.
+def choose_target(mols: Molecules, target: str | None) -> str:
+    """``target``, or the data set's only target, or ``atomization_energy`` where present.
 
-    With official folds (QM7), fold ``fold`` gives the training part and the test set. Without
-    folds (QM9), a seeded permutation holds out ``n_test`` molecules (default 10,000) as the test
-    set and the rest is the training part. ``n_val`` defaults to 10% of the training part, at
-    most 1,000; ``n_train`` (default: all the rest) is drawn from what remains.
+    Raises `ConfigError` naming the data set and its targets when there is no clear choice; only
+    energy targets (a unit that converts to kcal/mol) can be trained on.
     """
-    rng = np.random.default_rng(seed)
-    if mols.folds:
-        if not 0 <= fold < len(mols.folds):
-            raise QmlxError(f"{mols.name} has folds 0..{len(mols.folds) - 1}, not {fold}")
-        pool, test = mols.folds[fold]
-    else:
-        perm = rng.permutation(len(mols))
-        n_test = 10_000 if n_test is None else n_test
-        test, pool = np.sort(perm[:n_test]), perm[n_test:]
-    pool = rng.permutation(pool)
-    n_val = min(int(round(0.1 * len(pool))), 1000) if n_val is None else n_val
-    val, rest = pool[:n_val], pool[n_val:]
-    if n_train is not None:
-        if n_train > len(rest):
-            raise QmlxError(f"--n-train {n_train} is more than the {len(rest)} training molecules available")
-        rest = rest[:n_train]
-    return np.sort(rest), np.sort(val), np.asarray(test)
+    from qmlx.units import ENERGY_UNITS
+
+    if target is None:
+        if "atomization_energy" in mols.targets:
+            target = "atomization_energy"
+        elif len(mols.targets) == 1:
+            target = next(iter(mols.targets))
+        else:
+            have = ", ".join(sorted(mols.targets)) or "none"
+            raise ConfigError(f"{mols.name}: choose a target with --target (it has: {have})")
+    if target not in mols.targets:
+        have = ", ".join(sorted(mols.targets)) or "none"
+        raise ConfigError(f"{mols.name} has no target {target!r} (it has: {have})")
+    if mols.units[target] not in ENERGY_UNITS:
+        raise ConfigError(
+            f"{mols.name}: target {target!r} is in {mols.units[target]!r}, not an energy unit "
+            f"({', '.join(ENERGY_UNITS)})"
+        )
+    return target
+
+
+def describe_target(mols: Molecules, target: str) -> str:
+    """What the numbers are, e.g. ``PBE0 atomization energy`` (falls back to the target name)."""
+    return (getattr(mols, "descriptions", None) or {}).get(target) or target.replace("_", " ")
+
+
+def data_label(data: str | os.PathLike | Molecules) -> str:
+    """How a data set is named in metadata: ``qm7``/``qm9``, a file path, or the set's name."""
+    return data.name if isinstance(data, Molecules) else str(data)
+
+
+def _compare(old: dict, new: dict, keys, prefix: str = "") -> list[str]:
+    diffs = []
+    for key in keys:
+        if key in old and key in new and old[key] != new[key]:
+            diffs.append(f"{prefix}{key} {old[key]!r} -> {new[key]!r}")
+    return diffs
+
+
+def check_resume(checkpoint: Path, metadata: dict, model_name: str, model_config: dict) -> None:
+    """Refuse to resume ``checkpoint`` with different data, target, split or settings.
+
+    Raises `ConfigError` listing every difference (e.g. ``split.fold 0 -> 3``); only the
+    `RESUMABLE_CHANGES` settings (epochs, time budget, threads) may differ.
+    """
+    if not checkpoint.exists():
+        raise ConfigError(f"{checkpoint}: no checkpoint to resume; leave out --resume to start a new run")
+    ck = safe_torch_load(checkpoint, "checkpoint")
+    old = ck.get("metadata") or {}
+    diffs = _compare(old, metadata, ["data", "dataset", "target"])
+    if "split" in old:
+        diffs += _compare(old["split"], metadata["split"], list(metadata["split"]), "split.")
+    else:  # runs saved before splits were recorded
+        diffs += _compare(old, metadata, ["fold", "seed", "n_train", "n_val", "n_test"])
+    if ck.get("model_name") != model_name:
+        diffs.append(f"model {ck.get('model_name')} -> {model_name}")
+    diffs += _compare(dict(ck.get("model_config") or {}), model_config, list(model_config), "model.")
+    old_cfg, new_cfg = dict(ck.get("config") or {}), metadata.get("train_config", {})
+    diffs += _compare(old_cfg, new_cfg, [k for k in new_cfg if k not in RESUMABLE_CHANGES], "")
+    if diffs:
+        raise ConfigError(
+            f"{checkpoint}: cannot resume, the settings differ from the checkpoint's: {'; '.join(diffs)}"
+        )
 
 
 def train_network(
     model_name: str,
-    dataset: str = "qm7",
-    fold: int = 0,
+    data: str | os.PathLike | Molecules = "qm7",
+    target: str | None = None,
+    split_method: str = "auto",
+    fold: int | None = None,
+    n_folds: int = 5,
     n_train: int | None = None,
     n_val: int | None = None,
     n_test: int | None = None,
@@ -81,63 +120,115 @@ def train_network(
     command: str | None = None,
     reset_lr: float | None = None,
 ) -> dict:
-    """Train ``model_name`` (schnet or dtnn) and return a summary with the test MAE (kcal/mol).
+    """Train ``model_name`` (schnet or dtnn) on ``data`` and return a summary (energies kcal/mol).
 
-    Writes ``checkpoint.pt``, ``model.pt`` (best validation weights, with metadata), ``log.csv``
-    and ``result.json`` into ``out`` (default ``runs/<dataset>-<model>-fold<K>``).
+    ``data`` is ``qm7``, ``qm9``, a qmlx ``.h5`` store, any ASE-readable file, or `Molecules`.
+    ``target`` defaults to ``atomization_energy`` or the only target; it is converted to kcal/mol,
+    and total energies are fine (the output head fits per-element reference energies on the
+    training part). The split comes from `qmlx.data.splits.split` (official folds where the data
+    set has them, else seeded random K-fold; ``"none"``: no test set).
+
+    Writes ``checkpoint.pt``, ``model.pt``, ``log.csv``, ``result.json`` and
+    ``test_predictions.npz`` into ``out`` (default ``runs/<data>-<model>-fold<K>``). With
+    ``resume`` the checkpoint must exist and match the data, target, split and settings.
     """
     from qmlx import __version__
 
     config = config or TrainConfig()
     torch.set_num_threads(config.threads)
-    mols = load_named_dataset(dataset)
-    train_idx, val_idx, test_idx = split(mols, fold, n_train, n_val, n_test, seed=config.seed)
+    mols = data if isinstance(data, Molecules) else load_dataset(data)
+    target = choose_target(mols, target)
+    sp = split(mols, split_method, fold, n_folds, config.seed, n_train, n_val, n_test)
+    if len(sp.val) == 0:
+        raise ConfigError("networks need a validation set for early stopping; --n-val must be at least 1")
+    model_config = dict(model_config or {})
     torch.manual_seed(config.seed)
-    model = build_model(model_name, **(model_config or {}))
-    train_m = mols.subset(train_idx)
-    model.fit_reference(train_m.Z, train_m.n_atoms, train_m.target(TARGET, "kcal/mol"))
-    cut = model.cutoff
-    caches = [PairCache(mols.subset(i), cut, TARGET) for i in (train_idx, val_idx, test_idx)]
-    out = Path(out or f"runs/{dataset}-{model_name.lower()}-fold{fold}")
+    model = build_model(model_name, **model_config)
+    label = data_label(data)
+    stem = Path(label).stem if label not in ("qm7", "qm9") else label
+    out = Path(out or f"runs/{stem}-{model_name.lower()}-fold{sp.fold if sp.fold is not None else 0}")
+    train_m = mols.subset(sp.train)
     metadata = {
-        "dataset": dataset,
+        "data": label,
+        "dataset": mols.name,
         "model": type(model).__name__,
-        "fold": fold if mols.folds else None,
-        "n_train": int(len(train_idx)),
-        "n_val": int(len(val_idx)),
-        "n_test": int(len(test_idx)),
-        "seed": config.seed,
-        "energy_unit": "kcal/mol",
+        "target": target,
+        "target_description": describe_target(mols, target),
+        "energy_unit": ENERGY_UNIT,
         "length_unit": "Angstrom",
-        "target": TARGET,
+        "split": sp.record,
+        "fold": sp.fold,
+        "n_train": int(len(sp.train)),
+        "n_val": int(len(sp.val)),
+        "n_test": int(len(sp.test)),
+        "seed": config.seed,
+        "domain": Domain.from_molecules(train_m).to_dict(),
         "command": command or " ".join(sys.argv),
         "qmlx_version": __version__,
         "torch_version": str(torch.__version__),
         "train_config": {k: v for k, v in asdict(config).items() if k != "extra"},
     }
+    if resume:
+        check_resume(out / CHECKPOINT_NAME, metadata, type(model).__name__, dict(model.config))
+    model.fit_reference(train_m.Z, train_m.n_atoms, train_m.target(target, ENERGY_UNIT))
+    caches = [_cache(mols, idx, model.cutoff, target) for idx in (sp.train, sp.val, sp.test)]
     trainer = Trainer(model, caches[0], caches[1], config, out, metadata=metadata, progress=progress)
     trainer.fit(resume=resume, reset_lr=reset_lr)
     trainer.load_best()
-    pred, ref = evaluate(model, caches[2], config.eval_batch_size)
-    test_mae = float(np.mean(np.abs(pred - ref)))
-    test_rmse = float(np.sqrt(np.mean((pred - ref) ** 2)))
     metadata = {**metadata, **trainer.metadata}  # the trainer keeps the original command on resume
     metadata.update(
-        test_mae_kcal_mol=test_mae, test_rmse_kcal_mol=test_rmse, epochs_run=trainer.epoch,
-        best_epoch=trainer.best_epoch, val_mae_kcal_mol=trainer.best_val, stop_reason=trainer.stop_reason,
-        train_minutes=round(trainer.elapsed / 60.0, 2),
+        epochs_run=trainer.epoch, best_epoch=trainer.best_epoch, val_mae_kcal_mol=trainer.best_val,
+        stop_reason=trainer.stop_reason, train_minutes=round(trainer.elapsed / 60.0, 2),
     )  # fmt: skip
+    metrics = {"test_mae_kcal_mol": None, "test_rmse_kcal_mol": None}
+    if len(sp.test):
+        pred, ref = evaluate(model, caches[2], config.eval_batch_size)
+        metrics = test_metrics(pred, ref)
+        np.savez(out / "test_predictions.npz", index=sp.test, pred=pred, ref=ref)
+    metadata.update(metrics)
     trainer.metadata = metadata
     trainer.save_best()
-    summary = {k: v for k, v in metadata.items() if k != "train_config"} | {"out": str(out)}
-    write_text_atomic(out / "result.json", json.dumps(summary, indent=2) + "\n")
-    np.savez(out / "test_predictions.npz", index=test_idx, pred=pred, ref=ref)
+    summary = {k: v for k, v in metadata.items() if k not in ("train_config", "domain")} | {"out": str(out)}
+    write_result(out / "result.json", summary)
     return summary
+
+
+def _cache(mols: Molecules, idx: np.ndarray, cutoff: float, target: str) -> PairCache:
+    sub = mols.subset(idx)
+    if sub.units.get(target) != ENERGY_UNIT:  # PairCache carries the target as it is stored
+        sub.targets[target] = sub.target(target, ENERGY_UNIT)
+        sub.units[target] = ENERGY_UNIT
+    return PairCache(sub, cutoff, target)
+
+
+def test_metrics(pred: np.ndarray, ref: np.ndarray) -> dict:
+    """``test_mae_kcal_mol`` and ``test_rmse_kcal_mol`` of predictions against references."""
+    err = np.asarray(pred, dtype=np.float64) - np.asarray(ref, dtype=np.float64)
+    return {
+        "test_mae_kcal_mol": float(np.mean(np.abs(err))),
+        "test_rmse_kcal_mol": float(np.sqrt(np.mean(err**2))),
+    }
+
+
+def write_result(path: str | os.PathLike, summary: dict) -> Path:
+    """Write a run's ``result.json`` atomically; NaN becomes ``null`` (valid JSON)."""
+    from qmlx.data.paths import json_dumps
+
+    return write_text_atomic(path, json_dumps(summary) + "\n")
 
 
 def model_file(run_dir: str | os.PathLike) -> Path:
     """The best-weights network file of a run directory."""
     return Path(run_dir) / BEST_NAME
+
+
+def recorded_split(mols: Molecules, meta: dict) -> Split:
+    """The split a model's metadata records (``split``; older files: fold, seed and sizes)."""
+    if "split" in meta:
+        return split_from_record(mols, meta["split"])
+    method = "official" if mols.folds else "random"
+    n_test = None if mols.folds else meta.get("n_test")
+    return split(mols, method, meta.get("fold") or 0, seed=meta["seed"], n_val=meta["n_val"], n_test=n_test)
 
 
 def export_shipped(
@@ -158,12 +249,14 @@ def export_shipped(
     dest = models_dir / f"{name}.pt"
     save_network(model, dest, metadata=meta)
     shipped = load_network(dest)
-    mols = load_named_dataset(meta["dataset"])
-    fold = meta.get("fold") or 0
-    _, _, test_idx = split(mols, fold, None, meta["n_val"], meta["n_test"], seed=meta["seed"])
-    test = mols.subset(test_idx)
+    mols = load_dataset(meta.get("data") or meta["dataset"])
+    target = meta.get("target", "atomization_energy")
+    sp = recorded_split(mols, meta)
+    test = mols.subset(sp.test)
     pred, _ = predict_network(shipped, test)
-    err = pred - test.target(TARGET, "kcal/mol")
+    err = pred - test.target(target, ENERGY_UNIT)
+    meta.setdefault("target_description", describe_target(mols, target))
+    meta.setdefault("domain", Domain.from_molecules(mols.subset(sp.train)).to_dict())
     meta.update(
         cli_command=str(meta.get("command", "")).replace("python -m qmlx.train.cli", "qmlx train"),
         name=name,
@@ -175,5 +268,5 @@ def export_shipped(
     )
     save_network(shipped, dest, metadata=meta)
     meta["file_bytes"] = dest.stat().st_size
-    write_text_atomic(models_dir / f"{name}.json", json.dumps(meta, indent=2) + "\n")
+    write_result(models_dir / f"{name}.json", meta)
     return meta

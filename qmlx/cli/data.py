@@ -1,0 +1,111 @@
+"""``qmlx data info`` and ``qmlx data import``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from qmlx.cli.common import add_progress, check_writable
+from qmlx.errors import ConfigError
+
+
+def info(args: argparse.Namespace) -> None:
+    """Counts, composition, sizes, folds and target statistics of a data set."""
+    from qmlx.data import load_dataset
+
+    mols = load_dataset(args.data, target=args.target)
+    print(f"dataset      {mols.name}")
+    print(f"molecules    {len(mols)}")
+    print(f"atoms        {len(mols.Z)}")
+    n = mols.n_atoms
+    print(f"atoms/mol    {int(n.min())}-{int(n.max())} (mean {n.mean():.1f})")
+    print("composition  " + " / ".join(f"{el} {k}" for el, k in mols.composition().items()))
+    if mols.folds:
+        sizes = sorted({len(test) for _, test in mols.folds})
+        print(f"folds        {len(mols.folds)} official folds, test size {' / '.join(map(str, sizes))}")
+    else:
+        print("folds        none (use --split random for seeded K-fold)")
+    keys = [args.target] if args.target else list(mols.targets)
+    for key in keys:
+        v = mols.targets[key]
+        print(
+            f"target       {key}: {mols.describe(key)}; mean {v.mean():.4f}, std {v.std():.4f}, "
+            f"min {v.min():.4f}, max {v.max():.4f}"
+        )
+    if getattr(mols, "forces", None) is not None:
+        print(f"forces       per atom, in {mols.force_unit}")
+
+
+def _describe(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key or not text:
+            raise ConfigError(
+                f"--describe {item!r}: expected KEY=TEXT, e.g. energy='PBE0 atomization energy'"
+            )
+        out[key] = text
+    return out
+
+
+def import_command(args: argparse.Namespace) -> None:
+    """Read every source, validate everything, then write one HDF5 store atomically."""
+    from qmlx.data import import_molecules, save_molecules
+
+    check_writable(args.out, "--out")
+    columns = args.columns.split(",") if args.columns else None
+    if columns is not None and args.table is None:
+        raise ConfigError("--columns describes the columns of --table; give --table as well")
+    mols = import_molecules(
+        args.sources,
+        table=args.table,
+        columns=columns,
+        unit=args.unit,
+        force_unit=args.force_unit,
+        descriptions=_describe(args.describe),
+        name=args.name,
+        progress=not args.no_progress,
+    )
+    save_molecules(args.out, mols)
+    targets = ", ".join(mols.describe(k) for k in mols.targets) or "no targets"
+    print(f"wrote {args.out}: {len(mols)} molecules, {len(mols.Z)} atoms; {targets}", file=sys.stderr)
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="inspect and import data sets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser("info", help="counts, composition, sizes and target statistics")
+    p.add_argument("data", help="qm7, qm9, a qmlx .h5 store or a molecule file (xyz, extxyz, sdf, ASE db)")
+    p.add_argument("--target", default=None, help="show only this target")
+    p.set_defaults(func=info)
+
+    p = data_sub.add_parser(
+        "import",
+        help="read molecule files (and a property table) into one qmlx HDF5 store",
+        description="Import molecules and their properties into a qmlx HDF5 store. SOURCE is an extxyz "
+        "file or ASE db (energies and forces from atoms.info/arrays or the calculator), any other "
+        "ASE-readable file, or a folder of xyz files together with --table. Nothing is written unless "
+        "every file and table line is valid.",
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="molecule file(s) or folder(s) of xyz files")
+    p.add_argument("--table", default=None, help="property table: one line per molecule, file name first")
+    p.add_argument(
+        "--columns",
+        default=None,
+        help="names of the table's columns in order, comma-separated; 'name' is the file name, "
+        "'-' skips a column (e.g. name,energy,-)",
+    )
+    p.add_argument(
+        "--unit", choices=["kcal/mol", "eV", "Hartree"], default=None, help="energy unit of the targets"
+    )
+    p.add_argument("--force-unit", default=None, help="unit of forces (default: the energy unit per Å)")
+    p.add_argument(
+        "--describe",
+        action="append",
+        metavar="KEY=TEXT",
+        help="what a target is, with its level of theory, e.g. energy='PBE0/def2-TZVP atomization energy'",
+    )
+    p.add_argument("--name", default=None, help="name of the data set (default: the first source)")
+    p.add_argument("--out", required=True, help="HDF5 file to write (.h5)")
+    add_progress(p)
+    p.set_defaults(func=import_command)

@@ -1,0 +1,94 @@
+"""``qmlx explain MODEL FILES``: per-atom relevances, with the same domain checks as predict."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from qmlx.cli.common import check_writable, nonnegative_float, positive_float, positive_int
+from qmlx.errors import QmlxError
+
+
+def explain_command(args: argparse.Namespace) -> None:
+    from ase.data import chemical_symbols
+
+    from qmlx.cli.predict import load_model, read_inputs, warn_domain
+    from qmlx.data.molecules import Molecules
+    from qmlx.data.paths import json_dumps
+    from qmlx.explain import Epsilon, Gamma, explain
+
+    check_writable(args.png, "--png")
+    model = load_model(args.model)
+    if model.kind != "network":
+        raise QmlxError(f"{args.model}: explanations need a network model (a shipped name or a .pt file)")
+    inputs = read_inputs(args.files)
+    reports = [(path, model.check(mols)) for path, mols in zip(args.files, inputs)]
+    sources = [path for path, mols in zip(args.files, inputs) for _ in range(len(mols))]
+    mols = Molecules.concatenate(inputs, name=", ".join(args.files))
+    in_domain = [bool(v) for _, r in reports for v in r.in_domain]
+    notes = [n for _, r in reports for n in r.notes]
+    rule = Gamma(args.gamma) if args.gamma > 0 else Epsilon(args.epsilon)
+    method = "lrp-pairs" if args.pairs and args.method == "lrp" else args.method
+    result = explain(model.model, mols, method, rule=rule, steps=args.steps)
+    warn_domain(reports)
+    unit = "kcal/mol per unit of embedding" if method == "gradient" else "kcal/mol"
+    if args.format == "json":
+        out = []
+        for i, atoms in enumerate(mols):
+            lo, hi = mols.offsets[i], mols.offsets[i + 1]
+            item = {
+                "file": sources[i],
+                "formula": atoms.get_chemical_formula(),
+                "prediction": result.prediction[i],
+                "reference": result.reference[i],
+                "relevance": result.relevance[lo:hi],
+                "elements": [chemical_symbols[z] for z in mols.Z[lo:hi]],
+                "in_domain": in_domain[i],
+                "domain_notes": notes[i],
+            }
+            if result.bias is not None:
+                item["bias_relevance"] = result.bias[lo:hi]
+            if result.pairs is not None:
+                item["pair_relevance"] = result.pairs[i]
+            out.append(item)
+        doc = {"method": method, "quantity": model.quantity, "unit": unit, "molecules": out}
+        print(json_dumps(doc))
+    else:
+        print(f"{model.quantity} (kcal/mol), explained by {method}; relevance in {unit}")
+        for i, atoms in enumerate(mols):
+            lo, hi = mols.offsets[i], mols.offsets[i + 1]
+            flag = "" if in_domain[i] else "  [outside training domain: " + "; ".join(notes[i]) + "]"
+            print(
+                f"{sources[i]}  molecule {i}  {atoms.get_chemical_formula()}  E = {result.prediction[i]:.4f}  "
+                f"reference = {result.reference[i]:.4f}{flag}"
+            )
+            header = f"  {'atom':>4} {'el':<2} {'relevance':>12}"
+            print(header + (f" {'bias':>12}" if result.bias is not None else ""))
+            for k in range(lo, hi):
+                line = f"  {k - lo:>4} {chemical_symbols[mols.Z[k]]:<2} {result.relevance[k]:>12.4f}"
+                print(line + (f" {result.bias[k]:>12.4f}" if result.bias is not None else ""))
+    if args.png:
+        from qmlx.explain.plot import plot_explanation
+
+        plot_explanation(result, args.png, pairs=result.pairs is not None)
+        print(f"wrote {args.png}", file=sys.stderr)
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    from qmlx.explain import METHODS
+
+    p = sub.add_parser("explain", help="per-atom relevances of a network's energy predictions")
+    p.add_argument("model", help="shipped model name (qm7-schnet, qm7-dtnn) or network .pt file")
+    p.add_argument("files", nargs="+", help="molecule files in any ASE format (positions in Å)")
+    p.add_argument("--method", choices=METHODS, default="lrp")
+    p.add_argument(
+        "--pairs", action="store_true", help="with lrp: also atom-pair relevances (drawn on bonds)"
+    )
+    p.add_argument("--epsilon", type=positive_float, default=1e-9, help="LRP epsilon rule stabilizer (> 0)")
+    p.add_argument(
+        "--gamma", type=nonnegative_float, default=0.0, help="LRP gamma rule for linear layers (0: epsilon)"
+    )
+    p.add_argument("--steps", type=positive_int, default=50, help="integrated-gradients steps")
+    p.add_argument("--png", help="draw the molecules coloured by relevance into this PNG")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=explain_command)

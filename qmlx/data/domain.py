@@ -1,0 +1,187 @@
+"""Domain of applicability: what a model was trained on, and whether new molecules fall inside it.
+
+A `Domain` is measured on the training molecules and stored in every saved model's metadata
+(``metadata["domain"]``). `check_domain` compares new molecules against it:
+
+- **hard errors** (`DomainError`, nothing is predicted): an element the model never saw; two atoms
+  closer than `MIN_DISTANCE` (0.5 Å); a periodic cell (qmlx models are molecular); a stated
+  charge or spin multiplicity that differs from the training data's.
+- **soft flags** (the prediction is made, and marked): more atoms than any training molecule; a
+  shortest interatomic distance below the training minimum; a single atom.
+
+`DomainReport` carries, per molecule, ``in_domain`` (bool) and ``notes`` (list of strings), which
+every output format of ``qmlx predict`` and ``qmlx explain`` prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from qmlx.data.molecules import Molecules
+from qmlx.errors import DomainError
+
+#: two atoms closer than this (Å) are an error: no molecule has them, and no model can answer
+MIN_DISTANCE = 0.5
+
+
+def shortest_distances(mols: Molecules, chunk: int = 4096) -> np.ndarray:
+    """(n_molecules,) shortest interatomic distance of each molecule in Å (``inf`` for one atom)."""
+    out = np.full(len(mols), np.inf)
+    order = np.argsort(mols.n_atoms, kind="stable")  # similar sizes together: little padding
+    for lo in range(0, len(mols), chunk):
+        idx = order[lo : lo + chunk]
+        sub = mols.subset(idx)
+        _, R, mask = sub.padded()
+        d = np.linalg.norm(R[:, :, None, :] - R[:, None, :, :], axis=-1)
+        valid = mask[:, :, None] & mask[:, None, :]
+        valid &= ~np.eye(R.shape[1], dtype=bool)[None]
+        d[~valid] = np.inf
+        out[idx] = d.min(axis=(1, 2))
+    return out
+
+
+def _stated(values: np.ndarray | None) -> np.ndarray | None:
+    """The distinct stated (non-NaN) values of a per-molecule array, or ``None``."""
+    if values is None:
+        return None
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return np.unique(values) if len(values) else None
+
+
+@dataclass
+class Domain:
+    """What a model saw in training.
+
+    elements : sorted nuclear charges present in the training molecules.
+    max_atoms : the largest training molecule's atom count.
+    min_distance : the shortest interatomic distance in any training molecule, in Å.
+    charge, multiplicity : the net charge and spin multiplicity of the training molecules when
+        all of them share one stated value (QM7 and QM9: 0 and 1), else ``None`` (not checked).
+    n_molecules : how many training molecules this was measured on.
+    """
+
+    elements: list[int]
+    max_atoms: int
+    min_distance: float
+    charge: float | None = None
+    multiplicity: float | None = None
+    n_molecules: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_molecules(cls, mols: Molecules) -> Domain:
+        """Measure the domain of a training set."""
+        charges = _stated(getattr(mols, "charge", None))
+        spins = _stated(getattr(mols, "multiplicity", None))
+        return cls(
+            elements=sorted(int(z) for z in np.unique(mols.Z)),
+            max_atoms=int(mols.n_atoms.max()),
+            min_distance=float(shortest_distances(mols).min()),
+            charge=float(charges[0]) if charges is not None and len(charges) == 1 else None,
+            multiplicity=float(spins[0]) if spins is not None and len(spins) == 1 else None,
+            n_molecules=len(mols),
+        )
+
+    def to_dict(self) -> dict:
+        """JSON-ready form, stored as ``metadata["domain"]``."""
+        d = {
+            "elements": list(self.elements),
+            "max_atoms": self.max_atoms,
+            "min_distance_angstrom": round(self.min_distance, 6),
+            "charge": self.charge,
+            "multiplicity": self.multiplicity,
+            "n_molecules": self.n_molecules,
+        }
+        return d | self.extra
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Domain:
+        return cls(
+            elements=[int(z) for z in d["elements"]],
+            max_atoms=int(d["max_atoms"]),
+            min_distance=float(d["min_distance_angstrom"]),
+            charge=d.get("charge"),
+            multiplicity=d.get("multiplicity"),
+            n_molecules=int(d.get("n_molecules", 0)),
+        )
+
+
+@dataclass
+class DomainReport:
+    """Per molecule: ``in_domain`` (n_molecules,) bool and ``notes`` (one list of strings each)."""
+
+    in_domain: np.ndarray
+    notes: list[list[str]]
+
+    @property
+    def n_flagged(self) -> int:
+        return int((~self.in_domain).sum())
+
+
+def _symbols(zs) -> str:
+    return ", ".join(chemical_symbols[int(z)] for z in zs)
+
+
+def _label(mols: Molecules, i: int) -> str:
+    return f"{mols.name}: molecule {i}" if len(mols) > 1 else mols.name
+
+
+def check_domain(domain: Domain | None, mols: Molecules, elements: list[int] | None = None) -> DomainReport:
+    """Check ``mols`` against ``domain``; raise `DomainError` for a hard violation (see the module
+    docstring), else return the soft flags per molecule.
+
+    ``domain`` may be ``None`` for a model saved without one; then only ``elements`` (the nuclear
+    charges the model knows, if given) and the checks that need no training data (close atoms,
+    periodic cells, single atoms) apply.
+    """
+    known = domain.elements if domain is not None else elements
+    if known:
+        unknown = np.setdiff1d(np.unique(mols.Z), known)
+        if len(unknown):
+            i = int(mols.mol_index[np.isin(mols.Z, unknown)][0])
+            raise DomainError(
+                f"{_label(mols, i)}: element {_symbols(unknown)} was not in the model's training data "
+                f"(it knows {_symbols(known)})"
+            )
+    periodic = getattr(mols, "periodic", None)
+    if periodic is not None and np.any(periodic):
+        i = int(np.argmax(periodic))
+        raise DomainError(f"{_label(mols, i)}: has a periodic cell; qmlx models are for isolated molecules")
+    for attr, what in (("charge", "net charge"), ("multiplicity", "spin multiplicity")):
+        trained = getattr(domain, attr, None) if domain is not None else None
+        given = getattr(mols, attr, None)
+        if trained is None or given is None:
+            continue
+        given = np.asarray(given, dtype=np.float64)
+        bad = np.isfinite(given) & (given != trained)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DomainError(
+                f"{_label(mols, i)}: {what} {given[i]:g} differs from the training data's {trained:g}"
+            )
+    dmin = shortest_distances(mols)
+    close = dmin < MIN_DISTANCE
+    if close.any():
+        i = int(np.argmax(close))
+        raise DomainError(
+            f"{_label(mols, i)}: two atoms are {dmin[i]:.3f} Å apart (less than {MIN_DISTANCE} Å); "
+            "are the positions in Å?"
+        )
+    notes: list[list[str]] = [[] for _ in range(len(mols))]
+    for i in range(len(mols)):
+        n = int(mols.n_atoms[i])
+        if n == 1:
+            notes[i].append("a single atom: no interactions, the model was trained on molecules")
+        if domain is not None:
+            if n > domain.max_atoms:
+                notes[i].append(f"{n} atoms, more than any training molecule ({domain.max_atoms})")
+            if np.isfinite(dmin[i]) and dmin[i] < domain.min_distance - 1e-6:
+                notes[i].append(
+                    f"shortest distance {dmin[i]:.3f} Å, below the training minimum "
+                    f"{domain.min_distance:.3f} Å"
+                )
+    return DomainReport(in_domain=np.array([not n for n in notes], dtype=bool), notes=notes)
