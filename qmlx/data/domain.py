@@ -7,7 +7,8 @@ A `Domain` is measured on the training molecules and stored in every saved model
   closer than `MIN_DISTANCE` (0.5 Å); a periodic cell (qmlx models are molecular); a stated
   charge or spin multiplicity that differs from the training data's.
 - **soft flags** (the prediction is made, and marked): more atoms than any training molecule; a
-  shortest interatomic distance below the training minimum; a single atom.
+  shortest interatomic distance more than `DISTANCE_MARGIN` (0.01 Å) below the training minimum;
+  a single atom.
 
 `DomainReport` carries, per molecule, ``in_domain`` (bool) and ``notes`` (list of strings), which
 every output format of ``qmlx predict`` and ``qmlx explain`` prints.
@@ -25,6 +26,8 @@ from qmlx.errors import DomainError
 
 #: two atoms closer than this (Å) are an error: no molecule has them, and no model can answer
 MIN_DISTANCE = 0.5
+#: a shortest distance is flagged when it lies this far (Å) below the training minimum
+DISTANCE_MARGIN = 0.01
 
 
 def shortest_distances(mols: Molecules, chunk: int = 4096) -> np.ndarray:
@@ -179,7 +182,7 @@ def check_domain(domain: Domain | None, mols: Molecules, elements: list[int] | N
         if domain is not None:
             if n > domain.max_atoms:
                 notes[i].append(f"{n} atoms, more than any training molecule ({domain.max_atoms})")
-            if np.isfinite(dmin[i]) and dmin[i] < domain.min_distance - 1e-6:
+            if np.isfinite(dmin[i]) and dmin[i] < domain.min_distance - DISTANCE_MARGIN:
                 notes[i].append(
                     f"shortest distance {dmin[i]:.3f} Å, below the training minimum "
                     f"{domain.min_distance:.3f} Å"

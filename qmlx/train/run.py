@@ -228,7 +228,10 @@ def recorded_split(mols: Molecules, meta: dict) -> Split:
         return split_from_record(mols, meta["split"])
     method = "official" if mols.folds else "random"
     n_test = None if mols.folds else meta.get("n_test")
-    return split(mols, method, meta.get("fold") or 0, seed=meta["seed"], n_val=meta["n_val"], n_test=n_test)
+    fold = meta.get("fold") if mols.folds else None
+    return split(
+        mols, method, fold, seed=meta["seed"], n_train=meta.get("n_train"), n_val=meta["n_val"], n_test=n_test
+    )
 
 
 def export_shipped(
