@@ -37,7 +37,7 @@ eV/Å**, so that ``atoms.get_forces()`` follows ASE's convention.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 
@@ -620,3 +620,21 @@ def collect_frames(
         multiplicity=multiplicity,
         periodic=periodic,
     )
+
+
+def as_molecules(X: Molecules | ase.Atoms | Iterable[ase.Atoms]) -> Molecules:
+    """`Molecules` as given, or built from one ``ase.Atoms`` or a sequence of them (what
+    scikit-learn's CV indexing yields, and what users hold). Positions in Å."""
+    if isinstance(X, Molecules):
+        return X
+    if isinstance(X, ase.Atoms):
+        return Molecules.from_atoms([X], targets={}, name=X.get_chemical_formula())
+    try:
+        atoms = list(X)
+    except TypeError:
+        raise DataFormatError(
+            f"expected Molecules or a sequence of ase.Atoms, got {type(X).__name__}"
+        ) from None
+    if not atoms or not all(isinstance(a, ase.Atoms) for a in atoms):
+        raise DataFormatError("expected Molecules or a non-empty sequence of ase.Atoms")
+    return Molecules.from_atoms(atoms, targets={})

@@ -20,12 +20,14 @@ Explanations run on a float64 copy of the model; the model passed in is left unc
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import ase
 import numpy as np
 import torch
 
-from qmlx.data.molecules import Molecules
+from qmlx.data.molecules import Molecules, as_molecules
 from qmlx.errors import QmlxError
 from qmlx.explain.lrp import Epsilon, Gamma, lrp_atoms, lrp_pairs
 from qmlx.nn.batch import Batch, PairCache
@@ -112,7 +114,7 @@ def _explain_batch(model, batch: Batch, method: str, rule, steps: int):
 
 def explain(
     model: InteractionNetwork,
-    molecules: Molecules | list,
+    molecules: Molecules | Sequence[ase.Atoms],
     method: str = "lrp",
     rule: Epsilon | Gamma | None = None,
     steps: int = 50,
@@ -134,7 +136,6 @@ def explain(
     """
     from qmlx.kernels.model import KRRModel
     from qmlx.nn.io import check_network_domain
-    from qmlx.represent import as_molecules
 
     molecules = as_molecules(molecules)
     if isinstance(model, KRRModel):

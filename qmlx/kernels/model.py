@@ -26,11 +26,11 @@ import h5py
 import numpy as np
 
 from qmlx.data.domain import Domain, DomainReport, check_domain
-from qmlx.data.molecules import Molecules
+from qmlx.data.molecules import Molecules, as_molecules
 from qmlx.data.paths import atomic_path
 from qmlx.errors import DataFormatError, DomainError
 from qmlx.kernels.krr import KernelRidge
-from qmlx.represent import BagOfBonds, as_molecules, make_representation
+from qmlx.represent import BagOfBonds, make_representation
 
 SCHEMA = "qmlx.krr"
 SCHEMA_VERSION = 1

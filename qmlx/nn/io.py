@@ -17,11 +17,10 @@ import numpy as np
 import torch
 
 from qmlx.data.domain import Domain, DomainReport, check_domain
-from qmlx.data.molecules import Molecules
+from qmlx.data.molecules import Molecules, as_molecules
 from qmlx.errors import DataFormatError, QmlxError
 from qmlx.nn.batch import Batch, PairCache
 from qmlx.nn.models import MODEL_CLASSES, InteractionNetwork
-from qmlx.represent import as_molecules
 
 NETWORK_FORMAT = "qmlx-network"
 

@@ -16,7 +16,7 @@ name (`make_representation`)  class                                      output 
 
 from __future__ import annotations
 
-from qmlx.represent._base import RepresentationError, as_molecules, coulomb_matrices
+from qmlx.represent._base import RepresentationError, coulomb_matrices
 from qmlx.represent.bob import BagOfBonds
 from qmlx.represent.coulomb import (
     CoulombMatrix,
@@ -54,7 +54,6 @@ __all__ = [
     "SortedCoulombMatrix",
     "REPRESENTATIONS",
     "RepresentationError",
-    "as_molecules",
     "coulomb_matrices",
     "make_representation",
     "sort_by_row_norm",

@@ -1,10 +1,7 @@
-"""Shared plumbing of the representations: input conversion, errors, Coulomb matrices."""
+"""Shared plumbing of the representations: errors and Coulomb matrices."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-import ase
 import numpy as np
 
 from qmlx.data.molecules import Molecules
@@ -17,23 +14,6 @@ BLOCK_MOLECULES = 2048
 
 class RepresentationError(QmlxError, ValueError):
     """Molecules do not fit a fitted representation (too many atoms, unseen elements, ...)."""
-
-
-def as_molecules(X: Molecules | Iterable[ase.Atoms]) -> Molecules:
-    """Accept `Molecules` or a sequence of ``ase.Atoms`` (what scikit-learn's CV indexing yields)."""
-    if isinstance(X, Molecules):
-        return X
-    if isinstance(X, ase.Atoms):
-        return Molecules.from_atoms([X], targets={})
-    try:
-        atoms = list(X)
-    except TypeError:
-        raise RepresentationError(
-            f"expected Molecules or a sequence of ase.Atoms, got {type(X).__name__}"
-        ) from None
-    if not atoms or not all(isinstance(a, ase.Atoms) for a in atoms):
-        raise RepresentationError("expected Molecules or a non-empty sequence of ase.Atoms")
-    return Molecules.from_atoms(atoms, targets={})
 
 
 def coulomb_matrices(mols: Molecules, n_max: int | None = None) -> np.ndarray:

@@ -22,7 +22,8 @@ import numpy as np
 from ase.data import chemical_symbols
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from qmlx.represent._base import BLOCK_MOLECULES, RepresentationError, as_molecules, coulomb_matrices
+from qmlx.data.molecules import as_molecules
+from qmlx.represent._base import BLOCK_MOLECULES, RepresentationError, coulomb_matrices
 
 
 def _bag_name(key: tuple[int, ...]) -> str:

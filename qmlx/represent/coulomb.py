@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from qmlx.data.molecules import as_molecules
 from qmlx.represent._base import (
     BLOCK_MOLECULES,
     RepresentationError,
-    as_molecules,
     coulomb_matrices,
     flatten_matrices,
 )
