@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from qmlx.chem import element_counts
 from qmlx.data import load_qm7
 from qmlx.data.paths import savefig_atomic, write_text_atomic
 from qmlx.kernels import distance_matrix, kernel_from_distances
 from qmlx.kernels.search import fit_predict
-from qmlx.nn.cm_mlp import element_counts
 from qmlx.represent import BagOfBonds
 
 SIGMAS = [100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0, 12800.0, 25600.0]
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     X_train, X_test = bob.transform(mols.subset(train)), bob.transform(mols.subset(test))
     pair_cols = np.concatenate([np.full(size, len(key) == 2) for key, size in bob.bags_])
 
-    counts = element_counts(mols, tuple(np.unique(mols.Z)))
+    counts = element_counts(mols.Z, mols.n_atoms, np.unique(mols.Z))
     per_element = np.linalg.lstsq(counts[train], y[train], rcond=None)[0]  # kcal/mol per atom
     dressed = counts @ per_element
 

@@ -169,7 +169,14 @@ def synthetic_set(n: int = 40, seed: int = 0, sizes: tuple[int, int] = (3, 8)):
     rng = np.random.default_rng(seed)
     n_atoms = rng.integers(*sizes, n)
     Z = rng.choice([1, 1, 6, 7, 8], size=n_atoms.sum())
-    R = rng.normal(scale=1.2, size=(n_atoms.sum(), 3))
+    parts = []
+    for k in n_atoms:  # redraw a molecule until no two atoms are closer than 0.7 Å
+        while True:
+            P = rng.normal(scale=1.2, size=(k, 3))
+            if np.linalg.norm(P[:, None] - P[None], axis=-1)[np.triu_indices(k, 1)].min() >= 0.7:
+                break
+        parts.append(P)
+    R = np.concatenate(parts)
     mol = np.repeat(np.arange(n), n_atoms)
     energy = np.bincount(mol, weights=-np.where(Z == 1, 60.0, 150.0)) + rng.normal(scale=2.0, size=n)
     return Molecules(
@@ -280,3 +287,33 @@ def test_qm7_molecule_from_xyz_predicts_like_from_the_dataset(qm7, tmp_path):
     ase.io.write(xyz, qm7.subset(test).to_atoms(), format="xyz")
     from_file = load_krr(path).predict_molecules(Molecules.read(xyz))
     np.testing.assert_allclose(from_file, model.predict_molecules(qm7.subset(test)), rtol=0, atol=1e-6)
+
+
+def test_element_baseline_learns_total_energies_and_survives_saving(tmp_path):
+    """Total energies (about -24,000 kcal/mol per carbon) differ between molecules mostly by
+    composition; with per-element reference energies KRR fits what is left, without them the
+    kernel has to learn the composition from distances and fails."""
+    from qmlx.chem import element_counts
+    from qmlx.explain.kernel import explain_krr
+    from qmlx.kernels.model import load_krr
+    from qmlx.kernels.training import train_krr
+
+    mols = synthetic_set(n=80, seed=4)
+    refs = {1: -313.0, 6: -23_820.0, 7: -34_250.0, 8: -47_100.0}  # roughly PBE0 atoms, kcal/mol
+    total = mols.targets["atomization_energy"] + element_counts(mols.Z, mols.n_atoms, list(refs)) @ list(
+        refs.values()
+    )
+    mols.targets["energy"] = total
+    mols.units["energy"] = "kcal/mol"
+    train, test = np.arange(60), np.arange(60, 80)
+    kw = dict(representation="sorted-cm", kernel="laplacian", sigma=400.0, lam=1e-8, target="energy")
+    with_base, info = train_krr(mols, train, test, baseline="elements", **kw)
+    without, info_none = train_krr(mols, train, test, baseline="none", **kw)
+    assert info["test_mae_kcal_mol"] < 10.0 < info_none["test_mae_kcal_mol"]
+    assert set(with_base.baseline) == {1, 6, 7, 8} and with_base.metadata["baseline"] == "elements"
+    loaded = load_krr(with_base.save(tmp_path / "total.h5"))
+    assert loaded.baseline == with_base.baseline
+    np.testing.assert_allclose(loaded.predict_molecules(mols[test]), with_base.predict_molecules(mols[test]))
+    relevance, padding, prediction, reference = explain_krr(loaded, mols[test])
+    sums = np.bincount(mols[test].mol_index, weights=relevance) + padding
+    np.testing.assert_allclose(sums, prediction - reference, rtol=1e-10, atol=1e-6)

@@ -53,7 +53,7 @@ def train_krr_command(args: argparse.Namespace) -> None:
     with threadpool_limits(args.threads):
         model, info = train_krr(
             mols, sp.fit, sp.test, args.representation, kernel, args.sigma, args.lam, target, params,
-            progress=not args.no_progress,
+            progress=not args.no_progress, baseline=args.baseline,
             metadata={"data": data_label(args.data), "split": sp.record, "command": command_line()},
         )  # fmt: skip
     how = "inner CV on the training part" if "inner_cv" in info else "given"
@@ -91,6 +91,11 @@ def add_krr(models: argparse._SubParsersAction) -> None:
         "--lam", type=nonnegative_float, default=None, help="ridge regularization; default: inner CV"
     )
     p.add_argument("--n-samples", type=positive_int, default=10, help="random Coulomb matrices per molecule")
+    p.add_argument(
+        "--baseline", choices=["none", "elements"], default="none",
+        help="elements: fit per-element reference energies on the training part and regress the rest "
+        "(use it for total energies)",
+    )  # fmt: skip
     p.add_argument("--n-train", type=positive_int, default=None, help="training molecules (default: all)")
     add_threads(p, None, "BLAS threads (default: all)")
     p.add_argument("--out", default=None, help="model file to write (default krr-DATA-REP-KERNEL-foldK.h5)")

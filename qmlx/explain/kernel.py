@@ -15,7 +15,9 @@ atoms it is made of: a Coulomb-matrix entry ``M_ab`` (or a Bag-of-Bonds entry) b
 
 Conservation, stated and tested: ``sum(atom relevance) + padding = f(x) - y_mean`` exactly,
 where *padding* is the relevance of zero-padded features (the molecule has no atom there, but a
-larger training molecule does). The reference explained against is the training mean ``y_mean``.
+larger training molecule does). The reference explained against is the training mean ``y_mean``
+(of the residual, for a model with per-element baseline energies; each atom then also carries its
+element's reference energy).
 
 Supported representations: ``cm``, ``sorted-cm`` and ``bob`` (eigenvalues and random Coulomb
 matrix sets do not map onto atoms one to one).
@@ -114,9 +116,9 @@ def explain_krr(
         same = h == 0  # identical to a training molecule: its term is split evenly over features
         if same.any():
             R_feat[lo : lo + block] += (t * same).sum(1)[:, None] / X.shape[1]
-    prediction = reg.predict(X)
+    prediction = model.predict_molecules(mols)
     offsets = mols.offsets[:-1]
-    relevance = np.zeros(len(mols.Z))
+    relevance = model.baseline_energies(mols)  # each atom carries its element reference, if any
     a, b = owners[..., 0], owners[..., 1]
     real = a >= 0
     half = 0.5 * R_feat  # half to each atom; a diagonal entry gives both halves to its atom

@@ -11,6 +11,7 @@ in the same folder, then ``os.replace``):
   rows ``(Z_a, Z_b, size)``, ``Z_b = 0`` for element bags): what the representation learned
 - ``X_fit``: training representations, (n, d) or (n, L, d) for random Coulomb matrix sets
 - ``alpha``: (n,) regression weights
+- optional ``baseline``: (k, 2) rows ``(Z, reference energy in kcal/mol)`` added to predictions
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class KRRModel:
     regressor : the fitted `KernelRidge`.
     target : name of the target the model was trained on.
     metadata : free-form JSON-serializable facts (data set, fold, test MAE, ...).
+    baseline : per-element reference energies ``{Z: kcal/mol}`` subtracted before the regression
+        and added back to its predictions (``None``: none). The energy is then
+        ``sum_atoms ref[Z] + KRR(x)``, which suits total energies.
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class KRRModel:
         regressor: KernelRidge,
         target: str = "atomization_energy",
         metadata: dict | None = None,
+        baseline: dict[int, float] | None = None,
     ):
         self.representation_name = representation_name
         self.representation = representation
@@ -63,6 +68,15 @@ class KRRModel:
         self.target = target
         self.unit = ENERGY_UNIT
         self.metadata = dict(metadata or {})
+        self.baseline = None if baseline is None else {int(z): float(e) for z, e in baseline.items()}
+
+    def baseline_energies(self, mols: Molecules) -> np.ndarray:
+        """(n_atoms_total,) each atom's reference energy in kcal/mol (zeros without a baseline)."""
+        if self.baseline is None:
+            return np.zeros(len(mols.Z))
+        lookup = np.zeros(int(max(max(self.baseline), mols.Z.max())) + 1)
+        lookup[list(self.baseline)] = list(self.baseline.values())
+        return lookup[mols.Z]
 
     @property
     def domain(self) -> Domain | None:
@@ -109,7 +123,8 @@ class KRRModel:
                 stacklevel=2,
             )
         X = self.representation.transform(mols)
-        return self.regressor.predict(X)
+        base = np.bincount(mols.mol_index, weights=self.baseline_energies(mols), minlength=len(mols))
+        return self.regressor.predict(X) + base
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model to ``path`` (HDF5, atomically); see the module docstring."""
@@ -153,6 +168,9 @@ def save_krr(model: KRRModel, path: str | os.PathLike) -> Path:
             group.create_dataset("n_max", data=int(rep.n_max_))
         f.create_dataset("X_fit", data=reg.X_fit_, compression="gzip", compression_opts=1)
         f.create_dataset("alpha", data=reg.alpha_)
+        if model.baseline is not None:
+            rows = np.array([[z, e] for z, e in sorted(model.baseline.items())], dtype=np.float64)
+            f.create_dataset("baseline", data=rows).attrs["unit"] = ENERGY_UNIT
     return path
 
 
@@ -210,8 +228,17 @@ def load_krr(path: str | os.PathLike) -> KRRModel:
                 raise DataFormatError(
                     f"{path}: {len(reg.alpha_)} weights for {len(reg.X_fit_)} training molecules"
                 )
+            baseline = None
+            if "baseline" in f:
+                rows = f["baseline"][()]
+                baseline = {int(z): float(e) for z, e in rows}
             model = KRRModel(
-                rep_name, rep, reg, _str(attrs["target"]), json.loads(_str(attrs.get("metadata", "{}")))
+                rep_name,
+                rep,
+                reg,
+                _str(attrs["target"]),
+                json.loads(_str(attrs.get("metadata", "{}"))),
+                baseline,
             )
     except DataFormatError:
         raise

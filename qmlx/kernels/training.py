@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from qmlx.chem import element_counts, fit_element_energies
 from qmlx.data.domain import Domain
 from qmlx.data.molecules import Molecules
 from qmlx.errors import TrainingError
@@ -32,6 +33,9 @@ DEFAULT_GRIDS: dict[tuple[str, str], tuple[list[float], list[float]]] = {
     ("bob", "gaussian"): ([20.0, 40.0, 80.0, 160.0], [1e-10, 1e-8, 1e-6, 1e-4]),
 }
 DEFAULT_KERNEL = {"eigenspectrum": "gaussian"}
+#: ``none``: regress the target itself (minus its mean); ``elements``: regress what is left after
+#: per-element reference energies fitted on the training part (`qmlx.chem`), for total energies
+BASELINES = ("none", "elements")
 
 
 def default_kernel(representation: str) -> str:
@@ -52,15 +56,20 @@ def train_krr(
     inner_splits: int = 3,
     progress: bool = False,
     metadata: dict | None = None,
+    baseline: str = "none",
 ) -> tuple[KRRModel, dict]:
     """Fit a representation and a `KernelRidge` on ``mols[train]``; evaluate on ``mols[test]``.
 
-    Targets are converted to kcal/mol. When ``sigma`` or ``lam`` is ``None`` it is chosen by
+    Targets are converted to kcal/mol. With ``baseline="elements"`` the regression learns what is
+    left after per-element reference energies fitted on the training part (for total energies;
+    the references are saved with the model). When ``sigma`` or ``lam`` is ``None`` it is chosen by
     ``inner_splits``-fold CV on the training molecules only, over `DEFAULT_GRIDS` (a given value
     is held fixed). Returns the model and a dict with ``sigma``, ``lam``, ``n_train``, ``n_test``,
     ``test_mae_kcal_mol``/``test_rmse_kcal_mol`` (when ``test`` is given) and ``wall_time_s``.
     """
     t0 = time.perf_counter()
+    if baseline not in BASELINES:
+        raise TrainingError(f"baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
     kernel = kernel or default_kernel(representation)
     if target not in mols.targets:
         raise TrainingError(f"{mols.name} has no target {target!r}; it has {sorted(mols.targets) or 'none'}")
@@ -73,6 +82,13 @@ def train_krr(
     train_mols = mols.subset(train)
     rep.fit(train_mols)
     X = rep.transform(train_mols)
+    refs = None
+    y_fit = y[train]
+    if baseline == "elements":
+        refs = fit_element_energies(train_mols.Z, train_mols.n_atoms, y_fit)
+        y_fit = y_fit - element_counts(train_mols.Z, train_mols.n_atoms, list(refs)) @ np.array(
+            list(refs.values())
+        )
     info: dict = {"representation": representation, "kernel": kernel, "n_train": len(train)}
     if sigma is None or lam is None:
         sigmas, lams = DEFAULT_GRIDS.get(
@@ -82,7 +98,7 @@ def train_krr(
         lams = lams if lam is None else [float(lam)]
         grid = select_hyperparameters(
             KernelProvider(X, kernel, sigmas, progress=progress),
-            y[train],
+            y_fit,
             sigmas,
             lams,
             inner_splits,
@@ -90,7 +106,7 @@ def train_krr(
         )
         sigma, lam = grid.best_sigma, grid.best_lam
         info["inner_cv"] = grid.to_dict()
-    reg = KernelRidge(kernel=kernel, sigma=float(sigma), lam=float(lam)).fit(X, y[train])
+    reg = KernelRidge(kernel=kernel, sigma=float(sigma), lam=float(lam)).fit(X, y_fit)
     info.update(sigma=float(sigma), lam=float(lam))
     meta = {
         **(metadata or {}),
@@ -99,8 +115,9 @@ def train_krr(
         "target_description": (getattr(mols, "descriptions", None) or {}).get(target) or target,
         "energy_unit": "kcal/mol",
         "domain": Domain.from_molecules(train_mols).to_dict(),
+        "baseline": baseline,
     }
-    model = KRRModel(representation, rep, reg, target, meta)
+    model = KRRModel(representation, rep, reg, target, meta, baseline=refs)
     if test is not None and len(test):
         pred = model.predict_molecules(mols.subset(test))
         err = pred - y[np.asarray(test)]

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from qmlx.chem import element_counts
 from qmlx.data.molecules import Molecules
 from qmlx.represent import coulomb_matrices
 
@@ -173,15 +174,6 @@ class CMMLP(nn.Module):
         return out
 
 
-def element_counts(mols: Molecules, elements: tuple[int, ...]) -> np.ndarray:
-    """(n_molecules, len(elements)) atoms of each element per molecule (other elements ignored)."""
-    counts = np.zeros((len(mols), len(elements)))
-    known = np.isin(mols.Z, elements)
-    col = np.searchsorted(np.asarray(elements), mols.Z[known])
-    np.add.at(counts, (mols.mol_index[known], col), 1.0)
-    return counts
-
-
 class CMMLPRegressor:
     """A trained `CMMLP` with its sampler settings; predicts energies of `Molecules` in kcal/mol."""
 
@@ -195,7 +187,9 @@ class CMMLPRegressor:
         """(n,) energies in kcal/mol, averaged over ``samples`` random Coulomb matrices per molecule."""
         samples = samples or self.config.test_samples
         sampler = RandomCoulombSampler(coulomb_matrices(mols, self.n_max), self.config.noise)
-        counts = torch.as_tensor(element_counts(mols, self.model.elements), dtype=torch.float32)
+        counts = torch.as_tensor(
+            element_counts(mols.Z, mols.n_atoms, self.model.elements), dtype=torch.float32
+        )
         return predict_average(self.model, sampler, torch.arange(len(sampler)), samples, seed, counts)
 
 
@@ -254,7 +248,7 @@ def train_cm_mlp(
     if config.composition_baseline:
         # least-squares energy per element ("dressed atoms"); the net learns what is left
         elements = tuple(int(z) for z in np.unique(sub.Z))
-        counts_np = element_counts(sub, elements)
+        counts_np = element_counts(sub.Z, sub.n_atoms, elements)
         coef = np.linalg.lstsq(counts_np, y, rcond=None)[0]
         residual = y - counts_np @ coef
     y_t = torch.as_tensor(residual, dtype=torch.float32)

@@ -232,17 +232,14 @@ class AtomwiseHead(nn.Module):
         """
         import numpy as np
 
-        Z = np.asarray(Z)
-        n_atoms = np.asarray(n_atoms)
-        energies = np.asarray(energies, dtype=np.float64)
-        elements = np.unique(Z)
-        mol = np.repeat(np.arange(len(n_atoms)), n_atoms)
-        counts = np.zeros((len(n_atoms), len(elements)))
-        np.add.at(counts, (mol, np.searchsorted(elements, Z)), 1.0)
-        ref, *_ = np.linalg.lstsq(counts, energies, rcond=None)
-        resid = energies - counts @ ref
-        scale = float(np.std(resid / n_atoms)) or 1.0
+        from qmlx.chem import element_counts, fit_element_energies
+
+        refs = fit_element_energies(Z, n_atoms, energies)
+        elements = np.array(list(refs))
+        ref = np.array(list(refs.values()))
+        resid = np.asarray(energies, dtype=np.float64) - element_counts(Z, n_atoms, elements) @ ref
+        scale = float(np.std(resid / np.asarray(n_atoms))) or 1.0
         self.reference.zero_()
         self.reference[torch.as_tensor(elements)] = torch.as_tensor(ref, dtype=self.reference.dtype)
         self.scale.fill_(scale)
-        return {int(e): float(r) for e, r in zip(elements, ref)}
+        return refs
