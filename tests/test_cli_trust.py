@@ -323,3 +323,19 @@ def test_split_none_trains_on_everything(tmp_path, capsys):
     meta = load_krr(out).metadata
     assert meta["split"]["n_test"] == 0 and meta["split"]["n_train"] == 40
     assert "test MAE        none" in capsys.readouterr().out
+
+
+def test_python_api_takes_a_list_of_ase_atoms(network, tmp_path):
+    import ase.io
+
+    from qmlx.explain import explain
+    from qmlx.nn import load_network, predict_network
+
+    model = load_network(network)
+    atoms = [ase.io.read(_xyz(tmp_path, "w.xyz", WATER)), ase.io.read(_xyz(tmp_path, "m.xyz", METHANE))]
+    energies, atom_energies = predict_network(model, atoms)
+    reference, _ = predict_network(model, Molecules.from_atoms(atoms, targets={}))
+    np.testing.assert_array_equal(energies, reference)
+    result = explain(model, atoms, "lrp")
+    np.testing.assert_allclose(result.prediction, energies, rtol=1e-5)
+    assert np.abs(result.conservation_error()).max() < 1e-6 * np.abs(energies).max()

@@ -7,6 +7,7 @@ are found by name in `qmlx.models` (e.g. ``"qm7-schnet"``).
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -18,11 +19,63 @@ import torch
 
 from qmlx.data.domain import Domain, DomainReport, check_domain
 from qmlx.data.molecules import Molecules, as_molecules
+from qmlx.data.paths import atomic_path
 from qmlx.errors import DataFormatError, QmlxError
 from qmlx.nn.batch import Batch, PairCache
 from qmlx.nn.models import MODEL_CLASSES, InteractionNetwork
 
 NETWORK_FORMAT = "qmlx-network"
+#: the format tag of training checkpoints (`qmlx.train.engine`), which `load_network` also reads
+CHECKPOINT_FORMAT = "qmlx-checkpoint"
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def safe_torch_load(path: str | os.PathLike, kind: str = "file") -> dict:
+    """``torch.load(path, weights_only=True)``; any failure raises `DataFormatError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataFormatError(f"{path}: no such {kind}")
+    try:
+        # TorchVersion is a str subclass that older qmlx runs stored in their metadata
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        text = str(err)
+        if "Weights only load failed" in text:
+            reason = "it holds objects other than plain weights and metadata, which are not loaded for safety"
+        else:
+            reason = text.splitlines()[0] if text else type(err).__name__
+        raise DataFormatError(
+            f"{path}: not a readable qmlx {kind} (corrupt or truncated?): {reason}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise DataFormatError(f"{path}: not a qmlx {kind} (expected a dictionary, got {type(obj).__name__})")
+    return obj
+
+
+def network_record(model: InteractionNetwork, state_dict=None, metadata: dict | None = None) -> dict:
+    """The dictionary a network file holds: class name, constructor config, weights, metadata."""
+    sd = model.state_dict() if state_dict is None else state_dict
+    return {
+        "format": NETWORK_FORMAT,
+        "format_version": 1,
+        "model": type(model).__name__,
+        "config": dict(model.config),
+        "state_dict": {k: v.detach().clone() for k, v in sd.items()},
+        "metadata": plain(metadata or {}),
+    }
+
+
+def plain(data: dict) -> dict:
+    """``data`` reduced to JSON types (str, numbers, lists, dicts), safe for ``weights_only`` loading."""
+    return json.loads(json.dumps(data, default=str))
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path | None:
@@ -54,8 +107,6 @@ def is_network_file(path_or_name: str | os.PathLike) -> bool:
 
 def save_network(model: InteractionNetwork, path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Write ``model`` (class, config, weights, ``metadata``) to ``path`` atomically."""
-    from qmlx.train.engine import atomic_torch_save, network_record
-
     path = Path(path)
     atomic_torch_save(network_record(model, metadata=metadata), path)
     return path
@@ -68,8 +119,6 @@ def load_network(name_or_path: str | os.PathLike) -> InteractionNetwork:
     The model's metadata is attached as ``model.metadata``. Raises `DataFormatError` naming the
     file if it cannot be read, and `QmlxError` for an unknown name.
     """
-    from qmlx.train.engine import CHECKPOINT_FORMAT, safe_torch_load
-
     path = _resolve(name_or_path)
     if path is None:
         from qmlx.models import SHIPPED

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import json
 import math
 import os
 import time
@@ -23,12 +22,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from qmlx.data.paths import atomic_path, write_text_atomic
+from qmlx.data.paths import write_text_atomic
 from qmlx.errors import DataFormatError
 from qmlx.nn.batch import PairCache
+from qmlx.nn.io import CHECKPOINT_FORMAT, atomic_torch_save, network_record, plain, safe_torch_load
 from qmlx.nn.models import InteractionNetwork
 
-CHECKPOINT_FORMAT = "qmlx-checkpoint"
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "model.pt"
 LOG_NAME = "log.csv"
@@ -64,55 +63,6 @@ class TrainConfig:
     threads: int = 1
     eval_batch_size: int = 512
     extra: dict = field(default_factory=dict)
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def safe_torch_load(path: str | os.PathLike, kind: str = "file") -> dict:
-    """``torch.load(path, weights_only=True)``; any failure raises `DataFormatError` naming the file."""
-    path = Path(path)
-    if not path.exists():
-        raise DataFormatError(f"{path}: no such {kind}")
-    try:
-        # TorchVersion is a str subclass that older qmlx runs stored in their metadata
-        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        text = str(err)
-        if "Weights only load failed" in text:
-            reason = "it holds objects other than plain weights and metadata, which are not loaded for safety"
-        else:
-            reason = text.splitlines()[0] if text else type(err).__name__
-        raise DataFormatError(
-            f"{path}: not a readable qmlx {kind} (corrupt or truncated?): {reason}"
-        ) from None
-    if not isinstance(obj, dict):
-        raise DataFormatError(f"{path}: not a qmlx {kind} (expected a dictionary, got {type(obj).__name__})")
-    return obj
-
-
-def network_record(model: InteractionNetwork, state_dict=None, metadata: dict | None = None) -> dict:
-    """The dictionary a network file holds: class name, constructor config, weights, metadata."""
-    sd = model.state_dict() if state_dict is None else state_dict
-    return {
-        "format": "qmlx-network",
-        "format_version": 1,
-        "model": type(model).__name__,
-        "config": dict(model.config),
-        "state_dict": {k: v.detach().clone() for k, v in sd.items()},
-        "metadata": plain(metadata or {}),
-    }
-
-
-def plain(data: dict) -> dict:
-    """``data`` reduced to JSON types (str, numbers, lists, dicts), safe for ``weights_only`` loading."""
-    return json.loads(json.dumps(data, default=str))
 
 
 @torch.no_grad()

@@ -23,8 +23,9 @@ from qmlx.data.paths import write_text_atomic
 from qmlx.data.splits import Split, split, split_from_record
 from qmlx.errors import ConfigError
 from qmlx.nn.batch import PairCache
+from qmlx.nn.io import safe_torch_load
 from qmlx.nn.models import build_model
-from qmlx.train.engine import BEST_NAME, CHECKPOINT_NAME, TrainConfig, Trainer, evaluate, safe_torch_load
+from qmlx.train.engine import BEST_NAME, CHECKPOINT_NAME, TrainConfig, Trainer, evaluate
 
 ENERGY_UNIT = "kcal/mol"
 #: training settings that may change when a run is resumed (everything else must match)
