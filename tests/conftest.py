@@ -61,3 +61,26 @@ def small_molecules() -> Molecules:
         ids=["methane", "water", "ammonia"],
         name="small",
     )
+
+
+def grid_molecules(n_mol: int = 40, seed: int = 0) -> Molecules:
+    """Small random molecules of H, C, O on a 1.2 Å grid (atoms at least 1 Å apart, inside every
+    model's domain), with a made-up energy target ``energy`` in kcal/mol."""
+    rng = np.random.default_rng(seed)
+    grid = 1.2 * np.stack(np.meshgrid(*[np.arange(3)] * 3), -1).reshape(-1, 3)
+    n_atoms = rng.integers(3, 6, n_mol)
+    R = np.concatenate([grid[rng.choice(len(grid), n, replace=False)] for n in n_atoms])
+    R += rng.uniform(-0.05, 0.05, R.shape)
+    Z = rng.choice([1, 6, 8], n_atoms.sum())
+    e = -10.0 * n_atoms + rng.normal(size=n_mol)
+    return Molecules(
+        Z=Z, R=R, n_atoms=n_atoms, targets={"energy": e}, units={"energy": "kcal/mol"}, name="syn"
+    )
+
+
+@pytest.fixture
+def grid_set_file(tmp_path):
+    """`grid_molecules` saved as a qmlx HDF5 store."""
+    from qmlx.data import save_molecules
+
+    return save_molecules(tmp_path / "syn.h5", grid_molecules())

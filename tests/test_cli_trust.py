@@ -45,19 +45,10 @@ def _fails(argv: list[str], capsys, *needles: str, code: int | None = None) -> s
     return _one_error_line(capsys.readouterr().err, *needles)
 
 
-def _synthetic(n_mol: int = 40, seed: int = 0) -> Molecules:
-    """Small random molecules of H, C, O on a 1.2 Å grid (atoms at least 1 Å apart), energies in
-    kcal/mol."""
-    rng = np.random.default_rng(seed)
-    grid = 1.2 * np.stack(np.meshgrid(*[np.arange(3)] * 3), -1).reshape(-1, 3)
-    n_atoms = rng.integers(3, 6, n_mol)
-    R = np.concatenate([grid[rng.choice(len(grid), n, replace=False)] for n in n_atoms])
-    R += rng.uniform(-0.05, 0.05, R.shape)
-    Z = rng.choice([1, 6, 8], n_atoms.sum())
-    e = -10.0 * n_atoms + rng.normal(size=n_mol)
-    return Molecules(
-        Z=Z, R=R, n_atoms=n_atoms, targets={"energy": e}, units={"energy": "kcal/mol"}, name="syn"
-    )
+def _synthetic() -> Molecules:
+    from conftest import grid_molecules
+
+    return grid_molecules()
 
 
 @pytest.fixture

@@ -94,6 +94,14 @@ def add_threads(p: argparse.ArgumentParser, default: int | None, what: str) -> N
     p.add_argument("--threads", type=positive_int, default=default, help=what)
 
 
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default auto)",
+    )
+
+
 def add_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars"

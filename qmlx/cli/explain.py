@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from qmlx.cli.common import check_writable, nonnegative_float, positive_float, positive_int
+from qmlx.cli.common import add_device, check_writable, nonnegative_float, positive_float, positive_int
 from qmlx.errors import QmlxError
 
 
@@ -18,7 +18,7 @@ def explain_command(args: argparse.Namespace) -> None:
     from qmlx.explain import Epsilon, Gamma, explain
 
     check_writable(args.png, "--png")
-    model = load_model(args.model)
+    model = load_model(args.model, args.device)
     if model.kind != "network":
         raise QmlxError(f"{args.model}: explanations need a network model (a shipped name or a .pt file)")
     inputs = read_inputs(args.files)
@@ -91,4 +91,5 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, default=50, help="integrated-gradients steps")
     p.add_argument("--png", help="draw the molecules coloured by relevance into this PNG")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    add_device(p)
     p.set_defaults(func=explain_command)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qmlx.cli.common import add_device
 from qmlx.data.domain import DomainReport
 from qmlx.data.molecules import Molecules
 from qmlx.errors import DataFormatError, QmlxError
@@ -41,8 +42,9 @@ class LoadedModel:
         return meta.get("target_description") or str(meta.get("target", "energy")).replace("_", " ")
 
 
-def load_model(spec: str) -> LoadedModel:
-    """A shipped model name, a network file (.pt) or a KRR model file (.h5)."""
+def load_model(spec: str, device: str = "cpu") -> LoadedModel:
+    """A shipped model name, a network file (.pt, loaded onto ``device``) or a KRR model file (.h5,
+    which runs on the CPU)."""
     from pathlib import Path
 
     from qmlx.kernels import is_krr_file, load_krr
@@ -50,7 +52,7 @@ def load_model(spec: str) -> LoadedModel:
     from qmlx.nn.io import check_network_domain, is_network_file, load_network, predict_network
 
     if is_network_file(spec):
-        net = load_network(spec)
+        net = load_network(spec, device)
         return LoadedModel(
             spec, "network", net, net.metadata,
             predict=lambda m: predict_network(net, m), check=lambda m: check_network_domain(net, m),
@@ -94,7 +96,7 @@ def predict(args: argparse.Namespace) -> None:
     from qmlx.data.paths import json_dumps
     from qmlx.units import convert_energy
 
-    model = load_model(args.model)
+    model = load_model(args.model, args.device)
     if args.atoms and model.kind != "network":
         raise QmlxError(f"{args.model}: per-atom energies need a network model (schnet or dtnn)")
     inputs = read_inputs(args.files)
@@ -168,4 +170,5 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--atoms", action="store_true", help="also print per-atom energies (networks)")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--unit", choices=["kcal/mol", "eV", "Hartree"], default="kcal/mol")
+    add_device(p)
     p.set_defaults(func=predict)

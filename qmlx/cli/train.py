@@ -12,6 +12,7 @@ from pathlib import Path
 
 from qmlx.cli.common import (
     add_data_options,
+    add_device,
     add_progress,
     add_threads,
     check_writable,
@@ -116,10 +117,14 @@ def train_network_command(args: argparse.Namespace) -> None:
         if value is not None and args.network != "dtnn":
             raise ConfigError(f"{option} applies to dtnn only")
     check_writable(args.out, "--out", is_dir=True)
+    from qmlx.nn.batch import resolve_device
+
+    device = resolve_device(args.device)  # a CUDA request without CUDA fails here, before any work
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_factor=args.lr_factor,
         lr_patience=args.lr_patience, min_lr=args.min_lr, early_stop_patience=args.patience,
         ema_decay=args.ema, seed=args.seed, max_minutes=args.max_minutes, threads=args.threads,
+        device=str(device), precision=args.precision,
     )  # fmt: skip
     names = {
         "features": "n_features", "interactions": "n_interactions", "factors": "n_factors",
@@ -142,7 +147,8 @@ def train_network_command(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
         raise SystemExit(130) from None
-    print(json_dumps(summary))
+    if summary:  # under torchrun only rank 0 reports
+        print(json_dumps(summary))
 
 
 def _network_options(p: argparse.ArgumentParser) -> None:
@@ -181,6 +187,11 @@ def _network_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="interaction cutoff in Å (SchNet 5; DTNN 50: all pairs)",
     )
+    add_device(p)
+    p.add_argument(
+        "--precision", choices=["32", "bf16"], default="32",
+        help="32: float32; bf16: bfloat16 autocast in the forward pass (explanations stay float64)",
+    )  # fmt: skip
     p.add_argument("--out", default=None, help="run directory (default runs/<data>-<model>-fold<K>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.add_argument(

@@ -80,7 +80,9 @@ class Explanation:
 
 
 def _per_mol(values: torch.Tensor, batch: Batch) -> torch.Tensor:
-    return torch.zeros(batch.n_mol, dtype=values.dtype).index_add_(0, batch.mol_index, values)
+    return torch.zeros(batch.n_mol, dtype=values.dtype, device=values.device).index_add_(
+        0, batch.mol_index, values
+    )
 
 
 def _explain_batch(model, batch: Batch, method: str, rule, steps: int):
@@ -102,7 +104,7 @@ def _explain_batch(model, batch: Batch, method: str, rule, steps: int):
         return rel, energy, torch.full_like(energy, float("nan")), None, None
     if method == "integrated-gradients":
         total = torch.zeros_like(x0)
-        for alpha in (torch.arange(steps, dtype=x0.dtype) + 0.5) / steps:  # midpoint rule
+        for alpha in (torch.arange(steps, dtype=x0.dtype, device=x0.device) + 0.5) / steps:  # midpoint rule
             x = (alpha * x0).requires_grad_(True)
             (g,) = torch.autograd.grad(model.forward_from(x, batch).energy.sum(), x)
             total += g
@@ -151,17 +153,19 @@ def explain(
     if not isinstance(model, InteractionNetwork):
         raise QmlxError(f"explain() needs a SchNet or DTNN model, got {type(model).__name__}")
     check_network_domain(model, molecules)
-    net = copy.deepcopy(model).double().eval()
+    net = copy.deepcopy(model).double().eval()  # on the model's device
     for p in net.parameters():
         p.requires_grad_(False)
     rule = rule or Epsilon()
-    cache = PairCache(molecules, net.cutoff, target=None, dtype=torch.float64)
+    cache = PairCache(molecules, net.cutoff, target=None, dtype=torch.float64).to(
+        next(net.parameters()).device
+    )
     size = 1 if method == "lrp-pairs" else batch_size
     parts = []
     for start in range(0, len(molecules), size):
         batch = cache.batch(np.arange(start, min(start + size, len(molecules))))
         parts.append(_explain_batch(net, batch, method, rule, steps))
-    cat = lambda k: np.concatenate([p[k].detach().numpy() for p in parts])  # noqa: E731
+    cat = lambda k: np.concatenate([p[k].detach().cpu().numpy() for p in parts])  # noqa: E731
     return Explanation(
         method=method,
         molecules=molecules,
@@ -169,5 +173,5 @@ def explain(
         prediction=cat(1),
         reference=cat(2),
         bias=cat(3) if parts[0][3] is not None else None,
-        pairs=[p[4].numpy() for p in parts] if method == "lrp-pairs" else None,
+        pairs=[p[4].cpu().numpy() for p in parts] if method == "lrp-pairs" else None,
     )

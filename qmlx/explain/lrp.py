@@ -117,7 +117,7 @@ class RelevanceForward:
     def run(self, batch: Batch) -> torch.Tensor:
         """Atom energies ``(n_atoms,)`` in kcal/mol, computed through the rules."""
         model = self.model
-        atoms = torch.arange(len(batch.Z))
+        atoms = torch.arange(len(batch.Z), device=batch.Z.device)
         self.x0 = model.embed(batch.Z).detach().requires_grad_(True)
         x = self.x0
         with torch.no_grad():
@@ -172,7 +172,7 @@ def lrp_pairs(model: InteractionNetwork, batch: Batch, rule: Epsilon | Gamma = E
     fwd = RelevanceForward(model, rule)
     atom_e = fwd.run(batch)  # without the per-element reference, as in `lrp_atoms`
     n = len(atom_e)
-    eye = torch.eye(n, dtype=atom_e.dtype)
+    eye = torch.eye(n, dtype=atom_e.dtype, device=atom_e.device)
     (g,) = torch.autograd.grad(atom_e, fwd.x0, grad_outputs=eye, is_grads_batched=True)
     # g[j] is d(atom_e[j]) / d(x0); relevance of source i for sink j is x0_i . g[j, i]
     return torch.einsum("if,jif->ij", fwd.x0.detach(), g)

@@ -44,6 +44,43 @@ class Batch:
         """(n_mol,) atom count of each molecule."""
         return torch.bincount(self.mol_index, minlength=self.n_mol)
 
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch with every tensor on ``device`` (no copy where it is there already)."""
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(
+            move(self.Z), move(self.R), move(self.mol_index), move(self.idx_i), move(self.idx_j), self.n_mol,
+            move(self.energy),
+        )  # fmt: skip
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a torch device.
+
+    Asking for CUDA where there is none (a CPU build of PyTorch, no GPU, or no device N) raises
+    `qmlx.errors.ConfigError` with one line that says so.
+    """
+    from qmlx.errors import ConfigError
+
+    if isinstance(spec, torch.device):
+        return spec
+    spec = (spec or "auto").lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {spec}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise ConfigError(f"--device {spec}: qmlx runs on cpu or cuda devices")
+    if not torch.cuda.is_available():
+        build = "a CPU build of PyTorch" if torch.version.cuda is None else "no CUDA device is visible"
+        raise ConfigError(f"--device {spec}: CUDA is not available here ({build}, torch {torch.__version__})")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {spec}: there are {torch.cuda.device_count()} CUDA devices")
+    return device
+
 
 def half_pairs(n_atoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs ``i < j`` within each molecule, in flat atom indices, without Python loops.
@@ -110,6 +147,19 @@ class PairCache:
     def __len__(self) -> int:
         return len(self.n_atoms)
 
+    @property
+    def device(self) -> torch.device:
+        return self.R.device
+
+    def to(self, device: torch.device | str) -> PairCache:
+        """Move the cached atoms, pair lists and targets to ``device`` once; batches are then sliced
+        there (only the small index arrays of each batch travel)."""
+        self.Z, self.R = self.Z.to(device), self.R.to(device)
+        self.local_i, self.local_j = self.local_i.to(device), self.local_j.to(device)
+        if self.energy is not None:
+            self.energy = self.energy.to(device)
+        return self
+
     @staticmethod
     def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Concatenation of ``arange(s, s + c)`` for each start/count, vectorized."""
@@ -121,18 +171,20 @@ class PairCache:
         """The molecules ``idx`` (in that order) as one `Batch`."""
         idx = np.asarray(idx, dtype=np.int64)
         counts = self.n_atoms[idx]
-        atom_idx = torch.as_tensor(self._ranges(self.atom_offsets[idx], counts))
+        dev = self.device
+        on = lambda a: torch.as_tensor(a).to(dev, non_blocking=True)  # noqa: E731
+        atom_idx = on(self._ranges(self.atom_offsets[idx], counts))
         pcounts = self.pair_counts[idx]
-        pair_idx = torch.as_tensor(self._ranges(self.pair_offsets[idx], pcounts))
-        new_off = torch.as_tensor(np.repeat(np.cumsum(counts) - counts, pcounts))
+        pair_idx = on(self._ranges(self.pair_offsets[idx], pcounts))
+        new_off = on(np.repeat(np.cumsum(counts) - counts, pcounts))
         return Batch(
             Z=self.Z[atom_idx],
             R=self.R[atom_idx],
-            mol_index=torch.as_tensor(np.repeat(np.arange(len(idx)), counts)),
+            mol_index=on(np.repeat(np.arange(len(idx)), counts)),
             idx_i=self.local_i[pair_idx] + new_off,
             idx_j=self.local_j[pair_idx] + new_off,
             n_mol=len(idx),
-            energy=None if self.energy is None else self.energy[torch.as_tensor(idx)],
+            energy=None if self.energy is None else self.energy[on(idx)],
         )
 
 

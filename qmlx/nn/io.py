@@ -21,7 +21,7 @@ from qmlx.data.domain import Domain, DomainReport, check_domain
 from qmlx.data.molecules import Molecules, as_molecules
 from qmlx.data.paths import atomic_path
 from qmlx.errors import DataFormatError, QmlxError
-from qmlx.nn.batch import Batch, PairCache
+from qmlx.nn.batch import Batch, PairCache, resolve_device
 from qmlx.nn.models import MODEL_CLASSES, InteractionNetwork
 
 NETWORK_FORMAT = "qmlx-network"
@@ -112,9 +112,10 @@ def save_network(model: InteractionNetwork, path: str | os.PathLike, metadata: d
     return path
 
 
-def load_network(name_or_path: str | os.PathLike) -> InteractionNetwork:
+def load_network(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> InteractionNetwork:
     """A trained network in eval mode, from a shipped name (``"qm7-schnet"``), a network file
-    (``model.pt``) or a training checkpoint (``checkpoint.pt``: its best-validation weights).
+    (``model.pt``) or a training checkpoint (``checkpoint.pt``: its best-validation weights),
+    on ``device`` (``cpu``, ``cuda[:N]`` or ``auto``; predictions run where the model is).
 
     The model's metadata is attached as ``model.metadata``. Raises `DataFormatError` naming the
     file if it cannot be read, and `QmlxError` for an unknown name.
@@ -146,11 +147,12 @@ def load_network(name_or_path: str | os.PathLike) -> InteractionNetwork:
         raise DataFormatError(f"{path}: weights do not fit a {name} with config {config}: {err}") from None
     model.metadata = metadata
     model.source = str(path)
-    return model.eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def _batches(model: InteractionNetwork, mols: Molecules, batch_size: int, dtype=torch.float32):
-    cache = PairCache(mols, model.cutoff, target=None, dtype=dtype)
+    """Batches of ``mols`` on the model's device."""
+    cache = PairCache(mols, model.cutoff, target=None, dtype=dtype).to(next(model.parameters()).device)
     for start in range(0, len(mols), batch_size):
         yield cache.batch(np.arange(start, min(start + batch_size, len(mols))))
 
@@ -198,8 +200,8 @@ def predict_network(
     e, ae = [], []
     for b in _batches(model, mols, batch_size):
         out = model(b)
-        e.append(out.energy.double().numpy())
-        ae.append(out.atom_energies.double().numpy())
+        e.append(out.energy.double().cpu().numpy())
+        ae.append(out.atom_energies.double().cpu().numpy())
     return np.concatenate(e), np.concatenate(ae)
 
 
@@ -236,7 +238,7 @@ def predict_forces(
     e, f, ae = [], [], []
     for b in _batches(net, mols, batch_size, dtype):
         energy, forces, atom_energies = energy_and_forces(net, b)
-        e.append(energy.double().numpy())
-        f.append(forces.double().numpy())
-        ae.append(atom_energies.double().numpy())
+        e.append(energy.double().cpu().numpy())
+        f.append(forces.double().cpu().numpy())
+        ae.append(atom_energies.double().cpu().numpy())
     return np.concatenate(e), np.concatenate(f), np.concatenate(ae)

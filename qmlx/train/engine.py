@@ -5,6 +5,18 @@ a per-epoch CSV log and atomic, resumable checkpoints. Everything random (initia
 validation split, batch order) derives from one seed, and the batch-order generator is saved in
 the checkpoint, so a run that is killed and resumed ends with the same weights as one that was
 not (on the same machine and thread count).
+
+Devices and precision: the model and the pair caches live on ``config.device`` (moved once);
+``config.precision="bf16"`` runs the forward pass under ``torch.autocast`` in bfloat16 (weights,
+optimizer and loss stay float32).
+
+Distributed data parallel (``torch.distributed``, launched by ``torchrun``): when a process group
+is initialized, every rank draws the same seeded permutation each epoch and takes its share of
+each global batch of ``batch_size`` molecules (a distributed sampler without padding); the model
+is wrapped in ``DistributedDataParallel`` and each rank's loss is scaled so that the averaged
+gradient equals the single-process gradient of the same global batch. Rank 0 alone validates,
+writes logs, checkpoints and models; it broadcasts the validation MAE and the time-budget stop, so
+that every rank takes the same learning-rate and early-stopping decisions.
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from qmlx.data.paths import write_text_atomic
-from qmlx.errors import DataFormatError
+from qmlx.errors import ConfigError, DataFormatError
 from qmlx.nn.batch import PairCache
 from qmlx.nn.io import CHECKPOINT_FORMAT, atomic_torch_save, network_record, plain, safe_torch_load
 from qmlx.nn.models import InteractionNetwork
@@ -48,6 +60,8 @@ class TrainConfig:
     max_minutes : wall-clock budget; the run stops after the epoch that exceeds it.
     threads : torch CPU threads.
     eval_batch_size : molecules per batch for validation and testing.
+    device : ``cpu``, ``cuda`` or ``cuda:N`` (see `qmlx.nn.batch.resolve_device`).
+    precision : ``"32"`` (float32) or ``"bf16"`` (bfloat16 autocast in the forward pass).
     """
 
     epochs: int = 1000
@@ -62,7 +76,34 @@ class TrainConfig:
     max_minutes: float | None = None
     threads: int = 1
     eval_batch_size: int = 512
+    device: str = "cpu"
+    precision: str = "32"
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
+            "lr_factor": 0 < self.lr_factor < 1, "lr_patience": self.lr_patience >= 0, "min_lr": self.min_lr >= 0,
+            "early_stop_patience": self.early_stop_patience >= 1, "threads": self.threads >= 1,
+            "ema_decay": self.ema_decay is None or 0 <= self.ema_decay < 1,
+            "max_minutes": self.max_minutes is None or self.max_minutes >= 0,
+            "eval_batch_size": self.eval_batch_size >= 1, "precision": self.precision in PRECISIONS,
+        }  # fmt: skip
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(
+                f"invalid training settings: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}"
+            )
+
+
+PRECISIONS = ("32", "bf16")
+
+
+def _distributed() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialized process group, or ``(0, 1)``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 @torch.no_grad()
@@ -75,10 +116,10 @@ def evaluate(
     preds = []
     for start in range(0, len(cache), batch_size):
         b = cache.batch(np.arange(start, min(start + batch_size, len(cache))))
-        preds.append(model(b).energy.double().numpy())
+        preds.append(model(b).energy.detach())
     model.train(was_training)
-    ref = cache.energy.double().numpy() if cache.energy is not None else np.full(len(cache), np.nan)
-    return np.concatenate(preds) if preds else np.zeros(0), ref
+    ref = cache.energy.double().cpu().numpy() if cache.energy is not None else np.full(len(cache), np.nan)
+    return (torch.cat(preds).double().cpu().numpy() if preds else np.zeros(0)), ref
 
 
 class Trainer:
@@ -105,6 +146,15 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.metadata = dict(metadata or {})
         self.progress = progress
+        self.rank, self.world = _distributed()
+        self.net: torch.nn.Module = model  # what the training step calls: the model, or its DDP wrapper
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device = next(model.parameters()).device
+            self.net = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer,
@@ -162,7 +212,8 @@ class Trainer:
             self.model.load_state_dict(ck["model"])
             self.optimizer.load_state_dict(ck["optimizer"])
             self.scheduler.load_state_dict(ck["scheduler"])
-            self.ema = ck["ema"]
+            device = next(self.model.parameters()).device
+            self.ema = None if ck["ema"] is None else {k: v.to(device) for k, v in ck["ema"].items()}
             self.generator.set_state(ck["generator"])
             torch.set_rng_state(ck["torch_rng"])
             self.epoch = int(ck["epoch"])
@@ -184,10 +235,11 @@ class Trainer:
             raise DataFormatError(f"{path}: checkpoint does not match this model ({err})") from None
 
     def save_checkpoint(self) -> None:
-        atomic_torch_save(self.state(), self.out_dir / CHECKPOINT_NAME)
+        if self.rank == 0:
+            atomic_torch_save(self.state(), self.out_dir / CHECKPOINT_NAME)
 
     def write_log(self) -> None:
-        if not self.history:
+        if not self.history or self.rank != 0:
             return
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(self.history[0]))
@@ -196,6 +248,8 @@ class Trainer:
         write_text_atomic(self.out_dir / LOG_NAME, buf.getvalue())
 
     def save_best(self) -> None:
+        if self.rank != 0:
+            return
         meta = dict(
             self.metadata, best_epoch=self.best_epoch, val_mae_kcal_mol=self.best_val, epochs_run=self.epoch
         )
@@ -216,6 +270,15 @@ class Trainer:
     def _eval_state(self) -> dict[str, torch.Tensor]:
         return self.ema if self.ema is not None else self.model.state_dict()
 
+    def _synchronized(self, val_mae: float, time_up: bool) -> tuple[float, bool]:
+        """Rank 0's validation MAE and time-budget decision, sent to every rank."""
+        if self.world == 1:
+            return val_mae, time_up
+        device = next(self.model.parameters()).device
+        msg = torch.tensor([val_mae, float(time_up)], dtype=torch.float64, device=device)
+        torch.distributed.broadcast(msg, src=0)
+        return float(msg[0]), bool(msg[1])
+
     def validate(self) -> float:
         """Validation MAE (kcal/mol) of the current (or EMA) weights."""
         if self.ema is None:
@@ -228,23 +291,38 @@ class Trainer:
         return float(np.mean(np.abs(pred - ref)))
 
     def train_epoch(self) -> float:
-        """One pass over the training set in a seeded random order; returns the train MAE."""
-        self.model.train()
+        """One pass over the training set in a seeded random order; returns the train MAE.
+
+        Under DDP each rank takes its share of every global batch (see the module docstring); the
+        training MAE is summed over ranks at the end of the epoch.
+        """
+        self.net.train()
         n = len(self.train_cache)
         perm = torch.randperm(n, generator=self.generator).numpy()
         bs = self.config.batch_size
-        abs_err = 0.0
+        device = self.train_cache.device
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
+        abs_err = torch.zeros((), device=device)
         for start in range(0, n, bs):
-            b = self.train_cache.batch(perm[start : start + bs])
-            out = self.model(b)
-            diff = out.energy - b.energy
-            loss = (diff * diff).mean()
+            idx = perm[start : start + bs]
+            if self.world > 1 and len(idx) >= self.world:
+                mine, scale = np.array_split(idx, self.world)[self.rank], self.world / len(idx)
+            else:  # one process, or a last batch smaller than the number of ranks: all ranks take it
+                mine, scale = idx, 1.0 / len(idx)
+            b = self.train_cache.batch(mine)
+            with autocast:
+                out = self.net(b)
+            diff = out.energy.float() - b.energy
+            loss = (diff * diff).sum() * scale
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self._update_ema()
-            abs_err += float(diff.detach().abs().sum())
-        return abs_err / n
+            if self.world == 1 or len(idx) >= self.world or self.rank == 0:
+                abs_err += diff.detach().abs().sum()
+        if self.world > 1:
+            torch.distributed.all_reduce(abs_err)
+        return float(abs_err) / n
 
     def fit(
         self, resume: bool = False, stop_after: int | None = None, reset_lr: float | None = None
@@ -272,7 +350,8 @@ class Trainer:
                 self.metadata["lr_resets"] = resets + [{"epoch": self.epoch, "lr": float(reset_lr)}]
         start_time = time.perf_counter() - self.elapsed
         bar = tqdm(
-            total=cfg.epochs, initial=self.epoch, desc=type(self.model).__name__, disable=not self.progress,
+            total=cfg.epochs, initial=self.epoch, desc=type(self.model).__name__,
+            disable=not self.progress or self.rank != 0,
             mininterval=1.0 if os.isatty(2) else 60.0, unit="epoch",
         )  # fmt: skip
         try:
@@ -282,7 +361,10 @@ class Trainer:
                     break
                 t0 = time.perf_counter()
                 train_mae = self.train_epoch()
-                val_mae = self.validate()
+                val_mae = self.validate() if self.rank == 0 else math.nan
+                elapsed = time.perf_counter() - start_time
+                time_up = cfg.max_minutes is not None and elapsed > 60.0 * cfg.max_minutes
+                val_mae, time_up = self._synchronized(val_mae, time_up)
                 self.scheduler.step(val_mae)
                 self.epoch += 1
                 if val_mae < self.best_val:
@@ -319,7 +401,7 @@ class Trainer:
                 ):
                     self.stop_reason = "learning rate at its minimum"
                     break
-                if cfg.max_minutes is not None and self.elapsed > 60.0 * cfg.max_minutes:
+                if time_up:
                     self.stop_reason = "time budget"
                     break
             else:

@@ -22,14 +22,14 @@ from qmlx.data.molecules import Molecules
 from qmlx.data.paths import write_text_atomic
 from qmlx.data.splits import Split, split, split_from_record
 from qmlx.errors import ConfigError
-from qmlx.nn.batch import PairCache
+from qmlx.nn.batch import PairCache, resolve_device
 from qmlx.nn.io import safe_torch_load
 from qmlx.nn.models import build_model
 from qmlx.train.engine import BEST_NAME, CHECKPOINT_NAME, TrainConfig, Trainer, evaluate
 
 ENERGY_UNIT = "kcal/mol"
 #: training settings that may change when a run is resumed (everything else must match)
-RESUMABLE_CHANGES = {"epochs", "max_minutes", "threads", "eval_batch_size", "extra"}
+RESUMABLE_CHANGES = {"epochs", "max_minutes", "threads", "eval_batch_size", "device", "extra"}
 
 
 def choose_target(mols: Molecules, target: str | None) -> str:
@@ -132,11 +132,46 @@ def train_network(
     Writes ``checkpoint.pt``, ``model.pt``, ``log.csv``, ``result.json`` and
     ``test_predictions.npz`` into ``out`` (default ``runs/<data>-<model>-fold<K>``). With
     ``resume`` the checkpoint must exist and match the data, target, split and settings.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the run is distributed data
+    parallel: gloo on CPU, nccl on CUDA (each rank on ``cuda:LOCAL_RANK``); rank 0 alone writes
+    files and evaluates the test set, and the other ranks return an empty dict.
     """
     from qmlx import __version__
 
     config = config or TrainConfig()
     torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    started_group = _init_distributed(device)
+    try:
+        return _train(
+            model_name, data, target, split_method, fold, n_folds, n_train, n_val, n_test, out, resume,
+            config, model_config, progress, command, reset_lr, device, __version__,
+        )  # fmt: skip
+    finally:
+        if started_group:
+            torch.distributed.destroy_process_group()
+
+
+def _init_distributed(device: torch.device) -> bool:
+    """Join the process group ``torchrun`` describes (environment variables); ``True`` if it did."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def _train(
+    model_name, data, target, split_method, fold, n_folds, n_train, n_val, n_test, out, resume, config,
+    model_config, progress, command, reset_lr, device, version,
+) -> dict:  # fmt: skip
+    """`train_network` after the device and process group are set up."""
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     mols = data if isinstance(data, Molecules) else load_dataset(data)
     target = choose_target(mols, target)
     sp = split(mols, split_method, fold, n_folds, config.seed, n_train, n_val, n_test)
@@ -165,16 +200,20 @@ def train_network(
         "seed": config.seed,
         "domain": Domain.from_molecules(train_m).to_dict(),
         "command": command or " ".join(sys.argv),
-        "qmlx_version": __version__,
+        "qmlx_version": version,
+        "processes": world,
         "torch_version": str(torch.__version__),
         "train_config": {k: v for k, v in asdict(config).items() if k != "extra"},
     }
     if resume:
         check_resume(out / CHECKPOINT_NAME, metadata, type(model).__name__, dict(model.config))
     model.fit_reference(train_m.Z, train_m.n_atoms, train_m.target(target, ENERGY_UNIT))
-    caches = [_cache(mols, idx, model.cutoff, target) for idx in (sp.train, sp.val, sp.test)]
+    model.to(device)
+    caches = [_cache(mols, idx, model.cutoff, target).to(device) for idx in (sp.train, sp.val, sp.test)]
     trainer = Trainer(model, caches[0], caches[1], config, out, metadata=metadata, progress=progress)
     trainer.fit(resume=resume, reset_lr=reset_lr)
+    if rank != 0:
+        return {}
     trainer.load_best()
     metadata = {**metadata, **trainer.metadata}  # the trainer keeps the original command on resume
     metadata.update(
