@@ -119,3 +119,24 @@ def test_predict_krr_on_xyz_in_angstrom_matches_dataset_prediction(qm7, tmp_path
     printed = np.array([float(row[3]) for row in rows[1:]])
     np.testing.assert_allclose(printed, expected, atol=1e-5)
     assert np.abs(expected - qm7.targets["atomization_energy"][test]).mean() < 40  # a real model
+
+
+def test_explain_potential_draws_one_map_per_molecule(network_file, tmp_path, capsys):
+    (tmp_path / "w.xyz").write_text("3\nwater\nO 0 0 0.117\nH 0 0.757 -0.469\nH 0 -0.757 -0.469\n")
+    (tmp_path / "w2.xyz").write_text("3\nwater\nO 0 0 0.117\nH 0 0.757 -0.469\nH 0 -0.757 -0.469\n")
+    png = tmp_path / "map.png"
+    argv = [
+        "explain",
+        str(network_file),
+        str(tmp_path / "w.xyz"),
+        str(tmp_path / "w2.xyz"),
+        "--method",
+        "potential",
+    ]
+    assert main(argv) == 1
+    assert "give --png" in capsys.readouterr().err
+    assert main(argv + ["--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Omega_H") == 2 and "kcal/mol" in out
+    for path in (png, tmp_path / "map-2.png"):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

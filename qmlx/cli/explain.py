@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 from qmlx.cli.common import add_device, check_writable, nonnegative_float, positive_float, positive_int
 from qmlx.errors import QmlxError
 
@@ -18,11 +20,17 @@ def explain_command(args: argparse.Namespace) -> None:
     from qmlx.explain import Epsilon, Gamma, explain
 
     check_writable(args.png, "--png")
+    if args.method == "potential" and not args.png:
+        raise QmlxError("--method potential draws a map: give --png FILE")
     model = load_model(args.model, args.device)
     if model.kind != "network":
         raise QmlxError(f"{args.model}: explanations need a network model (a shipped name or a .pt file)")
     inputs = read_inputs(args.files)
     reports = [(path, model.check(mols)) for path, mols in zip(args.files, inputs)]
+    if args.method == "potential":
+        potential_maps(model, args, inputs)
+        warn_domain(reports)
+        return
     sources = [path for path, mols in zip(args.files, inputs) for _ in range(len(mols))]
     mols = Molecules.concatenate(inputs, name=", ".join(args.files))
     in_domain = [bool(v) for _, r in reports for v in r.in_domain]
@@ -74,13 +82,44 @@ def explain_command(args: argparse.Namespace) -> None:
         print(f"wrote {args.png}", file=sys.stderr)
 
 
+def potential_maps(model, args: argparse.Namespace, inputs) -> None:
+    """``--method potential``: the local chemical potential of a probe atom around each molecule,
+    on the plane 1 Å above the molecule's best-fit plane and on the surface 1 Å outside the van der
+    Waals surface; one PNG per molecule (``map.png``, ``map-2.png``, ...)."""
+    from pathlib import Path
+
+    from qmlx.explain.potential import plot_potential, potential_plane, potential_surface
+
+    molecules = [(path, atoms) for path, mols in zip(args.files, inputs) for atoms in mols]
+    png = Path(args.png)
+    for k, (path, atoms) in enumerate(molecules):
+        out = png if k == 0 else png.with_name(f"{png.stem}-{k + 1}{png.suffix}")
+        plane = potential_plane(model.model, atoms, probe=args.probe, spacing=0.1, margin=2.0, offset=1.0)
+        surface = potential_surface(model.model, atoms, probe=args.probe, offset=1.0, density=10.0)
+        plot_potential(
+            atoms, [plane, surface], out, probe=args.probe,
+            titles=["plane 1 Å above the best-fit plane", "surface vdW + 1.0 Å, seen from above"],
+            suptitle=f"{Path(path).name}: {atoms.get_chemical_formula()}, {args.model}",
+        )  # fmt: skip
+        finite = plane.values[np.isfinite(plane.values)]
+        print(
+            f"{path}  {atoms.get_chemical_formula()}  Omega_{args.probe} on the plane 1 Å above: "
+            f"min {finite.min():.2f}, max {finite.max():.2f} kcal/mol (relative to an isolated {args.probe})"
+        )
+        print(f"wrote {out}", file=sys.stderr)
+
+
 def add(sub: argparse._SubParsersAction) -> None:
     from qmlx.explain import METHODS
 
     p = sub.add_parser("explain", help="per-atom relevances of a network's energy predictions")
     p.add_argument("model", help="shipped model name (qm7-schnet, qm7-dtnn) or network .pt file")
     p.add_argument("files", nargs="+", help="molecule files in any ASE format (positions in Å)")
-    p.add_argument("--method", choices=METHODS, default="lrp")
+    p.add_argument(
+        "--method", choices=[*METHODS, "potential"], default="lrp",
+        help="an explanation method, or potential: the local chemical potential map of a probe atom",
+    )  # fmt: skip
+    p.add_argument("--probe", default="H", help="with --method potential: the probe element (default H)")
     p.add_argument(
         "--pairs", action="store_true", help="with lrp: also atom-pair relevances (drawn on bonds)"
     )
