@@ -140,3 +140,34 @@ def test_explain_potential_draws_one_map_per_molecule(network_file, tmp_path, ca
     assert out.count("Omega_H") == 2 and "kcal/mol" in out
     for path in (png, tmp_path / "map-2.png"):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_streams_chunks_with_the_same_numbers(network_file, tmp_path, capsys):
+    """A multi-frame file read in chunks gives the same energies, in order, as reading it whole;
+    jsonl has one object per line and json stays one valid document."""
+    import json
+
+    import ase.build
+    import ase.io
+
+    frames = []
+    for k in range(7):
+        atoms = ase.build.molecule("H2O")
+        atoms.positions *= 1.0 + 0.01 * k
+        frames.append(atoms)
+    path = tmp_path / "many.extxyz"
+    ase.io.write(path, frames)
+    assert main(["predict", str(network_file), str(path), "--format", "json", "--no-progress"]) == 0
+    whole = json.loads(capsys.readouterr().out)["molecules"]
+    assert [m["molecule"] for m in whole] == list(range(7))
+    argv = ["predict", str(network_file), str(path), "--chunk-size", "3", "--no-progress"]
+    assert main(argv + ["--format", "jsonl"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert len(rows) == 7 and [r["molecule"] for r in rows] == list(range(7))
+    assert [r["energy"] for r in rows] == pytest.approx([m["energy"] for m in whole], abs=1e-9)
+    assert main(argv + ["--format", "json"]) == 0
+    streamed = json.loads(capsys.readouterr().out)
+    assert [m["energy"] for m in streamed["molecules"]] == pytest.approx(
+        [m["energy"] for m in whole], abs=1e-9
+    )

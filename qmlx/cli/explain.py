@@ -11,6 +11,19 @@ from qmlx.cli.common import add_device, check_writable, nonnegative_float, posit
 from qmlx.errors import QmlxError
 
 
+def _labels(files: list[str], inputs) -> tuple[list[str], list[int]]:
+    """Per molecule: a label for pictures and tables (the file name, plus ``#k`` for the k-th
+    molecule of a multi-molecule file) and its index within its file."""
+    from pathlib import Path
+
+    labels, index = [], []
+    for path, part in zip(files, inputs):
+        for k in range(len(part)):
+            labels.append(Path(path).name if len(part) == 1 else f"{Path(path).name} #{k}")
+            index.append(k)
+    return labels, index
+
+
 def explain_command(args: argparse.Namespace) -> None:
     from ase.data import chemical_symbols
 
@@ -20,32 +33,42 @@ def explain_command(args: argparse.Namespace) -> None:
     from qmlx.explain import Epsilon, Gamma, explain
 
     check_writable(args.png, "--png")
+    check_writable(args.html, "--html")
     if args.method == "potential" and not args.png:
         raise QmlxError("--method potential draws a map: give --png FILE")
     model = load_model(args.model, args.device)
-    if model.kind != "network":
-        raise QmlxError(f"{args.model}: explanations need a network model (a shipped name or a .pt file)")
+    method = "lrp-pairs" if args.pairs and args.method == "lrp" else args.method
+    if model.kind == "krr":
+        if method not in ("lrp", "neuralized"):
+            raise QmlxError(
+                f"{args.model}: kernel models are explained with --method neuralized, not {method}"
+            )
+        method = "neuralized"
+    elif method == "neuralized":
+        raise QmlxError(f"{args.model}: --method neuralized explains kernel models (KRR .h5 files)")
     inputs = read_inputs(args.files)
     reports = [(path, model.check(mols)) for path, mols in zip(args.files, inputs)]
-    if args.method == "potential":
+    if method == "potential":
         potential_maps(model, args, inputs)
         warn_domain(reports)
         return
     sources = [path for path, mols in zip(args.files, inputs) for _ in range(len(mols))]
+    labels, index = _labels(args.files, inputs)
     mols = Molecules.concatenate(inputs, name=", ".join(args.files))
     in_domain = [bool(v) for _, r in reports for v in r.in_domain]
     notes = [n for _, r in reports for n in r.notes]
     rule = Gamma(args.gamma) if args.gamma > 0 else Epsilon(args.epsilon)
-    method = "lrp-pairs" if args.pairs and args.method == "lrp" else args.method
     result = explain(model.model, mols, method, rule=rule, steps=args.steps)
     warn_domain(reports)
-    unit = "kcal/mol per unit of embedding" if method == "gradient" else "kcal/mol"
+    unit = None if method == "gradient" else "kcal/mol"  # the gradient norm is an unsigned sensitivity
+    remainder = result.bias if result.bias is not None else None
     if args.format == "json":
         out = []
         for i, atoms in enumerate(mols):
             lo, hi = mols.offsets[i], mols.offsets[i + 1]
             item = {
                 "file": sources[i],
+                "molecule": index[i],
                 "formula": atoms.get_chemical_formula(),
                 "prediction": result.prediction[i],
                 "reference": result.reference[i],
@@ -54,32 +77,49 @@ def explain_command(args: argparse.Namespace) -> None:
                 "in_domain": in_domain[i],
                 "domain_notes": notes[i],
             }
-            if result.bias is not None:
-                item["bias_relevance"] = result.bias[lo:hi]
+            if remainder is not None:
+                item["bias_relevance"] = remainder[lo:hi]
+            if result.padding is not None:
+                item["remainder"] = result.padding[i]
             if result.pairs is not None:
                 item["pair_relevance"] = result.pairs[i]
             out.append(item)
         doc = {"method": method, "quantity": model.quantity, "unit": unit, "molecules": out}
         print(json_dumps(doc))
     else:
-        print(f"{model.quantity} (kcal/mol), explained by {method}; relevance in {unit}")
+        what = "gradient norm, unsigned, no unit" if unit is None else unit
+        print(f"{model.quantity} (kcal/mol), explained by {method}; relevance: {what}")
         for i, atoms in enumerate(mols):
             lo, hi = mols.offsets[i], mols.offsets[i + 1]
             flag = "" if in_domain[i] else "  [outside training domain: " + "; ".join(notes[i]) + "]"
+            extra = f"  remainder = {result.padding[i]:.4f}" if result.padding is not None else ""
             print(
-                f"{sources[i]}  molecule {i}  {atoms.get_chemical_formula()}  E = {result.prediction[i]:.4f}  "
-                f"reference = {result.reference[i]:.4f}{flag}"
+                f"{labels[i]}  {atoms.get_chemical_formula()}  E = {result.prediction[i]:.4f}  "
+                f"reference = {result.reference[i]:.4f}{extra}{flag}"
             )
             header = f"  {'atom':>4} {'el':<2} {'relevance':>12}"
-            print(header + (f" {'bias':>12}" if result.bias is not None else ""))
+            print(header + (f" {'bias':>12}" if remainder is not None else ""))
             for k in range(lo, hi):
                 line = f"  {k - lo:>4} {chemical_symbols[mols.Z[k]]:<2} {result.relevance[k]:>12.4f}"
-                print(line + (f" {result.bias[k]:>12.4f}" if result.bias is not None else ""))
+                print(line + (f" {remainder[k]:>12.4f}" if remainder is not None else ""))
     if args.png:
         from qmlx.explain.plot import plot_explanation
 
-        plot_explanation(result, args.png, pairs=result.pairs is not None)
-        print(f"wrote {args.png}", file=sys.stderr)
+        pages = plot_explanation(
+            result, args.png, labels, pairs=result.pairs is not None, depiction=args.depiction
+        )
+        for written in pages:
+            print(f"wrote {written}", file=sys.stderr)
+    if args.html:
+        from qmlx.explain.plot import write_html_report
+
+        meta = {"model": args.model, "quantity": model.quantity, "method": method} | {
+            k: v for k, v in model.metadata.items() if k in ("target", "split", "test_mae_kcal_mol", "data")
+        }
+        write_html_report(
+            result, args.html, labels, meta, pairs=result.pairs is not None, depiction=args.depiction
+        )
+        print(f"wrote {args.html}", file=sys.stderr)
 
 
 def potential_maps(model, args: argparse.Namespace, inputs) -> None:
@@ -112,12 +152,13 @@ def potential_maps(model, args: argparse.Namespace, inputs) -> None:
 def add(sub: argparse._SubParsersAction) -> None:
     from qmlx.explain import METHODS
 
-    p = sub.add_parser("explain", help="per-atom relevances of a network's energy predictions")
-    p.add_argument("model", help="shipped model name (qm7-schnet, qm7-dtnn) or network .pt file")
+    p = sub.add_parser("explain", help="per-atom relevances of a model's energy predictions")
+    p.add_argument("model", help="shipped model name (qm7-schnet, qm7-dtnn), network .pt or KRR .h5 file")
     p.add_argument("files", nargs="+", help="molecule files in any ASE format (positions in Å)")
     p.add_argument(
-        "--method", choices=[*METHODS, "potential"], default="lrp",
-        help="an explanation method, or potential: the local chemical potential map of a probe atom",
+        "--method", choices=[*METHODS, "neuralized", "potential"], default="lrp",
+        help="an explanation method (KRR models: neuralized), or potential: the local chemical potential "
+        "map of a probe atom",
     )  # fmt: skip
     p.add_argument("--probe", default="H", help="with --method potential: the probe element (default H)")
     p.add_argument(
@@ -128,7 +169,17 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--gamma", type=nonnegative_float, default=0.0, help="LRP gamma rule for linear layers (0: epsilon)"
     )
     p.add_argument("--steps", type=positive_int, default=50, help="integrated-gradients steps")
-    p.add_argument("--png", help="draw the molecules coloured by relevance into this PNG")
+    p.add_argument(
+        "--png",
+        help="draw the molecules coloured by relevance; 12 a page: out.png, out-2.png, ... (a .pdf gets one page each)",
+    )
+    p.add_argument(
+        "--depiction", choices=["auto", "2d", "3d"], default="auto",
+        help="--png layout: RDKit 2-D drawing where bonds can be perceived (auto), or the 3-D geometry projected",
+    )  # fmt: skip
+    p.add_argument(
+        "--html", help="also write a self-contained HTML report (pictures, tables, model metadata)"
+    )
     p.add_argument("--format", choices=["table", "json"], default="table")
     add_device(p)
     p.set_defaults(func=explain_command)

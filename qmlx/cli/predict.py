@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qmlx.cli.common import add_device
+from qmlx.cli.common import add_device, add_progress, positive_int
 from qmlx.data.domain import DomainReport
 from qmlx.data.molecules import Molecules
+from qmlx.data.paths import json_dumps
 from qmlx.errors import DataFormatError, QmlxError
 
 
@@ -90,73 +91,139 @@ def warn_domain(reports: list[tuple[str, DomainReport]]) -> None:
         )
 
 
-def predict(args: argparse.Namespace) -> None:
+def _rows(
+    path: str, mols: Molecules, report: DomainReport, energies, atom_energies, offset: int, args
+) -> list:
     from ase.data import chemical_symbols
 
-    from qmlx.data.paths import json_dumps
     from qmlx.units import convert_energy
+
+    energies = convert_energy(energies, "kcal/mol", args.unit)
+    rows = []
+    for i in range(len(mols)):
+        lo, hi = mols.offsets[i], mols.offsets[i + 1]
+        row = {
+            "file": path,
+            "molecule": offset + i,
+            "formula": _formula(mols.Z[lo:hi]),
+            "energy": float(energies[i]),
+            "in_domain": bool(report.in_domain[i]),
+            "domain_notes": report.notes[i],
+        }
+        if args.atoms:
+            ae = convert_energy(atom_energies[lo:hi], "kcal/mol", args.unit)
+            row["atoms"] = [
+                {"atom": j, "element": chemical_symbols[z], "energy": float(e)}
+                for j, (z, e) in enumerate(zip(mols.Z[lo:hi], ae))
+            ]
+        rows.append(row)
+    return rows
+
+
+def _formula(numbers) -> str:
+    """The molecule's formula as ASE writes it (``atoms.get_chemical_formula()``), e.g. ``CH4``."""
+    from ase.formula import Formula
+    from ase.symbols import Symbols
+
+    return Formula(str(Symbols(numbers))).format("hill")
+
+
+class _Writer:
+    """Writes prediction rows to stdout as they come: a table, CSV, one JSON document (streamed
+    row by row, still valid JSON) or JSON lines."""
+
+    def __init__(self, fmt: str, model_name: str, quantity: str, unit: str, atoms: bool) -> None:
+        self.fmt, self.quantity, self.unit, self.atoms = fmt, quantity, unit, atoms
+        self.first = True
+        self.csv = csv.writer(sys.stdout) if fmt == "csv" else None
+        if fmt == "json":
+            head = json_dumps({"model": model_name, "quantity": quantity, "unit": unit}, indent=None)
+            sys.stdout.write(head[:-1] + ', "molecules": [\n')
+        elif fmt == "csv":
+            tail = [f"{quantity} [{unit}]", "in_domain", "domain_notes"]
+            extra = ["atom", "element", f"atom energy [{unit}]"] if atoms else []
+            self.csv.writerow(["file", "molecule", "formula", *extra, *tail])
+        elif fmt == "table":
+            print(f"{quantity} ({unit})")
+        self.width = None
+
+    def write(self, rows: list[dict]) -> None:
+        if self.fmt == "json":
+            for r in rows:
+                sys.stdout.write(("" if self.first else ",\n") + json_dumps(r, indent=None))
+                self.first = False
+        elif self.fmt == "jsonl":
+            sys.stdout.write("".join(json_dumps(r, indent=None) + "\n" for r in rows))
+        elif self.fmt == "csv":
+            for r in rows:
+                common = [r["file"], r["molecule"], r["formula"]]
+                end = [f"{r['energy']:.6f}", str(r["in_domain"]).lower(), "; ".join(r["domain_notes"])]
+                if self.atoms:
+                    for a in r["atoms"]:
+                        self.csv.writerow(common + [a["atom"], a["element"], f"{a['energy']:.6f}"] + end)
+                else:
+                    self.csv.writerow(common + end)
+        else:
+            if self.width is None:
+                self.width = max(len("file"), *(len(r["file"]) for r in rows))
+                print(f"{'file':<{self.width}}  {'mol':>4}  {'formula':<12} {'energy':>14}")
+            w = self.width
+            for r in rows:
+                flag = (
+                    ""
+                    if r["in_domain"]
+                    else "  [outside training domain: " + "; ".join(r["domain_notes"]) + "]"
+                )
+                print(f"{r['file']:<{w}}  {r['molecule']:>4}  {r['formula']:<12} {r['energy']:>14.4f}{flag}")
+                for a in r.get("atoms", []):
+                    print(f"{'':<{w}}  {'':>4}    atom {a['atom']:>3} {a['element']:<2} {a['energy']:>12.4f}")
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            sys.stdout.write("\n]}\n")
+        sys.stdout.flush()
+
+
+def predict(args: argparse.Namespace) -> None:
+    """Predict every molecule of every file, chunk by chunk (`qmlx.data.io.iter_molecules`), writing
+    rows as they come; memory stays flat in the number of molecules. A file that fits in one chunk
+    is checked completely (domain included) before anything of it is predicted."""
+    from tqdm.auto import tqdm
+
+    from qmlx.data.io import iter_molecules
 
     model = load_model(args.model, args.device)
     if args.atoms and model.kind != "network":
         raise QmlxError(f"{args.model}: per-atom energies need a network model (schnet or dtnn)")
-    inputs = read_inputs(args.files)
-    reports = [(path, model.check(mols)) for path, mols in zip(args.files, inputs)]
-    rows = []
-    for path, mols, (_, report) in zip(args.files, inputs, reports):
-        energies, atom_energies = model.predict(mols)
-        energies = convert_energy(energies, "kcal/mol", args.unit)
-        for i, atoms in enumerate(mols):
-            row = {
-                "file": path,
-                "molecule": i,
-                "formula": atoms.get_chemical_formula(),
-                "energy": float(energies[i]),
-                "in_domain": bool(report.in_domain[i]),
-                "domain_notes": report.notes[i],
-            }
-            if args.atoms:
-                lo, hi = mols.offsets[i], mols.offsets[i + 1]
-                ae = convert_energy(atom_energies[lo:hi], "kcal/mol", args.unit)
-                row["atoms"] = [
-                    {"atom": j, "element": chemical_symbols[z], "energy": float(e)}
-                    for j, (z, e) in enumerate(zip(mols.Z[lo:hi], ae))
-                ]
-            rows.append(row)
-    warn_domain(reports)
-    unit, quantity = args.unit, model.quantity
-    if args.format == "json":
-        doc = {"model": args.model, "quantity": quantity, "unit": unit, "molecules": rows}
-        print(json_dumps(doc))
-    elif args.format == "csv":
-        _write_csv(rows, quantity, unit, args.atoms)
-    else:
-        _write_table(rows, quantity, unit)
+    chunks = [iter_molecules(path, args.chunk_size) for path in args.files]
+    first = [(path, next(it)) for path, it in zip(args.files, chunks)]  # every file opens and parses
+    writer = _Writer(args.format, args.model, model.quantity, args.unit, args.atoms)
+    bar = tqdm(desc="predicting", unit="mol", disable=args.no_progress or None, mininterval=1.0)
+    flagged = total = 0
+    try:
+        for (path, head), rest in zip(first, chunks):
+            offset = 0
+            for mols in _chain(head, rest):
+                report = model.check(mols)
+                energies, atom_energies = model.predict(mols)
+                writer.write(_rows(path, mols, report, energies, atom_energies, offset, args))
+                offset += len(mols)
+                flagged, total = flagged + report.n_flagged, total + len(mols)
+                bar.update(len(mols))
+    finally:
+        bar.close()
+        writer.close()
+    if flagged:
+        print(
+            f"qmlx: warning: {flagged} of {total} molecules lie outside the model's training domain "
+            "(see domain_notes); their predictions are less reliable",
+            file=sys.stderr,
+        )
 
 
-def _write_csv(rows: list[dict], quantity: str, unit: str, atoms: bool) -> None:
-    writer = csv.writer(sys.stdout)
-    head = ["file", "molecule", "formula"]
-    tail = [f"{quantity} [{unit}]", "in_domain", "domain_notes"]
-    writer.writerow(head + (["atom", "element", f"atom energy [{unit}]"] if atoms else []) + tail)
-    for r in rows:
-        common = [r["file"], r["molecule"], r["formula"]]
-        end = [f"{r['energy']:.6f}", str(r["in_domain"]).lower(), "; ".join(r["domain_notes"])]
-        if atoms:
-            for a in r["atoms"]:
-                writer.writerow(common + [a["atom"], a["element"], f"{a['energy']:.6f}"] + end)
-        else:
-            writer.writerow(common + end)
-
-
-def _write_table(rows: list[dict], quantity: str, unit: str) -> None:
-    width = max(len("file"), *(len(r["file"]) for r in rows))
-    print(f"{quantity} ({unit})")
-    print(f"{'file':<{width}}  {'mol':>4}  {'formula':<12} {'energy':>14}")
-    for r in rows:
-        flag = "" if r["in_domain"] else "  [outside training domain: " + "; ".join(r["domain_notes"]) + "]"
-        print(f"{r['file']:<{width}}  {r['molecule']:>4}  {r['formula']:<12} {r['energy']:>14.4f}{flag}")
-        for a in r.get("atoms", []):
-            print(f"{'':<{width}}  {'':>4}    atom {a['atom']:>3} {a['element']:<2} {a['energy']:>12.4f}")
+def _chain(head: Molecules, rest):
+    yield head
+    yield from rest
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -168,7 +235,15 @@ def add(sub: argparse._SubParsersAction) -> None:
         "files", nargs="+", help="molecule files in any ASE format (positions in Å) or a qmlx .h5 store"
     )
     p.add_argument("--atoms", action="store_true", help="also print per-atom energies (networks)")
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument(
+        "--format", choices=["table", "json", "jsonl", "csv"], default="table",
+        help="jsonl: one JSON object per molecule and line",
+    )  # fmt: skip
     p.add_argument("--unit", choices=["kcal/mol", "eV", "Hartree"], default="kcal/mol")
+    p.add_argument(
+        "--chunk-size", type=positive_int, default=10_000,
+        help="molecules read and predicted at a time (memory stays flat in the file size)",
+    )  # fmt: skip
     add_device(p)
+    add_progress(p)
     p.set_defaults(func=predict)

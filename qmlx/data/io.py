@@ -48,7 +48,7 @@ import io
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import ase
@@ -429,6 +429,69 @@ def import_molecules(
             f"{name}: description(s) for unknown target(s) {unknown}; targets are {sorted(fields['targets'])}"
         )
     return Molecules(**fields, ids=np.asarray(ids), name=name, descriptions=descriptions)
+
+
+# ---------------------------------------------------------------------------- streaming
+def iter_molecules(path: str | os.PathLike, chunk_size: int = 10_000) -> Iterator[Molecules]:
+    """The molecules of one file in chunks of at most ``chunk_size``, read lazily, so that memory
+    stays flat in the number of molecules (multi-frame xyz/extxyz files and ASE databases are
+    read frame by frame; a qmlx HDF5 store is loaded and sliced).
+
+    A file that fits in one chunk comes back as one `Molecules` named by its path, exactly as
+    `load_dataset` reads it; later chunks are named ``"<path>, frames A-B"``. A frame that cannot
+    be read raises `DataFormatError` naming the file and the frame.
+    """
+    import ase.io
+
+    from qmlx.data.store import is_qmlx_hdf5, load_molecules
+
+    path = Path(path)
+    if not path.exists():
+        raise DataFormatError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataFormatError(f"{path}: is a folder, not a molecule file")
+    if is_qmlx_hdf5(path):
+        mols = load_molecules(path)
+        for lo in range(0, len(mols), chunk_size):
+            yield mols.subset(np.arange(lo, min(lo + chunk_size, len(mols))))
+        return
+    suffix = path.suffix.lower()
+    if suffix in DB_SUFFIXES:
+        import ase.db
+
+        frames = (row.toatoms() for row in ase.db.connect(path).select())
+    else:
+        frames = ase.io.iread(path, index=":", format="extxyz" if suffix in XYZ_SUFFIXES else None)
+    chunk: list[ase.Atoms] = []
+    lo = 0
+
+    def emit(last: bool) -> Molecules:
+        hi = lo + len(chunk)
+        name = str(path) if lo == 0 and last else f"{path}, frames {lo}-{hi - 1}"
+        if any(len(a) == 0 for a in chunk):
+            raise DataFormatError(f"{name}: contains an empty frame")
+        return Molecules.from_atoms(chunk, targets={}, name=name, ids=np.arange(lo, hi))
+
+    try:
+        for atoms in frames:
+            chunk.append(atoms)
+            if len(chunk) == chunk_size:
+                yield emit(last=False)
+                lo, chunk = lo + chunk_size, []
+    except DataFormatError:
+        raise
+    except KeyError as err:
+        raise DataFormatError(
+            f"{path}, frame {lo + len(chunk)}: unknown element symbol or field {err}"
+        ) from None
+    except Exception as err:  # ASE raises many kinds of errors on malformed input
+        raise DataFormatError(
+            f"{path}: cannot read molecules after frame {lo + len(chunk)}: {_one_line(err)}"
+        ) from None
+    if chunk:
+        yield emit(last=True)
+    elif lo == 0:
+        raise DataFormatError(f"{path}: contains no molecules (empty file)")
 
 
 # ---------------------------------------------------------------------------- the one loader
