@@ -171,3 +171,18 @@ def test_predict_streams_chunks_with_the_same_numbers(network_file, tmp_path, ca
     assert [m["energy"] for m in streamed["molecules"]] == pytest.approx(
         [m["energy"] for m in whole], abs=1e-9
     )
+
+
+def test_explain_lrp_walks_json_conserves_and_draws(network_file, tmp_path, capsys):
+    import json
+
+    (tmp_path / "w.xyz").write_text("3\nwater\nO 0 0 0.117\nH 0 0.757 -0.469\nH 0 -0.757 -0.469\n")
+    argv = ["explain", str(network_file), str(tmp_path / "w.xyz"), "--method", "lrp-walks", "--top", "4"]
+    assert main(argv + ["--format", "json", "--png", str(tmp_path / "walks.png")]) == 0
+    mol = json.loads(capsys.readouterr().out)["molecules"][0]
+    assert len(mol["walks"]) == 4 and mol["n_walks"] == 3**2  # one interaction block: (i0, i1)
+    total = mol["walks_total"] + mol["bias_total"]
+    assert total == pytest.approx(mol["prediction"] - mol["reference"], rel=1e-8)
+    assert mol["walks_total"] == pytest.approx(sum(mol["relevance"]), rel=1e-8)
+    assert abs(mol["walks"][0]["relevance"]) >= abs(mol["walks"][-1]["relevance"])
+    assert (tmp_path / "walks.png").read_bytes()[:4] == b"\x89PNG"

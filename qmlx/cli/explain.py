@@ -58,7 +58,7 @@ def explain_command(args: argparse.Namespace) -> None:
     in_domain = [bool(v) for _, r in reports for v in r.in_domain]
     notes = [n for _, r in reports for n in r.notes]
     rule = Gamma(args.gamma) if args.gamma > 0 else Epsilon(args.epsilon)
-    result = explain(model.model, mols, method, rule=rule, steps=args.steps)
+    result = explain(model.model, mols, method, rule=rule, steps=args.steps, top=args.top)
     warn_domain(reports)
     unit = None if method == "gradient" else "kcal/mol"  # the gradient norm is an unsigned sensitivity
     remainder = result.bias if result.bias is not None else None
@@ -83,6 +83,17 @@ def explain_command(args: argparse.Namespace) -> None:
                 item["remainder"] = result.padding[i]
             if result.pairs is not None:
                 item["pair_relevance"] = result.pairs[i]
+            if result.walks is not None:
+                w = result.walks[i]
+                item["walks"] = [
+                    {
+                        "atoms": walk,
+                        "elements": [chemical_symbols[z] for z in mols.Z[lo:hi][walk]],
+                        "relevance": r,
+                    }
+                    for walk, r in zip(w.walks.tolist(), w.relevance)
+                ]
+                item |= {"walks_total": w.walks_total, "bias_total": w.bias_total, "n_walks": w.n_walks}
             out.append(item)
         doc = {"method": method, "quantity": model.quantity, "unit": unit, "molecules": out}
         print(json_dumps(doc))
@@ -102,7 +113,32 @@ def explain_command(args: argparse.Namespace) -> None:
             for k in range(lo, hi):
                 line = f"  {k - lo:>4} {chemical_symbols[mols.Z[k]]:<2} {result.relevance[k]:>12.4f}"
                 print(line + (f" {remainder[k]:>12.4f}" if remainder is not None else ""))
-    if args.png:
+            if result.walks is not None:
+                w = result.walks[i]
+                print(
+                    f"  {len(w.walks)} strongest of {w.n_walks} walks (all walks {w.walks_total:.4f} + biases "
+                    f"{w.bias_total:.4f} = E - reference)"
+                )
+                for walk, r in zip(w.walks, w.relevance):
+                    path = " -> ".join(f"{chemical_symbols[mols.Z[lo + a]]}{a}" for a in walk)
+                    print(f"    {r:>12.4f}  {path}")
+    if args.png and result.walks is not None:
+        from pathlib import Path
+
+        from qmlx.explain.walks import plot_walks
+
+        png = Path(args.png)
+        for i, atoms in enumerate(mols):
+            out = png if i == 0 else png.with_name(f"{png.stem}-{i + 1}{png.suffix}")
+            plot_walks(
+                atoms,
+                result.walks[i],
+                out,
+                top=args.top,
+                title=f"{labels[i]}: {atoms.get_chemical_formula()}",
+            )
+            print(f"wrote {out}", file=sys.stderr)
+    elif args.png:
         from qmlx.explain.plot import plot_explanation
 
         pages = plot_explanation(
@@ -169,6 +205,9 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--gamma", type=nonnegative_float, default=0.0, help="LRP gamma rule for linear layers (0: epsilon)"
     )
     p.add_argument("--steps", type=positive_int, default=50, help="integrated-gradients steps")
+    p.add_argument(
+        "--top", type=positive_int, default=12, help="lrp-walks: the strongest walks to list and draw"
+    )
     p.add_argument(
         "--png",
         help="draw the molecules coloured by relevance; 12 a page: out.png, out-2.png, ... (a .pdf gets one page each)",

@@ -9,6 +9,7 @@ al., IEEE Signal Process. Mag. 2022: explain ``f(x) - f(x~)`` for a stated ``x~`
 | ``decomposition`` | the network's own atom energies E_i | 0 | E = sum E_i |
 | ``lrp`` | LRP (epsilon / gamma rules), see `qmlx.explain.lrp` | sum of element references | with bias relevance |
 | ``lrp-pairs`` | second-order LRP: relevance of (source, sink) atom pairs | as ``lrp`` | sums to ``lrp`` |
+| ``lrp-walks`` | relevant walks (GNN-LRP), see `qmlx.explain.walks`; atoms as ``lrp`` | as ``lrp`` | walks sum to ``lrp`` |
 | ``gradient`` | sensitivity: ``||dE/dx_i^0||_2`` w.r.t. atom i's embedding (unsigned) | none | no |
 | ``gradient-x-input`` | ``x_i^0 . dE/dx_i^0`` w.r.t. the embedding | none | no |
 | ``integrated-gradients`` | Sundararajan et al. 2017, embeddings scaled from 0 to x^0 | E with all embeddings 0 | yes (path integral) |
@@ -33,7 +34,9 @@ from qmlx.explain.lrp import Epsilon, Gamma, lrp_atoms, lrp_pairs
 from qmlx.nn.batch import Batch, PairCache
 from qmlx.nn.models import InteractionNetwork
 
-METHODS = ("decomposition", "lrp", "lrp-pairs", "gradient", "gradient-x-input", "integrated-gradients")
+METHODS = (
+    "decomposition", "lrp", "lrp-pairs", "lrp-walks", "gradient", "gradient-x-input", "integrated-gradients",
+)  # fmt: skip
 
 __all__ = ["METHODS", "Epsilon", "Explanation", "Gamma", "explain"]
 
@@ -51,6 +54,7 @@ class Explanation:
     bias : (n_atoms_total,) relevance absorbed by biases (LRP), or ``None``.
     pairs : per molecule an (n_i, n_i) array ``P[a, b]`` (``lrp-pairs``), or ``None``.
     padding : (n_mol,) relevance of zero-padded features (kernel models), or ``None``.
+    walks : per molecule a `qmlx.explain.walks.WalkResult` (``lrp-walks``), or ``None``.
     """
 
     method: str
@@ -62,6 +66,7 @@ class Explanation:
     pairs: list[np.ndarray] | None = None
     padding: np.ndarray | None = None
     unit: str = "kcal/mol"
+    walks: list | None = None  # lrp-walks: one `qmlx.explain.walks.WalkResult` per molecule
 
     def molecule(self, i: int) -> np.ndarray:
         """(n_atoms_i,) relevances of molecule ``i``."""
@@ -121,6 +126,7 @@ def explain(
     rule: Epsilon | Gamma | None = None,
     steps: int = 50,
     batch_size: int = 64,
+    top: int | None = None,
 ) -> Explanation:
     """Explain the energies that ``model`` predicts for ``molecules``.
 
@@ -135,6 +141,8 @@ def explain(
     rule : LRP rule for the linear layers: `Epsilon` (default, eps = 1e-9) or `Gamma`.
     steps : integration steps of ``integrated-gradients``.
     batch_size : molecules per batch (``lrp-pairs`` runs one molecule at a time).
+    top : ``lrp-walks``: keep the ``top`` strongest walks per molecule (``None``: all); the atom
+        relevances and ``walks_total`` are over all walks either way.
     """
     from qmlx.kernels.model import KRRModel
     from qmlx.nn.io import check_network_domain
@@ -153,6 +161,13 @@ def explain(
     if not isinstance(model, InteractionNetwork):
         raise QmlxError(f"explain() needs a SchNet or DTNN model, got {type(model).__name__}")
     check_network_domain(model, molecules)
+    if method == "lrp-walks":
+        from qmlx.explain.walks import lrp_walks
+
+        walks = lrp_walks(model, molecules, rule=rule, top=top)
+        atoms = explain(model, molecules, "lrp", rule=rule, batch_size=batch_size)
+        atoms.method, atoms.walks = "lrp-walks", walks
+        return atoms
     net = copy.deepcopy(model).double().eval()  # on the model's device
     for p in net.parameters():
         p.requires_grad_(False)
