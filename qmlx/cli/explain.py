@@ -83,6 +83,8 @@ def explain_command(args: argparse.Namespace) -> None:
                 item["remainder"] = result.padding[i]
             if result.pairs is not None:
                 item["pair_relevance"] = result.pairs[i]
+            if result.spread is not None:
+                item["relevance_spread"] = result.spread[lo:hi]
             if result.walks is not None:
                 w = result.walks[i]
                 item["walks"] = [
@@ -109,10 +111,12 @@ def explain_command(args: argparse.Namespace) -> None:
                 f"reference = {result.reference[i]:.4f}{extra}{flag}"
             )
             header = f"  {'atom':>4} {'el':<2} {'relevance':>12}"
-            print(header + (f" {'bias':>12}" if remainder is not None else ""))
+            header += f" {'bias':>12}" if remainder is not None else ""
+            print(header + (f" {'members σ':>12}" if result.spread is not None else ""))
             for k in range(lo, hi):
                 line = f"  {k - lo:>4} {chemical_symbols[mols.Z[k]]:<2} {result.relevance[k]:>12.4f}"
-                print(line + (f" {remainder[k]:>12.4f}" if remainder is not None else ""))
+                line += f" {remainder[k]:>12.4f}" if remainder is not None else ""
+                print(line + (f" {result.spread[k]:>12.4f}" if result.spread is not None else ""))
             if result.walks is not None:
                 w = result.walks[i]
                 print(

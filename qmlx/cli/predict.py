@@ -25,7 +25,8 @@ from qmlx.errors import DataFormatError, QmlxError
 class LoadedModel:
     """A network or KRR model behind one interface.
 
-    predict : ``mols -> (energies (n_mol,), atom energies (n_atoms_total,) or None)``, kcal/mol.
+    predict : ``mols -> (energies (n_mol,), atom energies (n_atoms_total,) or None, uncertainty
+        (n_mol,) or None)``, kcal/mol; the uncertainty is an ensemble's spread (standard deviation).
     check : ``mols -> DomainReport``; raises `DomainError` for input the model cannot answer.
     """
 
@@ -33,7 +34,7 @@ class LoadedModel:
     kind: str
     model: object
     metadata: dict
-    predict: Callable[[Molecules], tuple[np.ndarray, np.ndarray | None]]
+    predict: Callable[[Molecules], tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]
     check: Callable[[Molecules], DomainReport]
 
     @property
@@ -50,19 +51,35 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
 
     from qmlx.kernels import is_krr_file, load_krr
     from qmlx.models import SHIPPED
-    from qmlx.nn.io import check_network_domain, is_network_file, load_network, predict_network
+    from qmlx.nn.io import (
+        check_network_domain,
+        is_network_file,
+        load_network,
+        predict_ensemble,
+        predict_network,
+    )
+    from qmlx.nn.models import Ensemble
 
     if is_network_file(spec):
         net = load_network(spec, device)
+        if isinstance(net, Ensemble):
+
+            def run(m):
+                mean, std, atom_energies = predict_ensemble(net, m)
+                return mean, atom_energies, std
+        else:
+
+            def run(m):
+                return (*predict_network(net, m), None)
+
         return LoadedModel(
-            spec, "network", net, net.metadata,
-            predict=lambda m: predict_network(net, m), check=lambda m: check_network_domain(net, m),
-        )  # fmt: skip
+            spec, "network", net, net.metadata, predict=run, check=lambda m: check_network_domain(net, m)
+        )
     if is_krr_file(spec):
         krr = load_krr(spec)
         return LoadedModel(
             spec, "krr", krr, krr.metadata,
-            predict=lambda m: (krr.predict_molecules(m), None), check=krr.check_domain,
+            predict=lambda m: (krr.predict_molecules(m), None, None), check=krr.check_domain,
         )  # fmt: skip
     if not Path(spec).exists():
         raise DataFormatError(f"{spec}: no such file (and not a shipped model: {', '.join(SHIPPED)})")
@@ -91,14 +108,16 @@ def warn_domain(reports: list[tuple[str, DomainReport]]) -> None:
         )
 
 
-def _rows(
-    path: str, mols: Molecules, report: DomainReport, energies, atom_energies, offset: int, args
-) -> list:
+def _rows(path: str, mols: Molecules, report: DomainReport, prediction: tuple, offset: int, args) -> list:
+    """Output rows of one chunk; ``prediction`` is what `LoadedModel.predict` returns."""
     from ase.data import chemical_symbols
 
     from qmlx.units import convert_energy
 
+    energies, atom_energies, std = prediction
     energies = convert_energy(energies, "kcal/mol", args.unit)
+    if std is not None:
+        std = convert_energy(std, "kcal/mol", args.unit)
     rows = []
     for i in range(len(mols)):
         lo, hi = mols.offsets[i], mols.offsets[i + 1]
@@ -107,6 +126,7 @@ def _rows(
             "molecule": offset + i,
             "formula": _formula(mols.Z[lo:hi]),
             "energy": float(energies[i]),
+            **({} if std is None else {"uncertainty": float(std[i])}),
             "in_domain": bool(report.in_domain[i]),
             "domain_notes": report.notes[i],
         }
@@ -132,15 +152,22 @@ class _Writer:
     """Writes prediction rows to stdout as they come: a table, CSV, one JSON document (streamed
     row by row, still valid JSON) or JSON lines."""
 
-    def __init__(self, fmt: str, model_name: str, quantity: str, unit: str, atoms: bool) -> None:
-        self.fmt, self.quantity, self.unit, self.atoms = fmt, quantity, unit, atoms
+    def __init__(
+        self, fmt: str, model_name: str, quantity: str, unit: str, atoms: bool, spread: bool
+    ) -> None:
+        self.fmt, self.quantity, self.unit, self.atoms, self.spread = fmt, quantity, unit, atoms, spread
         self.first = True
         self.csv = csv.writer(sys.stdout) if fmt == "csv" else None
         if fmt == "json":
             head = json_dumps({"model": model_name, "quantity": quantity, "unit": unit}, indent=None)
             sys.stdout.write(head[:-1] + ', "molecules": [\n')
         elif fmt == "csv":
-            tail = [f"{quantity} [{unit}]", "in_domain", "domain_notes"]
+            tail = [
+                f"{quantity} [{unit}]",
+                *([f"uncertainty [{unit}]"] if spread else []),
+                "in_domain",
+                "domain_notes",
+            ]
             extra = ["atom", "element", f"atom energy [{unit}]"] if atoms else []
             self.csv.writerow(["file", "molecule", "formula", *extra, *tail])
         elif fmt == "table":
@@ -157,7 +184,8 @@ class _Writer:
         elif self.fmt == "csv":
             for r in rows:
                 common = [r["file"], r["molecule"], r["formula"]]
-                end = [f"{r['energy']:.6f}", str(r["in_domain"]).lower(), "; ".join(r["domain_notes"])]
+                unc = [f"{r['uncertainty']:.6f}"] if self.spread else []
+                end = [f"{r['energy']:.6f}", *unc, str(r["in_domain"]).lower(), "; ".join(r["domain_notes"])]
                 if self.atoms:
                     for a in r["atoms"]:
                         self.csv.writerow(common + [a["atom"], a["element"], f"{a['energy']:.6f}"] + end)
@@ -166,7 +194,8 @@ class _Writer:
         else:
             if self.width is None:
                 self.width = max(len("file"), *(len(r["file"]) for r in rows))
-                print(f"{'file':<{self.width}}  {'mol':>4}  {'formula':<12} {'energy':>14}")
+                unc = f" {'± (1σ)':>10}" if self.spread else ""
+                print(f"{'file':<{self.width}}  {'mol':>4}  {'formula':<12} {'energy':>14}{unc}")
             w = self.width
             for r in rows:
                 flag = (
@@ -174,7 +203,10 @@ class _Writer:
                     if r["in_domain"]
                     else "  [outside training domain: " + "; ".join(r["domain_notes"]) + "]"
                 )
-                print(f"{r['file']:<{w}}  {r['molecule']:>4}  {r['formula']:<12} {r['energy']:>14.4f}{flag}")
+                unc = f" {r['uncertainty']:>10.4f}" if self.spread else ""
+                print(
+                    f"{r['file']:<{w}}  {r['molecule']:>4}  {r['formula']:<12} {r['energy']:>14.4f}{unc}{flag}"
+                )
                 for a in r.get("atoms", []):
                     print(f"{'':<{w}}  {'':>4}    atom {a['atom']:>3} {a['element']:<2} {a['energy']:>12.4f}")
 
@@ -197,7 +229,8 @@ def predict(args: argparse.Namespace) -> None:
         raise QmlxError(f"{args.model}: per-atom energies need a network model (schnet or dtnn)")
     chunks = [iter_molecules(path, args.chunk_size) for path in args.files]
     first = [(path, next(it)) for path, it in zip(args.files, chunks)]  # every file opens and parses
-    writer = _Writer(args.format, args.model, model.quantity, args.unit, args.atoms)
+    ensemble = model.kind == "network" and hasattr(model.model, "members")
+    writer = _Writer(args.format, args.model, model.quantity, args.unit, args.atoms, ensemble)
     bar = tqdm(desc="predicting", unit="mol", disable=args.no_progress or None, mininterval=1.0)
     flagged = total = 0
     try:
@@ -205,8 +238,7 @@ def predict(args: argparse.Namespace) -> None:
             offset = 0
             for mols in _chain(head, rest):
                 report = model.check(mols)
-                energies, atom_energies = model.predict(mols)
-                writer.write(_rows(path, mols, report, energies, atom_energies, offset, args))
+                writer.write(_rows(path, mols, report, model.predict(mols), offset, args))
                 offset += len(mols)
                 flagged, total = flagged + report.n_flagged, total + len(mols)
                 bar.update(len(mols))

@@ -109,7 +109,7 @@ def train_network_command(args: argparse.Namespace) -> None:
     """Run ``qmlx train schnet|dtnn`` and print the result as JSON."""
     from qmlx.data.paths import json_dumps
     from qmlx.train.engine import TrainConfig
-    from qmlx.train.run import train_network
+    from qmlx.train.run import train_ensemble, train_network
 
     if args.reset_lr is not None and not args.resume:
         raise ConfigError("--reset-lr starts a second phase of a resumed run; give --resume as well")
@@ -132,13 +132,29 @@ def train_network_command(args: argparse.Namespace) -> None:
     }  # fmt: skip
     model_config = {key: getattr(args, opt) for opt, key in names.items() if getattr(args, opt) is not None}
     command = command_line()
+    common = dict(
+        target=args.target, split_method=args.split, fold=args.fold, n_folds=args.folds, n_train=args.n_train,
+        n_val=args.n_val, n_test=args.n_test, model_config=model_config, progress=not args.no_progress,
+        command=command,
+    )  # fmt: skip
     try:
-        summary = train_network(
-            args.network, data=args.data, target=args.target, split_method=args.split, fold=args.fold,
-            n_folds=args.folds, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, out=args.out,
-            resume=args.resume, config=config, model_config=model_config, progress=not args.no_progress,
-            command=command, reset_lr=args.reset_lr,
-        )  # fmt: skip
+        if args.ensemble:
+            if args.reset_lr is not None:
+                raise ConfigError("--reset-lr applies to single runs, not to --ensemble")
+            summary = train_ensemble(
+                args.ensemble,
+                args.network,
+                args.data,
+                out=args.out,
+                resume=args.resume,
+                config=config,
+                **common,
+            )
+        else:
+            summary = train_network(
+                args.network, data=args.data, out=args.out, resume=args.resume, config=config,
+                reset_lr=args.reset_lr, **common,
+            )  # fmt: skip
     except KeyboardInterrupt:
         again = command if "--resume" in command else f"{command} --resume"
         print(
@@ -194,6 +210,10 @@ def _network_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--out", default=None, help="run directory (default runs/<data>-<model>-fold<K>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument(
+        "--ensemble", type=positive_int, default=None, metavar="N",
+        help="train N members (seeds S..S+N-1, one split) into one ensemble file with uncertainties",
+    )  # fmt: skip
     p.add_argument(
         "--reset-lr",
         type=positive_float,

@@ -32,7 +32,7 @@ from qmlx.data.molecules import Molecules, as_molecules
 from qmlx.errors import QmlxError
 from qmlx.explain.lrp import Epsilon, Gamma, lrp_atoms, lrp_pairs
 from qmlx.nn.batch import Batch, PairCache
-from qmlx.nn.models import InteractionNetwork
+from qmlx.nn.models import Ensemble, InteractionNetwork
 
 METHODS = (
     "decomposition", "lrp", "lrp-pairs", "lrp-walks", "gradient", "gradient-x-input", "integrated-gradients",
@@ -55,6 +55,8 @@ class Explanation:
     pairs : per molecule an (n_i, n_i) array ``P[a, b]`` (``lrp-pairs``), or ``None``.
     padding : (n_mol,) relevance of zero-padded features (kernel models), or ``None``.
     walks : per molecule a `qmlx.explain.walks.WalkResult` (``lrp-walks``), or ``None``.
+    spread : for an ensemble, (n_atoms_total,) standard deviation of the members' atom relevances
+        (the explanation itself is the members' mean, so conservation still holds), else ``None``.
     """
 
     method: str
@@ -67,6 +69,7 @@ class Explanation:
     padding: np.ndarray | None = None
     unit: str = "kcal/mol"
     walks: list | None = None  # lrp-walks: one `qmlx.explain.walks.WalkResult` per molecule
+    spread: np.ndarray | None = None  # ensembles: (n_atoms_total,) std of the members' relevances
 
     def molecule(self, i: int) -> np.ndarray:
         """(n_atoms_i,) relevances of molecule ``i``."""
@@ -119,6 +122,31 @@ def _explain_batch(model, batch: Batch, method: str, rule, steps: int):
     raise QmlxError(f"unknown explanation method {method!r}; expected one of {', '.join(METHODS)}")
 
 
+def _explain_ensemble(
+    model, molecules: Molecules, method: str, rule, steps: int, batch_size: int
+) -> Explanation:
+    """The mean of the members' explanations (conserving, since every member's does and the sum
+    is linear), with the members' standard deviation per atom as ``spread``."""
+    from qmlx.nn.io import check_network_domain
+
+    if method == "lrp-walks":
+        raise QmlxError("lrp-walks explains one network; explain an ensemble member, or use lrp-pairs")
+    check_network_domain(model, molecules)
+    parts = [explain(m, molecules, method, rule, steps, batch_size) for m in model.members]
+
+    def mean(key: str) -> np.ndarray | None:
+        return None if getattr(parts[0], key) is None else np.mean([getattr(p, key) for p in parts], 0)
+
+    pairs = None
+    if parts[0].pairs is not None:
+        pairs = [np.mean([p.pairs[i] for p in parts], 0) for i in range(len(molecules))]
+    return Explanation(
+        method=method, molecules=molecules, relevance=mean("relevance"), prediction=mean("prediction"),
+        reference=mean("reference"), bias=mean("bias"), pairs=pairs,
+        spread=np.std([p.relevance for p in parts], 0),
+    )  # fmt: skip
+
+
 def explain(
     model: InteractionNetwork,
     molecules: Molecules | Sequence[ase.Atoms],
@@ -158,6 +186,8 @@ def explain(
         return Explanation("neuralized", molecules, relevance, prediction, reference, padding=padding)
     if method not in METHODS:
         raise QmlxError(f"unknown explanation method {method!r}; expected one of {', '.join(METHODS)}")
+    if isinstance(model, Ensemble):
+        return _explain_ensemble(model, molecules, method, rule, steps, batch_size)
     if not isinstance(model, InteractionNetwork):
         raise QmlxError(f"explain() needs a SchNet or DTNN model, got {type(model).__name__}")
     check_network_domain(model, molecules)

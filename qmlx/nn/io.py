@@ -22,9 +22,11 @@ from qmlx.data.molecules import Molecules, as_molecules
 from qmlx.data.paths import atomic_path
 from qmlx.errors import DataFormatError, QmlxError
 from qmlx.nn.batch import Batch, PairCache, resolve_device
-from qmlx.nn.models import MODEL_CLASSES, InteractionNetwork
+from qmlx.nn.models import MODEL_CLASSES, Ensemble, InteractionNetwork
 
 NETWORK_FORMAT = "qmlx-network"
+#: the format tag of an ensemble file: several network records in one file
+ENSEMBLE_FORMAT = "qmlx-ensemble"
 #: the format tag of training checkpoints (`qmlx.train.engine`), which `load_network` also reads
 CHECKPOINT_FORMAT = "qmlx-checkpoint"
 
@@ -105,10 +107,22 @@ def is_network_file(path_or_name: str | os.PathLike) -> bool:
         return fh.read(4) == b"PK\x03\x04"
 
 
-def save_network(model: InteractionNetwork, path: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """Write ``model`` (class, config, weights, ``metadata``) to ``path`` atomically."""
+def save_network(
+    model: InteractionNetwork | Ensemble, path: str | os.PathLike, metadata: dict | None = None
+) -> Path:
+    """Write ``model`` (class, config, weights, ``metadata``) to ``path`` atomically; an `Ensemble`
+    is one file holding every member's record (format ``qmlx-ensemble``)."""
     path = Path(path)
-    atomic_torch_save(network_record(model, metadata=metadata), path)
+    if isinstance(model, Ensemble):
+        record = {
+            "format": ENSEMBLE_FORMAT,
+            "format_version": 1,
+            "members": [network_record(m, metadata=getattr(m, "metadata", None)) for m in model.members],
+            "metadata": plain(metadata or {}),
+        }
+    else:
+        record = network_record(model, metadata=metadata)
+    atomic_torch_save(record, path)
     return path
 
 
@@ -128,6 +142,24 @@ def load_network(name_or_path: str | os.PathLike, device: str | torch.device = "
             f"{name_or_path}: neither a shipped model ({', '.join(sorted(SHIPPED))}) nor an existing file"
         )
     rec = safe_torch_load(path, "network file")
+    if rec.get("format") == ENSEMBLE_FORMAT:
+        members = rec.get("members")
+        if not isinstance(members, list) or not members:
+            raise DataFormatError(f"{path}: ensemble file without members")
+        try:
+            model = Ensemble(_network_from_record(m, path) for m in members)
+        except ValueError as err:
+            raise DataFormatError(f"{path}: {err}") from None
+        model.metadata = dict(rec.get("metadata") or {})
+        model.source = str(path)
+        return model.to(resolve_device(device)).eval()
+    model = _network_from_record(rec, path)
+    model.source = str(path)
+    return model.to(resolve_device(device)).eval()
+
+
+def _network_from_record(rec: dict, path: Path) -> InteractionNetwork:
+    """One network (weights, config, metadata) from a network-file or checkpoint record."""
     fmt = rec.get("format")
     if fmt == CHECKPOINT_FORMAT:
         name, config = rec.get("model_name"), rec.get("model_config")
@@ -146,8 +178,7 @@ def load_network(name_or_path: str | os.PathLike, device: str | torch.device = "
     except (TypeError, RuntimeError, KeyError) as err:
         raise DataFormatError(f"{path}: weights do not fit a {name} with config {config}: {err}") from None
     model.metadata = metadata
-    model.source = str(path)
-    return model.to(resolve_device(device)).eval()
+    return model
 
 
 def _batches(model: InteractionNetwork, mols: Molecules, batch_size: int, dtype=torch.float32):
@@ -203,6 +234,26 @@ def predict_network(
         e.append(out.energy.double().cpu().numpy())
         ae.append(out.atom_energies.double().cpu().numpy())
     return np.concatenate(e), np.concatenate(ae)
+
+
+@torch.no_grad()
+def predict_ensemble(
+    model: Ensemble, mols: Molecules | Sequence[ase.Atoms], batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean energies (n_mol,), standard deviation over members (n_mol,), mean atom energies
+    (n_atoms_total,))`` in kcal/mol, with the same domain checks as `predict_network`. The
+    standard deviation uses ``ddof=0`` (the members' spread, not an estimate of it)."""
+    mols = as_molecules(mols)
+    _warn_flags(check_network_domain(model, mols), mols)
+    model.eval()
+    mean, std, ae = [], [], []
+    for b in _batches(model, mols, batch_size):
+        outs = [m(b) for m in model.members]
+        e = torch.stack([o.energy for o in outs]).double()
+        mean.append(e.mean(0).cpu().numpy())
+        std.append(e.std(0, unbiased=False).cpu().numpy())
+        ae.append(torch.stack([o.atom_energies for o in outs]).double().mean(0).cpu().numpy())
+    return np.concatenate(mean), np.concatenate(std), np.concatenate(ae)
 
 
 def energy_and_forces(

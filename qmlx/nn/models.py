@@ -188,6 +188,44 @@ class _HardCutoff(nn.Module):
 MODEL_CLASSES: dict[str, type[InteractionNetwork]] = {"SchNet": SchNet, "DTNN": DTNN}
 
 
+class Ensemble(nn.Module):
+    """Several trained networks of one architecture whose energies are averaged (a deep ensemble,
+    Lakshminarayanan et al., NeurIPS 2017); the members' spread is the uncertainty.
+
+    ``forward`` returns the members' mean energy ``(n_mol,)`` and mean atom energies
+    ``(n_atoms,)`` in kcal/mol (the mean of atom-wise decompositions is again one, so
+    ``E = sum_i E_i`` holds); `member_energies` gives every member's energies for the spread.
+    All members share the cutoff, so one pair list serves them all.
+    """
+
+    def __init__(self, members) -> None:
+        super().__init__()
+        members = list(members)
+        if not members or not all(isinstance(m, InteractionNetwork) for m in members):
+            raise ValueError("an ensemble needs one or more SchNet or DTNN members")
+        if len({(type(m), m.cutoff) for m in members}) != 1:
+            raise ValueError("ensemble members must share their class and cutoff")
+        self.members = nn.ModuleList(members)
+        self.cutoff = members[0].cutoff
+        self.metadata: dict = {}
+
+    @property
+    def head(self) -> nn.Module:
+        """The first member's output head (its element references say which elements it knows)."""
+        return self.members[0].head
+
+    def member_energies(self, batch: Batch) -> torch.Tensor:
+        """(n_members, n_mol) energies of every member in kcal/mol."""
+        return torch.stack([m(batch).energy for m in self.members])
+
+    def forward(self, batch: Batch) -> NetworkOutput:
+        outs = [m(batch) for m in self.members]
+        return NetworkOutput(
+            energy=torch.stack([o.energy for o in outs]).mean(0),
+            atom_energies=torch.stack([o.atom_energies for o in outs]).mean(0),
+        )
+
+
 def build_model(name: str, **config) -> InteractionNetwork:
     """A model by class name (``"SchNet"``/``"schnet"``, ``"DTNN"``/``"dtnn"``) and its constructor args."""
     for key, cls in MODEL_CLASSES.items():

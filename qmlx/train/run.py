@@ -8,6 +8,7 @@ predicts (target, its description and unit), which data and split it was trained
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import asdict
@@ -120,6 +121,7 @@ def train_network(
     progress: bool = True,
     command: str | None = None,
     reset_lr: float | None = None,
+    split_seed: int | None = None,
 ) -> dict:
     """Train ``model_name`` (schnet or dtnn) on ``data`` and return a summary (energies kcal/mol).
 
@@ -132,6 +134,8 @@ def train_network(
     Writes ``checkpoint.pt``, ``model.pt``, ``log.csv``, ``result.json`` and
     ``test_predictions.npz`` into ``out`` (default ``runs/<data>-<model>-fold<K>``). With
     ``resume`` the checkpoint must exist and match the data, target, split and settings.
+    ``split_seed`` seeds the split when it should differ from ``config.seed`` (ensemble members
+    share one split and differ in initialization and batch order).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the run is distributed data
     parallel: gloo on CPU, nccl on CUDA (each rank on ``cuda:LOCAL_RANK``); rank 0 alone writes
@@ -147,6 +151,7 @@ def train_network(
         return _train(
             model_name, data, target, split_method, fold, n_folds, n_train, n_val, n_test, out, resume,
             config, model_config, progress, command, reset_lr, device, __version__,
+            config.seed if split_seed is None else split_seed,
         )  # fmt: skip
     finally:
         if started_group:
@@ -165,7 +170,7 @@ def _init_distributed(device: torch.device) -> bool:
 
 def _train(
     model_name, data, target, split_method, fold, n_folds, n_train, n_val, n_test, out, resume, config,
-    model_config, progress, command, reset_lr, device, version,
+    model_config, progress, command, reset_lr, device, version, split_seed,
 ) -> dict:  # fmt: skip
     """`train_network` after the device and process group are set up."""
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
@@ -174,7 +179,7 @@ def _train(
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     mols = data if isinstance(data, Molecules) else load_dataset(data)
     target = choose_target(mols, target)
-    sp = split(mols, split_method, fold, n_folds, config.seed, n_train, n_val, n_test)
+    sp = split(mols, split_method, fold, n_folds, split_seed, n_train, n_val, n_test)
     if len(sp.val) == 0:
         raise ConfigError("networks need a validation set for early stopping; --n-val must be at least 1")
     model_config = dict(model_config or {})
@@ -239,6 +244,106 @@ def _cache(mols: Molecules, idx: np.ndarray, cutoff: float, target: str) -> Pair
         sub.targets[target] = sub.target(target, ENERGY_UNIT)
         sub.units[target] = ENERGY_UNIT
     return PairCache(sub, cutoff, target)
+
+
+def train_ensemble(
+    n_members: int,
+    model_name: str,
+    data: str | os.PathLike | Molecules = "qm7",
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    config: TrainConfig | None = None,
+    **kwargs,
+) -> dict:
+    """Train ``n_members`` networks on one split (seeded by ``config.seed``) with initialization and
+    batch-order seeds ``config.seed + k``, each in ``out/member-k/`` (resumable), and save them as
+    one ensemble file ``out/model.pt`` (`qmlx.nn.models.Ensemble`).
+
+    The summary holds the ensemble's test MAE/RMSE (mean prediction), each member's test MAE, and
+    the calibration of the members' spread σ on the test set (`uncertainty_calibration`).
+    ``kwargs`` go to `train_network` (target, split, sizes, model_config, progress, command).
+    """
+    from dataclasses import replace
+
+    from qmlx.nn.io import load_network, predict_ensemble, save_network
+    from qmlx.nn.models import Ensemble
+
+    if n_members < 2:
+        raise ConfigError(f"--ensemble needs at least 2 members, got {n_members}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("ensembles are trained one member at a time; launch them without torchrun")
+    config = config or TrainConfig()
+    mols = data if isinstance(data, Molecules) else load_dataset(data)
+    label = data_label(data)
+    out = Path(
+        out or f"runs/{Path(label).stem if label not in ('qm7', 'qm9') else label}-{model_name}-ensemble"
+    )
+    summaries = []
+    for k in range(n_members):
+        member_out = out / f"member-{k}"
+        if resume and (member_out / "result.json").exists():  # finished in an earlier call
+            summaries.append(json.loads((member_out / "result.json").read_text()))
+            continue
+        member_resume = resume and (member_out / CHECKPOINT_NAME).exists()
+        summaries.append(
+            train_network(
+                model_name,
+                mols,
+                out=member_out,
+                resume=member_resume,
+                config=replace(config, seed=config.seed + k),
+                split_seed=config.seed,
+                **kwargs,
+            )  # fmt: skip
+        )
+    members = [load_network(out / f"member-{k}" / BEST_NAME) for k in range(n_members)]
+    ensemble = Ensemble(members)
+    meta = {k: v for k, v in members[0].metadata.items() if k not in MEMBER_KEYS}
+    meta.update(
+        data=label, members=n_members, member_seeds=[config.seed + k for k in range(n_members)],
+        member_test_mae_kcal_mol=[s.get("test_mae_kcal_mol") for s in summaries],
+    )  # fmt: skip
+    ensemble.metadata = meta
+    target = meta["target"]
+    sp = recorded_split(mols, meta)
+    if len(sp.test):
+        test = mols.subset(sp.test)
+        mean, std, _ = predict_ensemble(ensemble, test)
+        ref = test.target(target, ENERGY_UNIT)
+        meta.update(test_metrics(mean, ref))
+        meta["uncertainty"] = uncertainty_calibration(mean - ref, std)
+        np.savez(out / "test_predictions.npz", index=sp.test, pred=mean, std=std, ref=ref)
+    save_network(ensemble, out / BEST_NAME, metadata=meta)
+    summary = {k: v for k, v in meta.items() if k not in ("train_config", "domain")} | {"out": str(out)}
+    write_result(out / "result.json", summary)
+    return summary
+
+
+#: metadata of one member that does not describe the ensemble
+MEMBER_KEYS = {
+    "seed", "test_mae_kcal_mol", "test_rmse_kcal_mol", "val_mae_kcal_mol", "epochs_run", "best_epoch",
+    "stop_reason", "train_minutes", "resume_commands", "lr_resets",
+}  # fmt: skip
+
+
+def uncertainty_calibration(err: np.ndarray, std: np.ndarray) -> dict:
+    """How well a predicted spread ``std`` (n,) tracks the actual errors ``err`` (n,), kcal/mol.
+
+    ``spearman``: rank correlation of ``|err|`` with ``std``; ``coverage_1sigma`` and
+    ``coverage_2sigma``: fractions with ``|err| <= k std`` (0.683 and 0.954 for calibrated
+    Gaussian errors); ``scale_for_1sigma``: the factor that would make the ±1σ coverage 0.683.
+    """
+    from scipy.stats import spearmanr
+
+    err, std = np.abs(np.asarray(err, dtype=np.float64)), np.asarray(std, dtype=np.float64)
+    ratio = err / np.maximum(std, 1e-12)
+    return {
+        "spearman": float(spearmanr(err, std).statistic),
+        "coverage_1sigma": float(np.mean(err <= std)),
+        "coverage_2sigma": float(np.mean(err <= 2 * std)),
+        "scale_for_1sigma": float(np.quantile(ratio, 0.6827)),
+        "mean_std_kcal_mol": float(std.mean()),
+    }
 
 
 def test_metrics(pred: np.ndarray, ref: np.ndarray) -> dict:
