@@ -180,12 +180,15 @@ def report(mols, res: dict) -> None:
             "",
         ]
     lines += [
-        "## Why the relaxed variant is easier for kernels",
+        "## Why the relaxed variant is easier",
         "",
         "Both files hold the same molecules, but `qm7.mat`'s geometries come from another optimization "
         "(e.g. ethane C-C 1.512 Å there, 1.519 Å here). Geometries relaxed at the same level of theory "
-        "as the energies make the energy a smoother function of the Coulomb-matrix entries, which "
-        "distance-based kernels exploit most; see docs/kernels.md.",
+        "as the energies make the energy a smoother function of the interatomic distances, which both "
+        "the distance-based kernel and the network exploit; see docs/kernels.md.",
+        "",
+        "Wall times were measured on 2 cores shared with other jobs (the kernel folds and the network "
+        "ran at the same time, one thread each), so they are upper bounds.",
         "",
     ]
     write_text_atomic(RESULTS / "qm7_pbe0.md", "\n".join(lines))
