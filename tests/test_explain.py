@@ -193,60 +193,6 @@ def test_saturated_ring_is_not_aromatic():
     assert _fallback_rings(atoms)[1] == [False]
 
 
-@pytest.fixture
-def krr_models(random_molecules):
-    from qmlx.kernels.training import train_krr
-
-    rng = np.random.default_rng(3)
-    atoms = [
-        ase.Atoms(numbers=rng.choice([1, 6, 8], n), positions=spread_positions(rng, n, 1.4))
-        for n in rng.integers(3, 8, size=30)
-    ]
-    train = Molecules.from_atoms(atoms)
-    train.targets["energy"] = rng.normal(-500, 50, len(train))
-    train.units["energy"] = "kcal/mol"
-    fit = {
-        name: train_krr(
-            train,
-            np.arange(len(train)),
-            representation=name,
-            kernel=kernel,
-            sigma=50.0,
-            lam=1e-6,
-            target="energy",
-        )[0]
-        for name, kernel in (("sorted-cm", "laplacian"), ("bob", "laplacian"), ("cm", "gaussian"))
-    }
-    return fit, train.subset(np.arange(5))
-
-
-@pytest.mark.parametrize("name", ["sorted-cm", "bob", "cm"])
-def test_feature_atoms_point_at_the_coulomb_entries(name, krr_models):
-    from qmlx.explain.kernel import feature_atoms
-    from qmlx.represent._base import coulomb_matrices
-
-    models, mols = krr_models
-    model = models[name]
-    X = model.representation.transform(mols)
-    owners = feature_atoms(model, mols)
-    M = coulomb_matrices(mols)
-    for m in range(len(mols)):
-        a, b = owners[m, :, 0], owners[m, :, 1]
-        real = a >= 0
-        np.testing.assert_allclose(X[m, real], M[m, a[real], b[real]])
-        assert (X[m, ~real] == 0).all()
-
-
-@pytest.mark.parametrize("name", ["sorted-cm", "bob", "cm"])
-def test_kernel_explanation_conserves_prediction_minus_mean(name, krr_models):
-    models, mols = krr_models
-    e = explain(models[name], mols, "neuralized")
-    assert e.method == "neuralized"
-    np.testing.assert_allclose(e.prediction, models[name].predict_molecules(mols))
-    np.testing.assert_allclose(e.totals(), e.prediction - e.reference, atol=1e-8)
-    assert np.allclose(e.reference, models[name].regressor.y_mean_)
-
-
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_relevance_pass_reproduces_the_model_energies(name, random_molecules):
     model = MODELS[name]()

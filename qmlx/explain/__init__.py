@@ -13,7 +13,7 @@ al., IEEE Signal Process. Mag. 2022: explain ``f(x) - f(x~)`` for a stated ``x~`
 | ``gradient`` | sensitivity: ``||dE/dx_i^0||_2`` w.r.t. atom i's embedding (unsigned) | none | no |
 | ``gradient-x-input`` | ``x_i^0 . dE/dx_i^0`` w.r.t. the embedding | none | no |
 | ``integrated-gradients`` | Sundararajan et al. 2017, embeddings scaled from 0 to x^0 | E with all embeddings 0 | yes (path integral) |
-| ``neuralized`` (KRR) | Kauffmann et al. 2020 neuralization, features mapped onto atoms | training mean | with padding |
+| ``neuralized`` (KRR) | Kauffmann et al. 2020 neuralization against the empty molecule, features mapped onto atoms, symmetry-averaged | f(0), the prediction for all-zero features | exact (no remainder) |
 
 Explanations run on a float64 copy of the model; the model passed in is left unchanged.
 """
