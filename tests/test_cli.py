@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from qmlx.cli import main
@@ -186,3 +187,44 @@ def test_explain_lrp_walks_json_conserves_and_draws(network_file, tmp_path, caps
     assert mol["walks_total"] == pytest.approx(sum(mol["relevance"]), rel=1e-8)
     assert abs(mol["walks"][0]["relevance"]) >= abs(mol["walks"][-1]["relevance"])
     assert (tmp_path / "walks.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_explain_draws_every_one_of_13_molecules_and_names_their_files(network_file, tmp_path, capsys):
+    import ase.build
+    import ase.io
+
+    frames = [ase.build.molecule("H2O") for _ in range(13)]
+    for k, atoms in enumerate(frames):
+        atoms.positions *= 1.0 + 0.01 * k
+    path = tmp_path / "thirteen.extxyz"
+    ase.io.write(path, frames)
+    png = tmp_path / "e.png"
+    assert main(["explain", str(network_file), str(path), "--png", str(png), "--depiction", "3d"]) == 0
+    captured = capsys.readouterr()
+    assert "thirteen.extxyz #12" in captured.out  # every molecule is named by its file
+    written = [line.split("wrote ")[1] for line in captured.err.splitlines() if line.startswith("wrote ")]
+    assert written == [str(png), str(tmp_path / "e-2.png")]  # 12 panels, then the 13th on a second page
+    assert all((tmp_path / p).read_bytes()[:4] == b"\x89PNG" for p in written)
+
+
+def test_explain_a_kernel_model_from_the_command_line(tmp_path, capsys):
+    import json
+
+    from conftest import grid_molecules
+
+    from qmlx.kernels.training import train_krr
+
+    mols = grid_molecules(40)
+    model, _ = train_krr(
+        mols, np.arange(40), None, "bob", "laplacian", sigma=100.0, lam=1e-6, target="energy"
+    )
+    path = model.save(tmp_path / "krr.h5")
+    xyz = tmp_path / "w.xyz"
+    xyz.write_text("3\nwater\nO 0 0 0.117\nH 0 0.757 -0.469\nH 0 -0.757 -0.469\n")
+    assert main(["explain", str(path), str(xyz), "--format", "json"]) == 0
+    mol = json.loads(capsys.readouterr().out)["molecules"][0]
+    assert mol["remainder"] == pytest.approx(0.0, abs=1e-9)
+    assert sum(mol["relevance"]) == pytest.approx(mol["prediction"] - mol["reference"], rel=1e-8, abs=1e-8)
+    assert mol["relevance"][1] == pytest.approx(mol["relevance"][2], rel=1e-9)  # the two equivalent H
+    assert main(["explain", str(path), str(xyz), "--method", "gradient"]) == 1
+    assert "kernel models are explained with --method neuralized" in capsys.readouterr().err
