@@ -23,7 +23,6 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import KFold
 
 from qmlx.data.molecules import Molecules
 from qmlx.errors import ConfigError
@@ -134,6 +133,8 @@ def split(
         fold = 0 if fold is None else fold
         if not 0 <= fold < k_folds:
             raise ConfigError(f"--fold must be in 0..{k_folds - 1} for {k_folds} folds, got {fold}")
+        from sklearn.model_selection import KFold
+
         folds = list(KFold(k_folds, shuffle=True, random_state=seed).split(np.arange(n)))
         pool, test = folds[fold]
     else:  # none
