@@ -84,3 +84,18 @@ def grid_set_file(tmp_path):
     from qmlx.data import save_molecules
 
     return save_molecules(tmp_path / "syn.h5", grid_molecules())
+
+
+def randomized(build):
+    """The network ``build()`` makes, with non-trivial weights, biases, references and scale (as
+    after training), in eval mode; seeded, so every call gives the same model."""
+    import torch
+
+    torch.manual_seed(0)
+    model = build()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+        model.head.reference[[1, 6, 7, 8]] = torch.tensor([-5.0, -30.0, -40.0, -50.0])
+        model.head.scale.fill_(3.0)
+    return model.eval()

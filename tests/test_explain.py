@@ -6,28 +6,16 @@ import ase
 import numpy as np
 import pytest
 import torch
+from conftest import randomized
 
 from qmlx.data import Molecules
 from qmlx.errors import QmlxError
 from qmlx.explain import Epsilon, Gamma, explain
 from qmlx.nn import DTNN, SchNet
 
-
-def _randomized(build):
-    """A model with non-trivial weights, biases, references and scale (as after training)."""
-    torch.manual_seed(0)
-    model = build()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-        model.head.reference[[1, 6, 7, 8]] = torch.tensor([-5.0, -30.0, -40.0, -50.0])
-        model.head.scale.fill_(3.0)
-    return model.eval()
-
-
 MODELS = {
-    "schnet": lambda: _randomized(lambda: SchNet(n_features=16, n_interactions=2, cutoff=5.0)),
-    "dtnn": lambda: _randomized(lambda: DTNN(n_features=8, n_factors=12, n_interactions=2)),
+    "schnet": lambda: randomized(lambda: SchNet(n_features=16, n_interactions=2, cutoff=5.0)),
+    "dtnn": lambda: randomized(lambda: DTNN(n_features=8, n_factors=12, n_interactions=2)),
 }
 RULES = {"epsilon": Epsilon(1e-9), "gamma": Gamma(0.25, 1e-9)}
 

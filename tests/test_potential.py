@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from ase.build import molecule
+from conftest import randomized
 
 from qmlx.errors import DataFormatError, DomainError, QmlxError
 from qmlx.explain.potential import (
@@ -19,22 +20,9 @@ from qmlx.explain.potential import (
 )
 from qmlx.nn import DTNN, Batch, SchNet, load_network
 
-
-def _randomized(build):
-    """A model with non-trivial weights, biases, references and scale (as after training)."""
-    torch.manual_seed(0)
-    model = build()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-        model.head.reference[[1, 6, 7, 8]] = torch.tensor([-5.0, -30.0, -40.0, -50.0])
-        model.head.scale.fill_(3.0)
-    return model.eval()
-
-
 ONE_BLOCK = {
-    "schnet": lambda: _randomized(lambda: SchNet(n_features=16, n_interactions=1, cutoff=5.0)),
-    "dtnn": lambda: _randomized(lambda: DTNN(n_features=8, n_factors=12, n_interactions=1, cutoff=4.0)),
+    "schnet": lambda: randomized(lambda: SchNet(n_features=16, n_interactions=1, cutoff=5.0)),
+    "dtnn": lambda: randomized(lambda: DTNN(n_features=8, n_factors=12, n_interactions=1, cutoff=4.0)),
 }
 SHIPPED = ("qm7-schnet", "qm7-dtnn")
 

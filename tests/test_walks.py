@@ -10,6 +10,7 @@ import ase
 import numpy as np
 import pytest
 import torch
+from conftest import randomized
 
 from qmlx.data import Molecules
 from qmlx.errors import QmlxError
@@ -18,23 +19,11 @@ from qmlx.explain.walks import lrp_walks, masked_walk_relevance, plot_walks
 from qmlx.nn import DTNN, SchNet
 from qmlx.nn.batch import PairCache
 
-
-def _randomized(model):
-    """``model`` with non-trivial weights, biases, references and scale (as after training)."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-        model.head.reference[[1, 6, 7, 8]] = torch.tensor([-5.0, -30.0, -40.0, -50.0])
-        model.head.scale.fill_(3.0)
-    return model.eval()
-
-
 MODELS = {
-    "schnet-2": lambda: _randomized(SchNet(n_features=16, n_interactions=2, cutoff=5.0)),
-    "schnet-3": lambda: _randomized(SchNet(n_features=12, n_interactions=3, cutoff=5.0)),
-    "dtnn-2": lambda: _randomized(DTNN(n_features=8, n_factors=12, n_interactions=2)),
-    "dtnn-3": lambda: _randomized(DTNN(n_features=8, n_factors=10, n_interactions=3, cutoff=4.0)),
+    "schnet-2": lambda: randomized(lambda: SchNet(n_features=16, n_interactions=2, cutoff=5.0)),
+    "schnet-3": lambda: randomized(lambda: SchNet(n_features=12, n_interactions=3, cutoff=5.0)),
+    "dtnn-2": lambda: randomized(lambda: DTNN(n_features=8, n_factors=12, n_interactions=2)),
+    "dtnn-3": lambda: randomized(lambda: DTNN(n_features=8, n_factors=10, n_interactions=3, cutoff=4.0)),
 }
 RULES = {"epsilon": Epsilon(1e-9), "gamma": Gamma(0.25, 1e-9)}
 

@@ -125,6 +125,19 @@ class DomainReport:
         return int((~self.in_domain).sum())
 
 
+def warn_if_flagged(report: DomainReport, mols: Molecules, stacklevel: int = 3) -> None:
+    """One Python warning when any molecule of ``mols`` carries a soft domain flag."""
+    if report.n_flagged:
+        import warnings
+
+        first = next(n for n in report.notes if n)
+        warnings.warn(
+            f"{mols.name}: {report.n_flagged} of {len(mols)} molecules lie outside the training domain "
+            f"(e.g. {first[0]}); their predictions are less reliable",
+            stacklevel=stacklevel,
+        )
+
+
 def _symbols(zs) -> str:
     return ", ".join(chemical_symbols[int(z)] for z in zs)
 

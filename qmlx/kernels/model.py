@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import ase
 import h5py
 import numpy as np
 
-from qmlx.data.domain import Domain, DomainReport, check_domain
+from qmlx.data.domain import Domain, DomainReport, check_domain, warn_if_flagged
 from qmlx.data.molecules import Molecules, as_molecules
 from qmlx.data.paths import atomic_path
 from qmlx.errors import DataFormatError, DomainError
@@ -114,14 +113,7 @@ class KRRModel:
         with soft flags are predicted, with one warning.
         """
         mols = as_molecules(mols)
-        report = self.check_domain(mols)
-        if report.n_flagged:
-            first = next(n for n in report.notes if n)
-            warnings.warn(
-                f"{mols.name}: {report.n_flagged} of {len(mols)} molecules lie outside the training "
-                f"domain (e.g. {first[0]})",
-                stacklevel=2,
-            )
+        warn_if_flagged(self.check_domain(mols), mols, stacklevel=3)
         X = self.representation.transform(mols)
         base = np.bincount(mols.mol_index, weights=self.baseline_energies(mols), minlength=len(mols))
         return self.regressor.predict(X) + base

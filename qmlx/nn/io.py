@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import ase
 import numpy as np
 import torch
 
-from qmlx.data.domain import Domain, DomainReport, check_domain
+from qmlx.data.domain import Domain, DomainReport, check_domain, warn_if_flagged
 from qmlx.data.molecules import Molecules, as_molecules
 from qmlx.data.paths import atomic_path
 from qmlx.errors import DataFormatError, QmlxError
@@ -205,16 +204,6 @@ def check_network_domain(model: InteractionNetwork, mols: Molecules) -> DomainRe
     return check_domain(network_domain(model), mols, elements=known)
 
 
-def _warn_flags(report: DomainReport, mols: Molecules) -> None:
-    if report.n_flagged:
-        first = next(n for n in report.notes if n)
-        warnings.warn(
-            f"{mols.name}: {report.n_flagged} of {len(mols)} molecules lie outside the training domain "
-            f"(e.g. {first[0]}); their predictions are less reliable",
-            stacklevel=3,
-        )
-
-
 @torch.no_grad()
 def predict_network(
     model: InteractionNetwork, mols: Molecules | Sequence[ase.Atoms], batch_size: int = 256
@@ -226,7 +215,7 @@ def predict_network(
     raises `DomainError` (hard cases) or warns (soft cases, see `check_network_domain`).
     """
     mols = as_molecules(mols)
-    _warn_flags(check_network_domain(model, mols), mols)
+    warn_if_flagged(check_network_domain(model, mols), mols)
     model.eval()
     e, ae = [], []
     for b in _batches(model, mols, batch_size):
@@ -244,7 +233,7 @@ def predict_ensemble(
     (n_atoms_total,))`` in kcal/mol, with the same domain checks as `predict_network`. The
     standard deviation uses ``ddof=0`` (the members' spread, not an estimate of it)."""
     mols = as_molecules(mols)
-    _warn_flags(check_network_domain(model, mols), mols)
+    warn_if_flagged(check_network_domain(model, mols), mols)
     model.eval()
     mean, std, ae = [], [], []
     for b in _batches(model, mols, batch_size):
@@ -283,7 +272,7 @@ def predict_forces(
     import copy
 
     mols = as_molecules(mols)
-    _warn_flags(check_network_domain(model, mols), mols)
+    warn_if_flagged(check_network_domain(model, mols), mols)
     net = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
     net.eval()
     e, f, ae = [], [], []
