@@ -127,13 +127,10 @@ def explain_command(args: argparse.Namespace) -> None:
                     path = " -> ".join(f"{chemical_symbols[mols.Z[lo + a]]}{a}" for a in walk)
                     print(f"    {r:>12.4f}  {path}")
     if args.png and result.walks is not None:
-        from pathlib import Path
-
+        from qmlx.explain.plot import page_paths
         from qmlx.explain.walks import plot_walks
 
-        png = Path(args.png)
-        for i, atoms in enumerate(mols):
-            out = png if i == 0 else png.with_name(f"{png.stem}-{i + 1}{png.suffix}")
+        for i, (atoms, out) in enumerate(zip(mols, page_paths(args.png, len(mols)))):
             plot_walks(
                 atoms,
                 result.walks[i],
@@ -168,12 +165,11 @@ def potential_maps(model, args: argparse.Namespace, inputs) -> None:
     Waals surface; one PNG per molecule (``map.png``, ``map-2.png``, ...)."""
     from pathlib import Path
 
+    from qmlx.explain.plot import page_paths
     from qmlx.explain.potential import plot_potential, potential_plane, potential_surface
 
     molecules = [(path, atoms) for path, mols in zip(args.files, inputs) for atoms in mols]
-    png = Path(args.png)
-    for k, (path, atoms) in enumerate(molecules):
-        out = png if k == 0 else png.with_name(f"{png.stem}-{k + 1}{png.suffix}")
+    for (path, atoms), out in zip(molecules, page_paths(args.png, len(molecules))):
         plane = potential_plane(model.model, atoms, probe=args.probe, spacing=0.1, margin=2.0, offset=1.0)
         surface = potential_surface(model.model, atoms, probe=args.probe, offset=1.0, density=10.0)
         plot_potential(
