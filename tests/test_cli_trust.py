@@ -330,3 +330,13 @@ def test_python_api_takes_a_list_of_ase_atoms(network, tmp_path):
     result = explain(model, atoms, "lrp")
     np.testing.assert_allclose(result.prediction, energies, rtol=1e-5)
     assert np.abs(result.conservation_error()).max() < 1e-6 * np.abs(energies).max()
+
+
+def test_network_trains_on_everything_with_split_none(tmp_path, capsys):
+    data = save_molecules(tmp_path / "syn.h5", _synthetic())
+    argv = _train_args(data, tmp_path / "run")
+    argv[argv.index("random")] = "none"
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_test"] == 0 and summary["test_mae_kcal_mol"] is None
+    assert summary["n_train"] + summary["n_val"] == 40

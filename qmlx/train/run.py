@@ -214,8 +214,10 @@ def _train(
         check_resume(out / CHECKPOINT_NAME, metadata, type(model).__name__, dict(model.config))
     model.fit_reference(train_m.Z, train_m.n_atoms, train_m.target(target, ENERGY_UNIT))
     model.to(device)
-    caches = [_cache(mols, idx, model.cutoff, target).to(device) for idx in (sp.train, sp.val, sp.test)]
-    trainer = Trainer(model, caches[0], caches[1], config, out, metadata=metadata, progress=progress)
+    train_cache, val_cache = (
+        _cache(mols, idx, model.cutoff, target).to(device) for idx in (sp.train, sp.val)
+    )
+    trainer = Trainer(model, train_cache, val_cache, config, out, metadata=metadata, progress=progress)
     trainer.fit(resume=resume, reset_lr=reset_lr)
     if rank != 0:
         return {}
@@ -227,7 +229,9 @@ def _train(
     )  # fmt: skip
     metrics = {"test_mae_kcal_mol": None, "test_rmse_kcal_mol": None}
     if len(sp.test):
-        pred, ref = evaluate(model, caches[2], config.eval_batch_size)
+        pred, ref = evaluate(
+            model, _cache(mols, sp.test, model.cutoff, target).to(device), config.eval_batch_size
+        )
         metrics = test_metrics(pred, ref)
         np.savez(out / "test_predictions.npz", index=sp.test, pred=pred, ref=ref)
     metadata.update(metrics)
