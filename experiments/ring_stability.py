@@ -1,176 +1,507 @@
-"""Which rings does the network find stable? Ring energies from atom-wise contributions.
+"""Do networks rate aromatic rings as more stable? Held-out molecules, composition controls, intervals.
 
-For every 5- and 6-membered ring (bonds and aromaticity from RDKit, see `qmlx.explain.rings`),
-the ring energy is the sum over the ring's atoms and their hydrogens of each atom's contribution
-relative to its element's reference energy (kcal/mol), from two explanations:
+For every 5- and 6-membered ring (bonds and aromaticity from RDKit, see `qmlx.explain.rings`), the
+ring energy is the sum over the ring's atoms and their hydrogens of each atom's contribution
+relative to its element's reference energy (kcal/mol; lower is more stable), from two
+explanations: ``decomposition`` (the network's atom energies E_i - ref(Z_i)) and ``lrp`` (LRP
+relevance plus bias relevance, which explains E - sum_i ref(Z_i)).
 
-- ``decomposition``: the network's own atom energies, E_i - ref(Z_i);
-- ``lrp``: LRP relevance plus bias relevance of each atom (which explains E - sum_i ref(Z_i)).
+Molecules analysed (the network's recorded split, ``qmlx.train.run.recorded_split``):
 
-It reports how well the ring energy separates aromatic from non-aromatic 6-rings (ROC AUC of
--E_ring, so AUC > 0.5 means aromatic rings come out more stable), histograms per ring class, and
-a ranked table of ring types (elements, aromaticity) by mean ring energy with example molecules.
+- held out (the headline): the split's test molecules, which the network saw neither in training
+  nor in validation (QM7: the 1,433 molecules of fold 0's test part; QM9: 10,000 molecules);
+- training molecules, labelled as such: all of them (QM7) or a seeded random ``--n-train``
+  (QM9).
 
-    python experiments/ring_stability.py --model qm7-schnet --dataset qm7
-    python experiments/ring_stability.py --model runs/qm9-schnet/model.pt --dataset qm9 --n-molecules 20000
+Statistics (all with a 95% bootstrap interval over molecules, ``--resamples`` resamples, seeded):
 
-Writes ``results/ring_stability_<dataset>.json``, ``.md``, ``_hist.png`` and ``_examples.png``.
+- composition-matched pairs: among (aromatic, non-aromatic) pairs of rings with the same ring
+  elements and the same number of ring hydrogens, the fraction in which the aromatic ring has the
+  lower energy (ties count one half). The element references cancel within such a pair;
+- ROC AUC of -E_ring for aromatic vs non-aromatic rings, next to what composition alone gives:
+  the ring's hydrogen count (fewer hydrogens ranks as aromatic), and a logistic regression on
+  ring element counts and hydrogen count (5-fold, split by molecule, out-of-fold scores);
+- the AUC of the residual after a least-squares fit of E_ring on composition, and the AUC of
+  ring energies summed without subtracting the element references.
+
+Molecules on which RDKit's default bond perception fails are retried with tighter covalent radii
+and listed; molecules on which both fail are left out and listed (``--use-fallback`` includes the
+rings of the covalent-radius fallback instead).
+
+    python experiments/ring_stability.py --dataset qm7     # qm7-schnet and qm7-dtnn
+    python experiments/ring_stability.py --dataset qm9     # qm9-schnet
+
+Writes ``results/ring_stability_<dataset>.json``, ``.md`` and ``_hist.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
-from tqdm.auto import tqdm
+import torch
 
-from qmlx.data import load_qm7, load_qm9
+from qmlx.data import load_dataset
+from qmlx.data.molecules import Molecules
 from qmlx.data.paths import savefig_atomic, write_text_atomic
-from qmlx.explain import explain
-from qmlx.explain.plot import plot_explanation
-from qmlx.explain.rings import find_rings
+from qmlx.explain.rings import (
+    Perception,
+    Ring,
+    atom_contributions,
+    bootstrap_draws,
+    composition_features,
+    composition_residual,
+    composition_scores,
+    element_references,
+    group_codes,
+    pair_fraction,
+    perceive_rings,
+    percentile_intervals,
+    ring_energies,
+)
 from qmlx.nn import load_network
+from qmlx.train.run import recorded_split
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
+MODELS = {"qm7": ("qm7-schnet", "qm7-dtnn"), "qm9": ("qm9-schnet",)}
+METHODS = ("decomposition", "lrp")
+RING_SETS: dict[str, Callable[[Ring], bool]] = {
+    "6-rings": lambda r: r.size == 6,
+    "carbon 6-rings": lambda r: r.size == 6 and r.carbon_only,
+    "5-rings": lambda r: r.size == 5,
+    "5- and 6-rings": lambda r: True,
+}
 
 
-def ring_table(model, mols) -> tuple[list, dict[str, np.ndarray]]:
-    """All rings of ``mols`` and per-atom contributions (relative to element references)."""
-    reference = model.head.reference.detach().double().numpy()[mols.Z]
-    contributions = {}
-    dec = explain(model, mols, "decomposition")
-    contributions["decomposition"] = dec.relevance - reference
-    lrp = explain(model, mols, "lrp")
-    contributions["lrp"] = lrp.relevance + lrp.bias
-    rings = []
-    for i, atoms in enumerate(tqdm(mols, total=len(mols), desc="perceiving rings", unit="mol")):
-        rings += find_rings(atoms, i)
-    return rings, contributions
+@dataclass
+class Part:
+    """Molecules analysed together and their rings.
+
+    label : e.g. ``"held out (test)"``; held_out : whether the networks never saw them.
+    index : (n_molecules,) indices into the data set; mols : those molecules.
+    perceptions : one `Perception` per molecule; rings : the rings analysed (fallback rings only
+        with ``--use-fallback``).
+    """
+
+    label: str
+    held_out: bool
+    index: np.ndarray
+    mols: Molecules
+    perceptions: list[Perception]
+    rings: list[Ring]
 
 
-def analyse(rings, contributions, mols) -> dict:
-    o = mols.offsets
-    energies = {
-        m: np.array([r.energy(v[o[r.molecule] : o[r.molecule + 1]]) for r in rings])
-        for m, v in contributions.items()
+def make_part(mols: Molecules, index: np.ndarray, label: str, held_out: bool, use_fallback: bool) -> Part:
+    sub = mols.subset(index)
+    perceptions = [perceive_rings(atoms, i, sizes=(5, 6)) for i, atoms in enumerate(sub)]
+    rings = [r for p in perceptions for r in p.rings if use_fallback or p.method != "fallback"]
+    return Part(label, held_out, np.asarray(index), sub, perceptions, rings)
+
+
+def perception_summary(part: Part) -> dict:
+    """Counts and ids of molecules by how their bonds were perceived."""
+    ids = part.mols.ids
+    by = {
+        m: [i for i, p in enumerate(part.perceptions) if p.method == m]
+        for m in ("rdkit", "rdkit-retry", "fallback")
     }
-    six = np.array([r.size == 6 for r in rings])
-    carbon = np.array([r.carbon_only for r in rings])
-    aromatic = np.array([r.aromatic for r in rings])
-    out: dict = {"n_rings": len(rings), "n_aromatic": int(aromatic.sum()), "auc": {}, "types": {}}
-    for name, mask in (("6-rings", six), ("carbon 6-rings", six & carbon), ("5-rings", ~six)):
+    return {
+        "n_molecules": len(part.perceptions),
+        "rdkit": len(by["rdkit"]),
+        "rdkit_retry": len(by["rdkit-retry"]),
+        "rdkit_retry_ids": [int(ids[i]) for i in by["rdkit-retry"]],
+        "rdkit_retry_factor": {str(int(ids[i])): part.perceptions[i].cov_factor for i in by["rdkit-retry"]},
+        "failed": len(by["fallback"]),
+        "failed_ids": [int(ids[i]) for i in by["fallback"]],
+        "failed_errors": {str(int(ids[i])): part.perceptions[i].error for i in by["fallback"]},
+        "fallback_rings": sum(len(part.perceptions[i].rings) for i in by["fallback"]),
+        "rings_from_retry": sum(len(part.perceptions[i].rings) for i in by["rdkit-retry"]),
+        "n_rings": len(part.rings),
+    }
+
+
+def ring_set_statistics(
+    rings: list[Ring],
+    energies: dict[str, np.ndarray],
+    raw: dict[str, np.ndarray],
+    n_molecules: int,
+    resamples: int,
+    seed: int,
+) -> dict:
+    """All statistics of one set of rings, with bootstrap intervals from one joint set of resamples.
+
+    ``energies`` / ``raw``: per explanation, (n_rings,) ring energies with / without the element
+    references subtracted, kcal/mol.
+    """
+    aromatic = np.array([r.aromatic for r in rings], dtype=bool)
+    molecule = np.array([r.molecule for r in rings], dtype=np.int64)
+    out: dict = {
+        "n_rings": len(rings),
+        "n_aromatic": int(aromatic.sum()),
+        "n_molecules_with_rings": len(set(molecule.tolist())),
+    }
+    if len(rings) == 0 or aromatic.all() or not aromatic.any():
+        out["note"] = "needs aromatic and non-aromatic rings"
+        return out
+    features = composition_features(rings)
+    hydrogens = features[:, -1]
+    scores = composition_scores(features, aromatic, molecule, seed=seed)
+    composition = group_codes([r.composition for r in rings])
+    names = ["auc_h_count", "auc_element_counts"]
+    for m in energies:
+        names += [f"auc_{m}", f"auc_{m}_residual", f"auc_{m}_no_reference", f"pairs_{m}"]
+
+    def statistic(w: np.ndarray) -> np.ndarray:
+        values = [pair_fraction(hydrogens, aromatic, weights=w).fraction]
+        values.append(pair_fraction(-scores, aromatic, weights=w).fraction)
         for m, e in energies.items():
-            y = aromatic[mask]
-            auc = roc_auc_score(y, -e[mask]) if 0 < y.sum() < len(y) else float("nan")
-            out["auc"][f"{m}, {name}"] = {"auc": auc, "n": int(mask.sum()), "n_aromatic": int(y.sum())}
-    groups = defaultdict(list)
-    for k, r in enumerate(rings):
-        groups[(r.elements, r.aromatic)].append(k)
-    for (elements, arom), idx in groups.items():
-        e = energies["decomposition"][idx]
-        out["types"][f"{elements}{' aromatic' if arom else ''}"] = {
-            "count": len(idx),
-            "mean_decomposition": float(e.mean()),
-            "mean_lrp": float(energies["lrp"][idx].mean()),
-            "example_molecule": int(mols.ids[rings[idx[int(np.argmin(e))]].molecule]),
-        }
-    out["energies"] = {m: e.tolist() for m, e in energies.items()}
-    out["ring_aromatic"] = aromatic.tolist()
-    out["ring_size"] = [r.size for r in rings]
-    out["ring_carbon_only"] = carbon.tolist()
+            values.append(pair_fraction(e, aromatic, weights=w).fraction)
+            values.append(pair_fraction(composition_residual(e, features, w), aromatic, weights=w).fraction)
+            values.append(pair_fraction(raw[m], aromatic, weights=w).fraction)
+            values.append(pair_fraction(e, aromatic, composition, weights=w).fraction)
+        return np.array(values)
+
+    point, draws = bootstrap_draws(statistic, molecule, n_molecules, resamples, seed)
+    for name, interval in zip(names, percentile_intervals(point, draws)):
+        out[name] = interval.as_dict()
+    pairs = pair_fraction(next(iter(energies.values())), aromatic, composition)
+    out["n_pairs"] = int(pairs.n_pairs)
+    out["n_composition_groups"] = pairs.n_groups
+    paired = np.isin(composition, composition[~aromatic]) & np.isin(composition, composition[aromatic])
+    out["n_aromatic_in_pairs"] = int((paired & aromatic).sum())
+    for m in energies:  # references cancel within a composition: the pair fraction is the same without them
+        out[f"pairs_{m}_no_reference"] = pair_fraction(raw[m], aromatic, composition).fraction
     return out
 
 
-def write(result: dict, model, mols, stem: str) -> None:
+def composition_groups(part: Part, energy: np.ndarray, resamples: int, seed: int) -> list[dict]:
+    """The composition-matched pair fraction of each composition group with both kinds of ring.
+
+    ``energy`` (n_rings,) ring energies of ``part.rings`` (kcal/mol). Groups ordered by pairs.
+    """
+    from collections import Counter
+
+    aromatic = np.array([r.aromatic for r in part.rings], dtype=bool)
+    labels = [r.composition for r in part.rings]
+    codes = group_codes(labels)
+    both = np.intersect1d(codes[aromatic], codes[~aromatic])
+    if len(both) == 0:
+        return []
+    masks = [codes == c for c in both]
+    molecule = np.array([r.molecule for r in part.rings], dtype=np.int64)
+
+    def statistic(w: np.ndarray) -> np.ndarray:
+        return np.array([pair_fraction(energy[m], aromatic[m], weights=w[m]).fraction for m in masks])
+
+    point, draws = bootstrap_draws(statistic, molecule, len(part.mols), resamples, seed)
+    out = []
+    for m, interval in zip(masks, percentile_intervals(point, draws)):
+        rings = [r for r, keep in zip(part.rings, m) if keep]
+        kinds = {
+            a: Counter(r.ring_type for r in rings if r.aromatic == a).most_common(3) for a in (True, False)
+        }
+        elements, hydrogens = labels[int(np.flatnonzero(m)[0])]
+        out.append(
+            {
+                "elements": elements,
+                "hydrogens": hydrogens,
+                "n_aromatic": int(aromatic[m].sum()),
+                "n_non_aromatic": int((~aromatic[m]).sum()),
+                "n_pairs": int(aromatic[m].sum() * (~aromatic[m]).sum()),
+                "fraction": interval.as_dict(),
+                "aromatic_types": [f"{k} ({n})" for k, n in kinds[True]],
+                "non_aromatic_types": [f"{k} ({n})" for k, n in kinds[False]],
+            }
+        )
+    return sorted(out, key=lambda g: -g["n_pairs"])
+
+
+def analyse_part(part: Part, models: dict, resamples: int, seed: int) -> dict:
+    """Statistics of one part for every model and ring set, plus perception counts."""
+    result: dict = {"label": part.label, "held_out": part.held_out, "perception": perception_summary(part)}
+    retried = {i for i, p in enumerate(part.perceptions) if p.method == "rdkit-retry"}
+    for name, model in models.items():
+        t0 = time.perf_counter()
+        contributions = atom_contributions(model, part.mols, METHODS)
+        reference = element_references(model)[part.mols.Z]
+        raw_atoms = {m: v + reference for m, v in contributions.items()}
+        energies = {m: ring_energies(part.rings, v, part.mols.offsets) for m, v in contributions.items()}
+        raw = {m: ring_energies(part.rings, v, part.mols.offsets) for m, v in raw_atoms.items()}
+        per_model: dict = {"ring_sets": {}, "seconds_explain": time.perf_counter() - t0}
+        t1 = time.perf_counter()
+        for set_name, keep in RING_SETS.items():
+            idx = [k for k, r in enumerate(part.rings) if keep(r)]
+            per_model["ring_sets"][set_name] = ring_set_statistics(
+                [part.rings[k] for k in idx],
+                {m: e[idx] for m, e in energies.items()},
+                {m: e[idx] for m, e in raw.items()},
+                len(part.mols),
+                resamples,
+                seed,
+            )
+            if retried:  # the same numbers without the molecules perceived on the second try
+                keep_idx = [k for k in idx if part.rings[k].molecule not in retried]
+                sub = [part.rings[k] for k in keep_idx]
+                aromatic = np.array([r.aromatic for r in sub], dtype=bool)
+                e = energies["decomposition"][keep_idx]
+                per_model["ring_sets"][set_name]["without_retried"] = {
+                    "n_rings": len(sub),
+                    "auc_decomposition": pair_fraction(e, aromatic).fraction,
+                    "pairs_decomposition": pair_fraction(e, aromatic, [r.composition for r in sub]).fraction,
+                }
+        per_model["by_composition"] = composition_groups(part, energies["decomposition"], resamples, seed)
+        per_model["seconds_statistics"] = time.perf_counter() - t1
+        per_model["energies"] = {m: e.tolist() for m, e in energies.items()}
+        result[name] = per_model
+    result["ring_aromatic"] = [r.aromatic for r in part.rings]
+    result["ring_size"] = [r.size for r in part.rings]
+    return result
+
+
+def fmt(v: dict | None, digits: int = 3) -> str:
+    """``0.842 [0.707, 0.937]`` from an interval dict; ``–`` if undefined; ``*`` if some resamples
+    were undefined (no aromatic or no non-aromatic ring drawn)."""
+    if not v or not np.isfinite(v["value"]):
+        return "–"
+    text = f"{v['value']:.{digits}f} [{v['low']:.{digits}f}, {v['high']:.{digits}f}]"
+    return text + ("*" if v.get("n_undefined") else "")
+
+
+def markdown(result: dict) -> str:
+    ds = result["dataset"]
+    lines = [f"# Ring stability on {ds.upper()}: held-out molecules, composition controls, intervals", ""]
+    lines += [f"- `{name}`: {desc}" for name, desc in result["model_descriptions"].items()]
+    lines += [
+        "",
+        "Ring energy: the sum, over a ring's atoms and the hydrogens bonded to them, of each atom's",
+        "contribution minus its element's reference energy (kcal/mol; lower is more stable).",
+        "`decomposition`: the network's atom energies; `LRP`: relevance plus bias relevance.",
+        "Every number in brackets is a 95% percentile interval from a bootstrap over molecules",
+        f"({result['resamples']} resamples, seed {result['seed']}). Bonds and aromaticity: RDKit.",
+        "",
+    ]
+    for part in result["parts"]:
+        p = part["perception"]
+        title = "Held-out molecules" if part["held_out"] else "Training molecules (seen in training)"
+        lines += [f"## {title}: {part['label']}", ""]
+        lines += [
+            f"Bond perception: {p['n_molecules']:,} molecules; RDKit's default perception succeeded on "
+            f"{p['rdkit']:,}; {p['rdkit_retry']} more succeeded on a second try with tighter covalent radii "
+            f"(strained polycyclics, {p['rings_from_retry']} rings); {p['failed']} failed both "
+            "and are left out"
+            + (
+                f" ({p['fallback_rings']} rings of the covalent-radius fallback not used)"
+                if p["failed"]
+                else ""
+            )
+            + f". {p['n_rings']:,} five- and six-membered rings analysed.",
+            "",
+        ]
+        if p["rdkit_retry_ids"]:
+            shown = ", ".join(str(i) for i in p["rdkit_retry_ids"][:40])
+            more = (
+                f" and {len(p['rdkit_retry_ids']) - 40} more (JSON)" if len(p["rdkit_retry_ids"]) > 40 else ""
+            )
+            lines += [f"Molecule ids perceived on the second try: {shown}{more}.", ""]
+        if p["failed_ids"]:
+            lines += [f"Molecule ids left out: {', '.join(str(i) for i in p['failed_ids'])}.", ""]
+        lines += [
+            "**Composition-matched pairs**: (aromatic, non-aromatic) ring pairs with the same ring elements "
+            "and the same hydrogen count; the fraction in which the aromatic ring has the lower energy.",
+            "",
+            "| model | rings | pairs | composition groups | aromatic rings in pairs | decomposition | LRP |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name in result["models"]:
+            for set_name, s in part[name]["ring_sets"].items():
+                lines.append(
+                    f"| {name} | {set_name} | {s.get('n_pairs', 0):,} | {s.get('n_composition_groups', 0)} "
+                    f"| {s.get('n_aromatic_in_pairs', 0)} | {fmt(s.get('pairs_decomposition'))} "
+                    f"| {fmt(s.get('pairs_lrp'))} |"
+                )
+        first = result["models"][0]
+        groups = part[first].get("by_composition", [])
+        if groups:
+            lines += [
+                "",
+                f"Pairs by composition group ({first}, decomposition; groups with at least 10 pairs; "
+                "the three "
+                "most common ring types of each kind):",
+                "",
+                "| ring elements, H | aromatic / non-aromatic rings | pairs | aromatic more stable "
+                "| aromatic types | non-aromatic types |",
+                "|---|---|---|---|---|---|",
+            ]
+            for g in groups:
+                if g["n_pairs"] >= 10:
+                    lines.append(
+                        f"| {g['elements']}, H{g['hydrogens']} | {g['n_aromatic']} / {g['n_non_aromatic']} "
+                        f"| {g['n_pairs']:,} | {fmt(g['fraction'])} | {', '.join(g['aromatic_types'])} "
+                        f"| {', '.join(g['non_aromatic_types'])} |"
+                    )
+        lines += [
+            "",
+            "**ROC AUC** of -E_ring, aromatic vs non-aromatic, next to composition alone (hydrogen count; "
+            "logistic regression on ring element and hydrogen counts, out-of-fold), the AUC of the "
+            "residual of E_ring after a least-squares fit on composition, and of E_ring without the "
+            "element references.",
+            "",
+            "| model | rings | rings (aromatic) | H count only | element counts | decomposition "
+            "| decomposition, residual | LRP | LRP, residual | decomposition, no references |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name in result["models"]:
+            for set_name, s in part[name]["ring_sets"].items():
+                if set_name == "5- and 6-rings":
+                    continue
+                few = " (few aromatic rings)" if s["n_aromatic"] < 10 else ""
+                lines.append(
+                    f"| {name} | {set_name} | {s['n_rings']:,} ({s['n_aromatic']}){few} "
+                    f"| {fmt(s.get('auc_h_count'))} "
+                    f"| {fmt(s.get('auc_element_counts'))} | {fmt(s.get('auc_decomposition'))} "
+                    f"| {fmt(s.get('auc_decomposition_residual'))} | {fmt(s.get('auc_lrp'))} "
+                    f"| {fmt(s.get('auc_lrp_residual'))} | {fmt(s.get('auc_decomposition_no_reference'))} |"
+                )
+        lines += [
+            "",
+            "`*`: some resamples drew no aromatic (or no non-aromatic) ring and are left out of that "
+            "interval (counts in the JSON).",
+        ]
+        retried = [
+            (name, set_name, s["without_retried"])
+            for name in result["models"]
+            for set_name, s in part[name]["ring_sets"].items()
+            if "without_retried" in s and set_name != "carbon 6-rings"
+        ]
+        if retried:
+            lines += [
+                "",
+                "Without the molecules perceived on the second try (decomposition, point estimates): "
+                + "; ".join(
+                    f"{n} {sn}: pairs {w['pairs_decomposition']:.3f}, AUC {w['auc_decomposition']:.3f}"
+                    for n, sn, w in retried
+                    if np.isfinite(w["pairs_decomposition"]) or np.isfinite(w["auc_decomposition"])
+                )
+                + ".",
+            ]
+        lines.append("")
+    lines += [
+        "Within a composition group every ring holds the same atoms, so the element references cancel: "
+        "the pair fractions are identical with and without them (checked; `pairs_*_no_reference` in the "
+        "JSON). Without references the AUC over all rings measures mostly how many atoms a ring holds.",
+        "",
+        f"![ring energies]({result['stem']}_hist.png)",
+        "",
+        f"Run time: {result['seconds']:.0f} s with {result['threads']} thread(s) "
+        "(perception, explanations and bootstrap together).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def histogram(result: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    RESULTS.mkdir(exist_ok=True)
-    types = sorted(result["types"].items(), key=lambda kv: kv[1]["mean_decomposition"])
-    common = [(k, v) for k, v in types if v["count"] >= 5]
-    lines = [
-        f"# Ring stability ({result['dataset']}, model {result['model']}, {result['n_molecules']} molecules)",
-        "",
-        f"{result['n_rings']} five- and six-membered rings, {result['n_aromatic']} aromatic (RDKit).",
-        "Ring energy: sum over ring atoms and their hydrogens of the atom contribution relative to its",
-        "element reference, kcal/mol. AUC: how well -E_ring ranks aromatic above non-aromatic rings.",
-        "",
-        "| rings | explanation | ROC AUC | rings | aromatic |",
-        "|---|---|---|---|---|",
-    ]
-    for key, v in result["auc"].items():
-        method, rings = key.split(", ")
-        lines.append(f"| {rings} | {method} | {v['auc']:.3f} | {v['n']} | {v['n_aromatic']} |")
-    lines += [
-        "",
-        "Ring types with at least 5 rings, most stable (lowest mean ring energy) first:",
-        "",
-        "| ring type | count | mean E_ring decomposition | mean E_ring LRP | example molecule id |",
-        "|---|---|---|---|---|",
-    ]
-    for k, v in common:
-        lines.append(
-            f"| {k} | {v['count']} | {v['mean_decomposition']:.2f} | {v['mean_lrp']:.2f} | {v['example_molecule']} |"
-        )
-    slim = {k: v for k, v in result.items() if k not in ("energies",)}
-    write_text_atomic(RESULTS / f"{stem}.json", json.dumps(slim, indent=2, default=float))
-    write_text_atomic(RESULTS / f"{stem}.md", "\n".join(lines) + "\n")
-
-    energies = {m: np.array(e) for m, e in result["energies"].items()}
-    aromatic = np.array(result["ring_aromatic"])
-    six = np.array(result["ring_size"]) == 6
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, (m, e) in zip(axes, energies.items()):
-        bins = np.linspace(np.percentile(e, 0.5), np.percentile(e, 99.5), 50)
-        for label, mask in (
-            ("6-ring, aromatic", six & aromatic),
-            ("6-ring, not aromatic", six & ~aromatic),
-            ("5-ring, aromatic", ~six & aromatic),
-            ("5-ring, not aromatic", ~six & ~aromatic),
-        ):
-            if mask.any():
-                ax.hist(e[mask], bins=bins, alpha=0.5, density=True, label=f"{label} ({mask.sum()})")
-        ax.set_xlabel(f"ring energy, {m} [kcal/mol]")
-        ax.set_title(m)
-    axes[0].set_ylabel("density")
-    axes[1].legend(fontsize=7)
+    part = result["parts"][0]
+    aromatic = np.array(part["ring_aromatic"], dtype=bool)
+    six = np.array(part["ring_size"]) == 6
+    names = result["models"]
+    fig, axes = plt.subplots(len(names), 2, figsize=(10, 3.4 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        for ax, m in zip(axes[row], METHODS):
+            e = np.array(part[name]["energies"][m])
+            if len(e) == 0:
+                continue
+            bins = np.linspace(np.percentile(e, 0.5), np.percentile(e, 99.5), 50)
+            for label, mask in (
+                ("6-ring, aromatic", six & aromatic),
+                ("6-ring, not aromatic", six & ~aromatic),
+                ("5-ring, aromatic", ~six & aromatic),
+                ("5-ring, not aromatic", ~six & ~aromatic),
+            ):
+                if mask.sum() > 1:
+                    ax.hist(e[mask], bins=bins, alpha=0.5, density=True, label=f"{label} ({mask.sum()})")
+            ax.set_xlabel(f"ring energy, {m} [kcal/mol]")
+            ax.set_title(f"{name}, {m}, {part['label']}", fontsize=9)
+        axes[row][0].set_ylabel("density")
+        axes[row][1].legend(fontsize=7)
     fig.tight_layout()
-    savefig_atomic(fig, RESULTS / f"{stem}_hist.png", dpi=120)
+    savefig_atomic(fig, path, dpi=110)
     plt.close(fig)
-
-    examples = [v["example_molecule"] for _, v in common[:4] + common[-4:]]
-    pos = {int(i): k for k, i in enumerate(mols.ids)}
-    chosen = mols.subset([pos[i] for i in dict.fromkeys(examples)])
-    plot_explanation(explain(model, chosen, "lrp"), RESULTS / f"{stem}_examples.png", max_molecules=8)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="qm7-schnet")
-    parser.add_argument("--dataset", choices=["qm7", "qm9"], default="qm7")
-    parser.add_argument("--n-molecules", type=int, default=None, help="a random subset of this size")
+    parser.add_argument("--dataset", choices=sorted(MODELS), default="qm7")
+    parser.add_argument("--models", nargs="+", default=None, help="networks sharing one recorded split")
+    parser.add_argument(
+        "--n-train", type=int, default=10000, help="training molecules analysed (seeded subset)"
+    )
+    parser.add_argument("--no-train", action="store_true", help="held-out molecules only")
+    parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--use-fallback", action="store_true", help="keep rings of the covalent-radius fallback"
+    )
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    model = load_network(args.model)
-    mols = load_qm7() if args.dataset == "qm7" else load_qm9()
-    if args.dataset == "qm9":  # only elements the model was trained on
-        known = set(np.flatnonzero(model.head.reference.numpy()).tolist())
-        ok = np.isin(mols.Z, list(known))
-        mols = mols.subset(np.bincount(mols.mol_index, weights=~ok, minlength=len(mols)) == 0)
-    if args.n_molecules and args.n_molecules < len(mols):
-        idx = np.sort(np.random.default_rng(args.seed).choice(len(mols), args.n_molecules, replace=False))
-        mols = mols.subset(idx)
-    rings, contributions = ring_table(model, mols)
-    result = analyse(rings, contributions, mols)
-    result.update(dataset=args.dataset, model=args.model, n_molecules=len(mols))
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    names = args.models or list(MODELS[args.dataset])
+    models = {n: load_network(n) for n in names}
+    mols = load_dataset(args.dataset)
+    splits = {n: recorded_split(mols, m.metadata) for n, m in models.items()}
+    first = splits[names[0]]
+    for n, s in splits.items():
+        if not np.array_equal(s.test, first.test) or not np.array_equal(s.train, first.train):
+            raise SystemExit(f"{n} was trained on another split than {names[0]}; analyse it separately")
+    parts = [
+        make_part(mols, np.sort(first.test), f"{len(first.test):,} test molecules", True, args.use_fallback)
+    ]
+    if not args.no_train:
+        train = np.sort(first.train)
+        if args.n_train < len(train):
+            train = np.sort(np.random.default_rng(args.seed).choice(train, args.n_train, replace=False))
+            label = f"{len(train):,} random training molecules (seed {args.seed}) of {len(first.train):,}"
+        else:
+            label = f"all {len(train):,} training molecules"
+        parts.append(make_part(mols, train, label, False, args.use_fallback))
+    result = {
+        "dataset": args.dataset,
+        "models": names,
+        "model_descriptions": {
+            n: f"{m.metadata.get('model', type(m).__name__)}, split {m.metadata['split']['method']}"
+            + (f" fold {m.metadata['split']['fold']}" if m.metadata["split"].get("fold") is not None else "")
+            + f", {m.metadata['split']['n_train']:,} training molecules, test MAE "
+            f"{m.metadata.get('test_mae_kcal_mol', float('nan')):.2f} kcal/mol"
+            for n, m in models.items()
+        },
+        "resamples": args.resamples,
+        "seed": args.seed,
+        "use_fallback": args.use_fallback,
+        "threads": args.threads,
+        "parts": [analyse_part(p, models, args.resamples, args.seed) for p in parts],
+    }
+    result["seconds"] = time.perf_counter() - start
     stem = f"ring_stability_{args.dataset}"
-    write(result, model, mols, stem)
+    result["stem"] = stem
+    RESULTS.mkdir(exist_ok=True)
+    histogram(result, RESULTS / f"{stem}_hist.png")
+    slim = json.loads(json.dumps(result, default=float))
+    for part in slim["parts"]:
+        for n in names:
+            part[n].pop("energies", None)
+        part.pop("ring_aromatic", None)
+        part.pop("ring_size", None)
+    write_text_atomic(RESULTS / f"{stem}.json", json.dumps(slim, indent=1))
+    write_text_atomic(RESULTS / f"{stem}.md", markdown(result))
     print((RESULTS / f"{stem}.md").read_text())
 
 
