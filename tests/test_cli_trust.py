@@ -106,6 +106,12 @@ def test_charge_other_than_the_training_data_is_refused(network, tmp_path, capsy
         "3\nProperties=species:S:1:pos:R:3 charge=1\nO 0 0 0.117\nH 0 0.757 -0.469\nH 0 -0.757 -0.469\n",
     )
     _fails(["predict", str(network), f], capsys, "cation.xyz", "charge 1")
+    f = _xyz(
+        tmp_path,
+        "triplet.xyz",
+        "3\nProperties=species:S:1:pos:R:3 multiplicity=3\nO 0 0 0.117\nH 0 0.757 -0.469\nH 0 -0.757 -0.469\n",
+    )
+    _fails(["explain", str(network), f], capsys, "triplet.xyz", "spin multiplicity 3")
 
 
 def test_krr_refuses_a_molecule_larger_than_its_coulomb_matrices(tmp_path, capsys):
