@@ -1,15 +1,25 @@
 """Training and inference throughput of SchNet on CPU, in molecules per second.
 
-Measures a 64-feature, 3-interaction SchNet (cutoff 5 Å) on random QM7 batches, and on the
-setting quoted for schnetpack 2.1.1 (100 molecules of 20 atoms, all pairs): a training step is
+Measures a 64-feature, 3-interaction SchNet (cosine cutoff 5 Å, 51 or 21 Gaussians) on random
+QM7 batches and on packed 20-atom molecules (every pair within the cutoff): a training step is
 forward + backward + Adam update; inference is a forward pass under ``torch.no_grad``. Batch
-size and thread count are printed with every number. Optionally (``--qm9-memory``) measures the
-peak resident memory of a QM9 training run with 100k training molecules (data, pair lists,
-model and some hundred training steps).
+size and thread count are printed with every number.
 
-    python benchmarks/nn_throughput.py [--threads 1 2] [--batch-size 100] [--seconds 10] [--qm9-memory]
+With ``--peer-python PATH`` (the python of an environment with schnetpack, e.g. from
+``../shared/tools/peer-env.sh``), schnetpack's SchNet of the same size is timed in the same run,
+right after qmlx, on the same molecules, batches and thread counts, in a subprocess of that python
+(``benchmarks/_schnetpack_peer.py``); the molecules travel in a temporary ``.npz`` file. The peer
+builds its pair lists with its own neighbour list transform, and the run stops unless its pair
+and atom counts equal qmlx's and its energies are finite. The table then gives both rates and
+their ratio.
 
-Writes ``benchmarks/nn_throughput.json`` and ``benchmarks/nn_throughput.md``.
+Optionally (``--qm9-memory``) measures the peak resident memory of a QM9 training run with 100k
+training molecules (data, pair lists, model and some hundred training steps).
+
+    python benchmarks/nn_throughput.py [--threads 1 2] [--batch-size 100] [--seconds 10]
+        [--peer-python PATH] [--qm9-memory] [--out-dir DIR]
+
+Writes ``nn_throughput.json`` and ``nn_throughput.md`` into ``--out-dir`` (default ``benchmarks/``).
 """
 
 from __future__ import annotations
@@ -19,6 +29,10 @@ import json
 import os
 import platform
 import resource
+import shlex
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +44,7 @@ from qmlx.data.paths import write_text_atomic
 from qmlx.nn import PairCache, SchNet
 
 HERE = Path(__file__).resolve().parent
-SCHNETPACK_TRAIN_MOL_S = 1200.0  # schnetpack 2.1.1, same size, 100 x 20 atoms, all pairs, 2 threads
+PEER_SCRIPT = HERE / "_schnetpack_peer.py"
 
 
 def _rate(model: SchNet, batches, train: bool, seconds: float) -> float:
@@ -75,38 +89,98 @@ def _twenty_atom_set(n_mol: int = 1000) -> Molecules:
                      units={"atomization_energy": "kcal/mol"})  # fmt: skip
 
 
-def throughput(threads: list[int], batch_size: int, seconds: float) -> list[dict]:
+def _write_peer_data(path: Path, mols: Molecules, cache: PairCache, batch_idx: list[np.ndarray]) -> None:
+    """The molecules that the batches use, their half pair counts, targets and the batches (as
+    indices into those molecules) as an ``.npz`` file for the peer script."""
+    used = np.unique(np.concatenate(batch_idx))
+    sub = mols.subset(used)
+    energy = np.zeros(len(used)) if cache.energy is None else cache.energy.numpy()[used]
+    np.savez(
+        path, Z=sub.Z, R=sub.R.astype(np.float32), n_atoms=sub.n_atoms, half_pair_counts=cache.pair_counts[used],
+        energy=energy, batches=np.stack([np.searchsorted(used, idx) for idx in batch_idx]),
+    )  # fmt: skip
+
+
+def _peer_rates(
+    peer_python: str, data: Path, threads: int, seconds: float, n_rbf: int, cutoff: float
+) -> dict:
+    """schnetpack's rates from `PEER_SCRIPT` run by ``peer_python`` (one JSON line on stdout)."""
+    cmd = [peer_python, str(PEER_SCRIPT), str(data), "--threads", str(threads), "--seconds", str(seconds),
+           "--n-rbf", str(n_rbf), "--cutoff", str(cutoff), "--n-features", "64", "--n-interactions", "3"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"peer run failed ({' '.join(cmd)}):\n{proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def throughput(
+    threads: list[int], batch_size: int, seconds: float, peer_python: str | None = None
+) -> tuple[list[dict], dict]:
+    """qmlx rows (and schnetpack's rates next to them when ``peer_python`` is given) and the peer's
+    versions."""
     qm7 = load_qm7()
     rng = np.random.default_rng(0)
-    rows = []
+    rows, peer_info = [], {}
     sets = {
         "qm7 (cutoff 5 Å)": (qm7, 5.0),
         "100 x 20 atoms, all pairs": (_twenty_atom_set(), 5.0),
     }
-    for label, (mols, cutoff) in sets.items():
-        cache = PairCache(mols, cutoff)
-        batches = [cache.batch(rng.choice(len(mols), batch_size, replace=False)) for _ in range(20)]
-        pairs = float(np.mean([2 * len(b.idx_i) for b in batches]))  # directed pairs
-        for spacing in (0.1, 0.25):
-            model = _model(spacing)
-            for th in threads:
-                torch.set_num_threads(th)
-                row = {
-                    "data": label,
-                    "n_rbf": model.rbf.n_rbf,
-                    "batch_size": batch_size,
-                    "threads": th,
-                    "directed_pairs_per_batch": round(pairs),
-                    "train_mol_s": round(_rate(model, batches, True, seconds), 1),
-                    "infer_mol_s": round(_rate(model, batches, False, seconds), 1),
-                }
-                rows.append(row)
-                print(
-                    f"{label:28s} n_rbf {row['n_rbf']:3d}  batch {batch_size}  threads {th}:  "
-                    f"train {row['train_mol_s']:8.1f} mol/s   inference {row['infer_mol_s']:8.1f} mol/s",
-                    flush=True,
-                )
-    return rows
+    with tempfile.TemporaryDirectory(prefix="qmlx-nn-throughput-") as tmp:
+        for s, (label, (mols, cutoff)) in enumerate(sets.items()):
+            cache = PairCache(mols, cutoff)
+            batch_idx = [rng.choice(len(mols), batch_size, replace=False) for _ in range(20)]
+            batches = [cache.batch(idx) for idx in batch_idx]
+            pairs = float(np.mean([2 * len(b.idx_i) for b in batches]))  # directed pairs
+            atoms = float(np.mean([len(b.Z) for b in batches]))
+            peer_data = Path(tmp) / f"set{s}.npz"
+            if peer_python:
+                _write_peer_data(peer_data, mols, cache, batch_idx)
+            for spacing in (0.1, 0.25):
+                model = _model(spacing)
+                with torch.no_grad():
+                    if not all(bool(torch.isfinite(model(b).energy).all()) for b in batches):
+                        raise SystemExit(f"qmlx SchNet gave non-finite energies on {label}")
+                for th in threads:
+                    torch.set_num_threads(th)
+                    row = {
+                        "data": label,
+                        "n_rbf": model.rbf.n_rbf,
+                        "batch_size": batch_size,
+                        "threads": th,
+                        "atoms_per_batch": atoms,
+                        "directed_pairs_per_batch": round(pairs),
+                        "train_mol_s": round(_rate(model, batches, True, seconds), 1),
+                        "infer_mol_s": round(_rate(model, batches, False, seconds), 1),
+                    }
+                    msg = (
+                        f"{label:28s} n_rbf {row['n_rbf']:3d}  batch {batch_size}  threads {th}:  "
+                        f"qmlx train {row['train_mol_s']:8.1f} mol/s   inference {row['infer_mol_s']:8.1f} mol/s"
+                    )
+                    if peer_python:
+                        peer = _peer_rates(peer_python, peer_data, th, seconds, model.rbf.n_rbf, cutoff)
+                        if (peer["directed_pairs_per_batch"], peer["atoms_per_batch"]) != (pairs, atoms):
+                            raise SystemExit(
+                                f"schnetpack computed {peer['directed_pairs_per_batch']} directed pairs and "
+                                f"{peer['atoms_per_batch']} atoms per batch, qmlx {pairs} and {atoms}"
+                            )
+                        peer_info = {k: peer[k] for k in ("schnetpack", "torch", "neighbour_list")}
+                        row.update(
+                            schnetpack_train_mol_s=peer["train_mol_s"],
+                            schnetpack_infer_mol_s=peer["infer_mol_s"],
+                            schnetpack_n_parameters=peer["n_parameters"],
+                            schnetpack_rbf_subnormal_fraction=peer["rbf_subnormal_fraction"],
+                            train_ratio=round(row["train_mol_s"] / peer["train_mol_s"], 2),
+                            infer_ratio=round(row["infer_mol_s"] / peer["infer_mol_s"], 2),
+                        )
+                        msg += (
+                            f"\n{'':28s} schnetpack train {peer['train_mol_s']:8.1f} mol/s   inference "
+                            f"{peer['infer_mol_s']:8.1f} mol/s   ratio train {row['train_ratio']:.2f}x  "
+                            f"inference {row['infer_ratio']:.2f}x"
+                        )
+                    row["n_parameters"] = sum(p.numel() for p in model.parameters())
+                    rows.append(row)
+                    print(msg, flush=True)
+    return rows, peer_info
 
 
 def qm9_memory(n_train: int = 100_000, steps: int = 300, batch_size: int = 100) -> dict:
@@ -153,40 +227,72 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="measuring time per number")
     ap.add_argument("--qm9-memory", action="store_true", help="also measure a QM9 100k training run's memory")
     ap.add_argument("--note", default="", help="a remark stored with the results (e.g. machine load)")
+    ap.add_argument(
+        "--peer-python",
+        default=None,
+        help="python of an environment with schnetpack: time it in the same run",
+    )
+    ap.add_argument("--out-dir", type=Path, default=HERE, help="where nn_throughput.json/.md are written")
     args = ap.parse_args()
     result = {
+        "command": "python benchmarks/nn_throughput.py " + shlex.join(sys.argv[1:]),
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "load_average_at_start": os.getloadavg(),
         "note": args.note,
-        "schnetpack_2.1.1_train_mol_s_reference": SCHNETPACK_TRAIN_MOL_S,
-        "throughput": throughput(args.threads, args.batch_size, args.seconds),
     }
+    result["throughput"], peer = throughput(args.threads, args.batch_size, args.seconds, args.peer_python)
+    if peer:
+        result["peer"] = peer
+    result["load_average_at_end"] = os.getloadavg()
     if args.qm9_memory:
         result["qm9_memory"] = qm9_memory()
-    write_text_atomic(HERE / "nn_throughput.json", json.dumps(result, indent=2) + "\n")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out_dir / "nn_throughput.json", json.dumps(result, indent=2) + "\n")
+    load = lambda k: ", ".join(f"{x:.2f}" for x in result[k])  # noqa: E731
     lines = [
         "# SchNet throughput (64 features, 3 interactions, cutoff 5 Å)",
         "",
-        f"torch {result['torch']}, {result['cpu_count']} CPUs, load average at start "
-        f"{', '.join(f'{x:.2f}' for x in result['load_average_at_start'])}. {args.note}",
+        f"torch {result['torch']}, {result['cpu_count']} CPUs, load average at start {load('load_average_at_start')}, "
+        f"at the end of the throughput runs {load('load_average_at_end')}. {args.note}",
         "",
-        "| data | n_rbf | batch | threads | directed pairs/batch | train mol/s | inference mol/s |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for r in result["throughput"]:
-        lines.append(
-            f"| {r['data']} | {r['n_rbf']} | {r['batch_size']} | {r['threads']} | {r['directed_pairs_per_batch']} "
-            f"| {r['train_mol_s']:.0f} | {r['infer_mol_s']:.0f} |"
-        )
-    lines += ["", f"schnetpack 2.1.1 reference (same size, 100 x 20 atoms, all pairs, 2 threads): "
-              f"about {SCHNETPACK_TRAIN_MOL_S:.0f} training mol/s; target 2x = {2 * SCHNETPACK_TRAIN_MOL_S:.0f}."]  # fmt: skip
+    if peer:
+        lines += [
+            f"qmlx and schnetpack {peer['schnetpack']} (torch {peer['torch']}) measured in the same run, one "
+            "after the other for each row, on the same molecules, batches and thread counts, with the same "
+            "timing loop (Adam, lr 1e-4, MSE loss; inference under `torch.no_grad`). schnetpack runs "
+            "`NeuralNetworkPotential(PairwiseDistances, SchNet, Atomwise)` with `GaussianRBF(n_rbf, 5 Å)` and "
+            f"`CosineCutoff(5 Å)` on pair lists from `{peer['neighbour_list']}`; its directed pairs and atoms "
+            "per batch equal qmlx's (checked) and its energies are finite. Ratio = qmlx / schnetpack.",
+            "",
+            "| data | n_rbf | batch | threads | directed pairs/batch | train mol/s qmlx | schnetpack | ratio "
+            "| inference mol/s qmlx | schnetpack | ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in result["throughput"]:
+            lines.append(
+                f"| {r['data']} | {r['n_rbf']} | {r['batch_size']} | {r['threads']} | {r['directed_pairs_per_batch']} "
+                f"| {r['train_mol_s']:.0f} | {r['schnetpack_train_mol_s']:.0f} | {r['train_ratio']:.2f}x "
+                f"| {r['infer_mol_s']:.0f} | {r['schnetpack_infer_mol_s']:.0f} | {r['infer_ratio']:.2f}x |"
+            )
+    else:
+        lines += [
+            "| data | n_rbf | batch | threads | directed pairs/batch | train mol/s | inference mol/s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in result["throughput"]:
+            lines.append(
+                f"| {r['data']} | {r['n_rbf']} | {r['batch_size']} | {r['threads']} | {r['directed_pairs_per_batch']} "
+                f"| {r['train_mol_s']:.0f} | {r['infer_mol_s']:.0f} |"
+            )
     if "qm9_memory" in result:
         m = result["qm9_memory"]
         lines += ["", f"QM9 training run with {m['n_train']} training molecules: peak RSS {m['peak_rss_mb']:.0f} MB "
                   f"({m['steps']} steps of {m['batch_size']}, {m['threads']} thread)."]  # fmt: skip
-    write_text_atomic(HERE / "nn_throughput.md", "\n".join(lines) + "\n")
+    lines += ["", f"Command: `{result['command']}`"]
+    write_text_atomic(args.out_dir / "nn_throughput.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
