@@ -1,4 +1,4 @@
-"""Kernels and kernel ridge regression (float64, blocked, Cholesky)."""
+"""Kernels and kernel ridge regression (float64, blocked): exact (Cholesky) and Nyström/FALKON (CG)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from qmlx.kernels.distances import distance_matrix
 from qmlx.kernels.kernels import KERNELS, kernel_from_distances, kernel_matrices, kernel_matrix
 from qmlx.kernels.krr import KernelRidge, KernelSolveError, cholesky_solve
 from qmlx.kernels.model import KRRModel, is_krr_file, load_krr, save_krr
+from qmlx.kernels.nystrom import NystromKernelRidge
 from qmlx.kernels.search import (
     GridSearchResult,
     KernelProvider,
@@ -22,6 +23,7 @@ __all__ = [
     "KernelProvider",
     "KernelRidge",
     "KernelSolveError",
+    "NystromKernelRidge",
     "cholesky_solve",
     "distance_matrix",
     "fit_predict",

@@ -1,16 +1,21 @@
-"""A trained KRR model (representation + `KernelRidge`), its training recipe and its HDF5 file.
+"""A trained KRR model (representation + `KernelRidge` or `NystromKernelRidge`), its training recipe
+and its HDF5 file.
 
 File layout (schema ``qmlx.krr``, version `SCHEMA_VERSION`), written atomically (temporary file
 in the same folder, then ``os.replace``):
 
 - root attributes: ``schema``, ``schema_version``, ``qmlx_version``, ``representation`` (name),
-  ``representation_params`` (JSON), ``kernel``, ``sigma``, ``lam``, ``y_mean``, ``target``,
+  ``representation_params`` (JSON), ``regressor`` (class name: ``KernelRidge``, the default
+  for files without it, or ``NystromKernelRidge``), ``regressor_params`` (JSON, all
+  hyperparameters), ``kernel``, ``sigma``, ``lam``, ``y_mean``, ``target``,
   ``unit`` (of predictions, ``kcal/mol``), ``representation_unit`` (``atomic units (Bohr)``),
   ``metadata`` (JSON: data set, fold, sizes, test metrics, ...)
 - ``representation/n_max`` (Coulomb-matrix family) or ``representation/bags`` (Bag of Bonds:
   rows ``(Z_a, Z_b, size)``, ``Z_b = 0`` for element bags): what the representation learned
-- ``X_fit``: training representations, (n, d) or (n, L, d) for random Coulomb matrix sets
-- ``alpha``: (n,) regression weights
+- ``X_fit``: the rows the kernel expansion runs over: training representations, (n, d) or
+  (n, L, d) for random Coulomb matrix sets, or the M Nyström centres, (M, d) or (M, L, d)
+- ``alpha``: (n,) or (M,) regression weights; predictions are ``y_mean + k(x, X_fit) @ alpha``
+  for both regressors
 - optional ``baseline``: (k, 2) rows ``(Z, reference energy in kcal/mol)`` added to predictions
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from numbers import Integral
 from pathlib import Path
 
 import ase
@@ -30,10 +36,13 @@ from qmlx.data.molecules import Molecules, as_molecules
 from qmlx.data.paths import atomic_path
 from qmlx.errors import DataFormatError, DomainError
 from qmlx.kernels.krr import KernelRidge
+from qmlx.kernels.nystrom import NystromKernelRidge
 from qmlx.represent import BagOfBonds, make_representation
 
 SCHEMA = "qmlx.krr"
 SCHEMA_VERSION = 1
+#: regressors a file may name in its ``regressor`` attribute
+REGRESSORS = {"KernelRidge": KernelRidge, "NystromKernelRidge": NystromKernelRidge}
 ENERGY_UNIT = "kcal/mol"
 
 
@@ -44,7 +53,7 @@ class KRRModel:
     ----------
     representation_name : key of `qmlx.represent.REPRESENTATIONS` (``"sorted-cm"``, ...).
     representation : the fitted transformer.
-    regressor : the fitted `KernelRidge`.
+    regressor : the fitted `KernelRidge` or `NystromKernelRidge`.
     target : name of the target the model was trained on.
     metadata : free-form JSON-serializable facts (data set, fold, test MAE, ...).
     baseline : per-element reference energies ``{Z: kcal/mol}`` subtracted before the regression
@@ -124,9 +133,14 @@ class KRRModel:
 
     def __repr__(self) -> str:
         r = self.regressor
+        size = (
+            f"{len(r.alpha_)} Nyström centres"
+            if isinstance(r, NystromKernelRidge)
+            else f"{len(r.alpha_)} training molecules"
+        )
         return (
             f"KRRModel({self.representation_name}, {r.kernel} kernel, sigma={r.sigma:g}, lam={r.lam:g}, "
-            f"{len(r.alpha_)} training molecules, {self.target} [{self.unit}])"
+            f"{size}, {self.target} [{self.unit}])"
         )
 
 
@@ -144,6 +158,8 @@ def save_krr(model: KRRModel, path: str | os.PathLike) -> Path:
             representation=model.representation_name,
             representation_params=json.dumps(_jsonable(rep.get_params())),
             representation_unit="atomic units (Bohr, e^2/Bohr)",
+            regressor=type(reg).__name__,
+            regressor_params=json.dumps(_jsonable(_regressor_params(reg))),
             kernel=reg.kernel,
             sigma=float(reg.sigma),
             lam=float(reg.lam),
@@ -158,7 +174,8 @@ def save_krr(model: KRRModel, path: str | os.PathLike) -> Path:
             group.create_dataset("bags", data=np.array(rows, dtype=np.int64).reshape(-1, 3))
         else:
             group.create_dataset("n_max", data=int(rep.n_max_))
-        f.create_dataset("X_fit", data=reg.X_fit_, compression="gzip", compression_opts=1)
+        support = reg.centers_ if isinstance(reg, NystromKernelRidge) else reg.X_fit_
+        f.create_dataset("X_fit", data=support, compression="gzip", compression_opts=1)
         f.create_dataset("alpha", data=reg.alpha_)
         if model.baseline is not None:
             rows = np.array([[z, e] for z, e in sorted(model.baseline.items())], dtype=np.float64)
@@ -205,21 +222,32 @@ def load_krr(path: str | os.PathLike) -> KRRModel:
                 rep.n_features_out_ = int(rows[:, 2].sum())
             else:
                 rep.n_max_ = int(f["representation/n_max"][()])
-            reg = KernelRidge(
-                kernel=_str(attrs["kernel"]), sigma=float(attrs["sigma"]), lam=float(attrs["lam"])
-            )
-            reg.X_fit_ = f["X_fit"][()].astype(np.float64)
+            reg_name = _str(attrs.get("regressor", "KernelRidge"))
+            if reg_name not in REGRESSORS:
+                raise DataFormatError(
+                    f"{path}: unknown regressor {reg_name!r}; this qmlx reads {', '.join(REGRESSORS)}"
+                )
+            known = REGRESSORS[reg_name]().get_params()
+            params = {
+                k: v for k, v in json.loads(_str(attrs.get("regressor_params", "{}"))).items() if k in known
+            }
+            params.update(kernel=_str(attrs["kernel"]), sigma=float(attrs["sigma"]), lam=float(attrs["lam"]))
+            reg = REGRESSORS[reg_name](**params)
+            support = f["X_fit"][()].astype(np.float64)
             reg.alpha_ = f["alpha"][()].astype(np.float64)
             reg.y_mean_ = float(attrs["y_mean"])
             reg.jitter_ = 0.0
-            reg.n_features_in_ = reg.X_fit_.shape[-1]
+            reg.n_features_in_ = support.shape[-1]
+            if isinstance(reg, NystromKernelRidge):
+                reg.centers_ = support
+                reg.n_centers_ = len(support)
+            else:
+                reg.X_fit_ = support
             unit = _str(attrs["unit"])
             if unit != ENERGY_UNIT:
                 raise DataFormatError(f"{path}: predictions are in {unit!r}, expected {ENERGY_UNIT!r}")
-            if reg.alpha_.shape != (len(reg.X_fit_),):
-                raise DataFormatError(
-                    f"{path}: {len(reg.alpha_)} weights for {len(reg.X_fit_)} training molecules"
-                )
+            if reg.alpha_.shape != (len(support),):
+                raise DataFormatError(f"{path}: {len(reg.alpha_)} weights for {len(support)} kernel rows")
             baseline = None
             if "baseline" in f:
                 rows = f["baseline"][()]
@@ -239,6 +267,17 @@ def load_krr(path: str | os.PathLike) -> KRRModel:
             f"{path}: corrupt or incomplete qmlx KRR model ({type(err).__name__}: {err})"
         ) from None
     return model
+
+
+def _regressor_params(reg) -> dict:
+    """The regressor's hyperparameters worth keeping: all but the thread count (a property of the
+    machine) and a random generator (not serializable; the drawn centres are saved instead)."""
+    params = reg.get_params()
+    params.pop("n_jobs", None)
+    seed = params.get("random_state")
+    if seed is not None and not isinstance(seed, Integral):
+        params["random_state"] = None
+    return params
 
 
 def _str(value) -> str | None:
