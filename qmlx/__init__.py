@@ -1,6 +1,6 @@
 """qmlx: machine learning for quantum chemistry that explains what it learned."""
 
-from qmlx.data import Molecules, load_qm7, load_qm9
+from qmlx.data import Molecules, load_dataset, load_qm7, load_qm9, read_molecules
 
 __version__ = "0.1.0"
-__all__ = ["Molecules", "load_qm7", "load_qm9", "__version__"]
+__all__ = ["Molecules", "load_dataset", "load_qm7", "load_qm9", "read_molecules", "__version__"]

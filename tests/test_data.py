@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from qmlx.data import Molecules, load_molecules, load_qm7, load_qm9, save_molecules
+from qmlx.data import Molecules, load_molecules, load_qm7, load_qm9, read_molecules, save_molecules
 from qmlx.data.qm9 import parse_qm9_xyz, read_qm9_xyz
 from qmlx.errors import DataFormatError
 from qmlx.units import HARTREE_TO_KCAL_MOL
@@ -258,7 +258,7 @@ def test_xyz_hdf5_round_trip_keeps_the_molecule(tmp_path):
     )
     xyz = tmp_path / "methane.xyz"
     ase.io.write(xyz, atoms)
-    mols = Molecules.read(xyz)
+    mols = read_molecules(xyz)
     save_molecules(tmp_path / "m.h5", mols)
     back = load_molecules(tmp_path / "m.h5")[0]
     assert back.get_chemical_symbols() == atoms.get_chemical_symbols()
@@ -305,7 +305,7 @@ def test_malformed_file_raises_error_naming_it(tmp_path, name):
     text, message = MALFORMED[name]
     (tmp_path / name).write_text(text)
     with pytest.raises(DataFormatError, match=message.replace(".", r"\.").replace("(", r"\(")):
-        Molecules.read(tmp_path / name)
+        read_molecules(tmp_path / name)
 
 
 def test_ase_database_and_extxyz_energies_are_read(tmp_path):
@@ -317,10 +317,10 @@ def test_ase_database_and_extxyz_energies_are_read(tmp_path):
     with ase.db.connect(tmp_path / "mols.db") as db:
         db.write(water)
         db.write(ase.Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]), data={})
-    mols = Molecules.read(tmp_path / "mols.db")
+    mols = read_molecules(tmp_path / "mols.db")
     assert mols.n_atoms.tolist() == [3, 2]
     ase.io.write(tmp_path / "w.extxyz", water)
-    from_extxyz = Molecules.read(tmp_path / "w.extxyz")
+    from_extxyz = read_molecules(tmp_path / "w.extxyz")
     assert from_extxyz.units == {"energy": "eV"}
     assert from_extxyz.target("energy", "kcal/mol")[0] == pytest.approx(-14.2 * 23.0605, rel=1e-4)
 

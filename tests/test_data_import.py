@@ -19,7 +19,14 @@ import numpy as np
 import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from qmlx.data import Molecules, import_molecules, load_dataset, load_molecules, save_molecules
+from qmlx.data import (
+    Molecules,
+    import_molecules,
+    load_dataset,
+    load_molecules,
+    read_molecules,
+    save_molecules,
+)
 from qmlx.data.io import read_frames
 from qmlx.errors import DataFormatError
 from qmlx.units import EV_TO_KCAL_MOL, HARTREE_TO_KCAL_MOL
@@ -209,7 +216,7 @@ def test_comment_line_charge_that_ase_does_not_parse(tmp_path):
     frames, _, _ = read_frames(tmp_path / "ion.xyz")
     assert frames[0].info["charge"] == -1 and frames[0].info["multiplicity"] == 2
     (tmp_path / "n.xyz").write_text(XYZ_H2.format(comment="charge = 0"))
-    assert Molecules.read(tmp_path / "n.xyz").charge.tolist() == [0.0]
+    assert read_molecules(tmp_path / "n.xyz").charge.tolist() == [0.0]
 
 
 def test_periodic_cell_is_flagged(tmp_path):
@@ -371,7 +378,7 @@ def test_non_finite_energy_in_file_and_unknown_description(tmp_path):
     ase.io.write(tmp_path / "inf.extxyz", bad)
     with pytest.raises(DataFormatError, match=r"inf\.extxyz: forces hold NaN or infinite values"):
         import_molecules([tmp_path / "inf.extxyz"])
-    assert Molecules.read(tmp_path / "inf.extxyz").forces is None  # lenient reading leaves them out
+    assert read_molecules(tmp_path / "inf.extxyz").forces is None  # lenient reading leaves them out
     ase.io.write(tmp_path / "ok.extxyz", _water(energy=-1.0))
     with pytest.raises(DataFormatError, match=r"description\(s\) for unknown target\(s\) \['U0'\]"):
         import_molecules([tmp_path / "ok.extxyz"], descriptions={"U0": "x"})

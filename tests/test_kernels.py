@@ -276,7 +276,7 @@ def test_qm7_molecule_from_xyz_predicts_like_from_the_dataset(qm7, tmp_path):
     """What `qmlx predict` relies on: an xyz file in Å gives the same energy as the dataset entry."""
     import ase.io
 
-    from qmlx.data import Molecules
+    from qmlx.data import read_molecules
     from qmlx.kernels.model import load_krr
     from qmlx.kernels.training import train_krr
 
@@ -285,7 +285,7 @@ def test_qm7_molecule_from_xyz_predicts_like_from_the_dataset(qm7, tmp_path):
     path = model.save(tmp_path / "m.h5")
     xyz = tmp_path / "mol.xyz"
     ase.io.write(xyz, qm7.subset(test).to_atoms(), format="xyz")
-    from_file = load_krr(path).predict_molecules(Molecules.read(xyz))
+    from_file = load_krr(path).predict_molecules(read_molecules(xyz))
     np.testing.assert_allclose(from_file, model.predict_molecules(qm7.subset(test)), rtol=0, atol=1e-6)
 
 

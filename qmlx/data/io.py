@@ -431,6 +431,30 @@ def import_molecules(
     return Molecules(**fields, ids=np.asarray(ids), name=name, descriptions=descriptions)
 
 
+# ---------------------------------------------------------------------------- one file
+def read_molecules(
+    path: str | os.PathLike,
+    format: str | None = None,
+    targets: Mapping[str, str | None] | None = None,
+    *,
+    unit: str | None = None,
+    force_unit: str | None = None,
+) -> Molecules:
+    """Every molecule in a file that ASE can read (xyz, extxyz, sdf, ASE db, ...), or a qmlx
+    HDF5 store.
+
+    Positions are taken in Å, ASE's unit; targets, forces, charge and multiplicity as in
+    `Molecules.from_atoms`. Any problem raises `DataFormatError` naming the file.
+    """
+    from qmlx.data.store import is_qmlx_hdf5, load_molecules
+
+    path = str(path)
+    if is_qmlx_hdf5(path) or path.lower().endswith((".h5", ".hdf5")):
+        return load_molecules(path)
+    frames, _, _ = read_frames(path, format=format)
+    return Molecules.from_atoms(frames, targets=targets, name=path, unit=unit, force_unit=force_unit)
+
+
 # ---------------------------------------------------------------------------- streaming
 def iter_molecules(path: str | os.PathLike, chunk_size: int = 10_000) -> Iterator[Molecules]:
     """The molecules of one file in chunks of at most ``chunk_size``, read lazily, so that memory
@@ -499,7 +523,7 @@ def load_dataset(spec: str | os.PathLike, target: str | None = None) -> Molecule
     """Load a data set by name or path.
 
     ``"qm7"`` and ``"qm9"`` (any case) load the built-in sets (`load_qm7`, `load_qm9`); a qmlx
-    HDF5 store is read with `load_molecules`; any other existing file with `Molecules.read` (ASE).
+    HDF5 store is read with `load_molecules`; any other existing file with `read_molecules` (ASE).
     With ``target``, the set must have that target, else `DataFormatError` lists those it has.
     """
     from qmlx.data.store import is_qmlx_hdf5, load_molecules
@@ -521,7 +545,7 @@ def load_dataset(spec: str | os.PathLike, target: str | None = None) -> Molecule
             raise DataFormatError(
                 f"{text}: is a folder; import it with a property table first (import_molecules)"
             )
-        mols = load_molecules(path) if is_qmlx_hdf5(path) else Molecules.read(path)
+        mols = load_molecules(path) if is_qmlx_hdf5(path) else read_molecules(path)
     if target is not None and target not in mols.targets:
         have = ", ".join(mols.targets) or "none"
         raise DataFormatError(f"{mols.name}: no target {target!r}; available targets: {have}")

@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from os import PathLike
 
 import ase
 import numpy as np
@@ -410,32 +409,6 @@ class Molecules:
         if ids is None:
             ids = [a.info.get("id", i) for i, a in enumerate(atoms_list)]
         return cls(**fields, ids=np.asarray(ids), name=name)
-
-    @classmethod
-    def read(
-        cls,
-        path: str | PathLike,
-        format: str | None = None,
-        targets: Mapping[str, str | None] | None = None,
-        *,
-        unit: str | None = None,
-        force_unit: str | None = None,
-    ) -> Molecules:
-        """Read every molecule in a file that ASE can read (xyz, extxyz, sdf, ASE db, ...), or a
-        qmlx HDF5 store.
-
-        Positions are taken in Å, ASE's unit; targets, forces, charge and multiplicity as in
-        `from_atoms`. Ids are ``info["id"]`` where present, else the frame index. Any problem
-        raises `DataFormatError` naming the file.
-        """
-        from qmlx.data.io import read_frames
-        from qmlx.data.store import is_qmlx_hdf5, load_molecules
-
-        path = str(path)
-        if is_qmlx_hdf5(path) or path.lower().endswith((".h5", ".hdf5")):
-            return load_molecules(path)
-        frames, _, _ = read_frames(path, format=format)
-        return cls.from_atoms(frames, targets=targets, name=path, unit=unit, force_unit=force_unit)
 
     @classmethod
     def concatenate(cls, parts: Sequence[Molecules], name: str | None = None) -> Molecules:

@@ -206,20 +206,27 @@ def check_network_domain(model: InteractionNetwork, mols: Molecules) -> DomainRe
 
 @torch.no_grad()
 def predict_network(
-    model: InteractionNetwork, mols: Molecules | Sequence[ase.Atoms], batch_size: int = 256
+    model: InteractionNetwork,
+    mols: Molecules | Sequence[ase.Atoms],
+    batch_size: int = 256,
+    tabulated: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Energies of ``mols``: ``(energies (n_mol,), atom_energies (n_atoms_total,))`` in kcal/mol.
 
     ``mols`` is `Molecules` or a list of ``ase.Atoms`` (positions in Å). Atom energies follow
     the flat atom order; per molecule they sum to its energy. Input outside the training domain
     raises `DomainError` (hard cases) or warns (soft cases, see `check_network_domain`).
+
+    ``tabulated`` (default) reads the interactions' distance factors from tables over distance
+    (`InteractionNetwork.inference_tables`), about twice as fast for SchNet on one CPU thread and
+    equal to the exact forward pass to float32 rounding; ``False`` runs the exact pass.
     """
     mols = as_molecules(mols)
     warn_if_flagged(check_network_domain(model, mols), mols)
     model.eval()
     e, ae = [], []
     for b in _batches(model, mols, batch_size):
-        out = model(b)
+        out = model(b, tabulated=tabulated)
         e.append(out.energy.double().cpu().numpy())
         ae.append(out.atom_energies.double().cpu().numpy())
     return np.concatenate(e), np.concatenate(ae)
@@ -227,17 +234,21 @@ def predict_network(
 
 @torch.no_grad()
 def predict_ensemble(
-    model: Ensemble, mols: Molecules | Sequence[ase.Atoms], batch_size: int = 256
+    model: Ensemble,
+    mols: Molecules | Sequence[ase.Atoms],
+    batch_size: int = 256,
+    tabulated: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(mean energies (n_mol,), standard deviation over members (n_mol,), mean atom energies
-    (n_atoms_total,))`` in kcal/mol, with the same domain checks as `predict_network`. The
-    standard deviation uses ``ddof=0`` (the members' spread, not an estimate of it)."""
+    (n_atoms_total,))`` in kcal/mol, with the same domain checks and ``tabulated`` switch as
+    `predict_network`. The standard deviation uses ``ddof=0`` (the members' spread, not an
+    estimate of it)."""
     mols = as_molecules(mols)
     warn_if_flagged(check_network_domain(model, mols), mols)
     model.eval()
     mean, std, ae = [], [], []
     for b in _batches(model, mols, batch_size):
-        outs = [m(b) for m in model.members]
+        outs = [m(b, tabulated=tabulated) for m in model.members]
         e = torch.stack([o.energy for o in outs]).double()
         mean.append(e.mean(0).cpu().numpy())
         std.append(e.std(0, unbiased=False).cpu().numpy())

@@ -72,7 +72,13 @@ class GaussianRBF(nn.Module):
         self.register_buffer("centers", torch.linspace(start, stop, n_rbf))
         w = spacing if width is None else width
         self.coeff = -0.5 / (w * w)
+        self.width = float(w)
         self.n_rbf = n_rbf
+
+    @property
+    def zero_beyond(self) -> float:
+        """Distance in Å past which every Gaussian is exactly 0 (see `UNDERFLOW_ARG`)."""
+        return float(self.centers.max()) + math.sqrt(UNDERFLOW_ARG / self.coeff)
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
         diff = d.unsqueeze(-1) - self.centers
@@ -156,7 +162,13 @@ class SchNetInteraction(nn.Module):
         self, x: torch.Tensor, rbf: torch.Tensor, fcut: torch.Tensor, idx_i: torch.Tensor, idx_j: torch.Tensor
     ) -> torch.Tensor:
         """``x (n_atoms, F)``; pair tensors over the half list ``i < j``; returns ``(n_atoms, F)``."""
-        w = self.filter(rbf, fcut)
+        return self.propagate(x, self.filter(rbf, fcut), idx_i, idx_j)
+
+    def propagate(
+        self, x: torch.Tensor, w: torch.Tensor, idx_i: torch.Tensor, idx_j: torch.Tensor
+    ) -> torch.Tensor:
+        """The update ``(n_atoms, F)`` from ``x (n_atoms, F)`` and the filter ``w (n_pairs, n_filters)``
+        of each half pair ``i < j`` (from `filter`, or read from a `RadialTables`)."""
         h = self.in2f(x)
         # index_select rather than h[idx]: its backward is an index_add, not a much slower index_put
         h_i, h_j = h.index_select(0, idx_i), h.index_select(0, idx_j)
@@ -187,7 +199,13 @@ class DTNNInteraction(nn.Module):
         self, x: torch.Tensor, rbf: torch.Tensor, idx_i: torch.Tensor, idx_j: torch.Tensor
     ) -> torch.Tensor:
         """``x (n_atoms, F)``, ``rbf (n_half_pairs, n_rbf)`` over pairs ``i < j``; returns ``(n_atoms, F)``."""
-        d = self.df(rbf)
+        return self.propagate(x, self.df(rbf), idx_i, idx_j)
+
+    def propagate(
+        self, x: torch.Tensor, d: torch.Tensor, idx_i: torch.Tensor, idx_j: torch.Tensor
+    ) -> torch.Tensor:
+        """The update ``(n_atoms, F)`` from ``x (n_atoms, F)`` and the distance factor
+        ``d = df(rbf) (n_half_pairs, n_factors)`` of each pair ``i < j`` (or read from a `RadialTables`)."""
         c = self.cf(x)
         v_ji = torch.tanh(self.fc(c.index_select(0, idx_j) * d))  # message from j to i
         v_ij = torch.tanh(self.fc(c.index_select(0, idx_i) * d))  # message from i to j
@@ -243,3 +261,62 @@ class AtomwiseHead(nn.Module):
         self.reference[torch.as_tensor(elements)] = torch.as_tensor(ref, dtype=self.reference.dtype)
         self.scale.fill_(scale)
         return refs
+
+
+class RadialTables:
+    """Functions of the pair distance tabulated on one uniform grid, read by linear interpolation.
+
+    Inference needs the distance-only factors of the interactions (SchNet's filters, DTNN's
+    ``df(rbf(d))``) at every pair; reading them from a fine table replaces a Gaussian expansion and
+    one or two dense layers per pair by two table rows. The error of linear interpolation is at
+    most ``step^2 / 8 * max|f''|``; with the step a small fraction of the Gaussian width it stays at
+    the level of float32 rounding.
+
+    Parameters
+    ----------
+    values : one tensor ``(n_intervals + 1, F_t)`` per function, its values at the distances
+        ``d_k = k * stop / n_intervals`` Å, ``k = 0..n_intervals``.
+    stop : the last grid distance in Å; past it each function keeps its last value (it must be
+        constant there: 0 beyond a cosine cutoff, the bias beyond the Gaussians' support).
+    """
+
+    def __init__(self, values: list[torch.Tensor], stop: float) -> None:
+        n = {v.shape[0] for v in values}
+        if len(n) != 1 or min(n) < 2:
+            raise ValueError("the tables need one common grid of two or more points")
+        self.values = [v.contiguous() for v in values]
+        self.n_intervals = n.pop() - 1
+        self.stop = float(stop)
+        self.inv_step = self.n_intervals / self.stop
+
+    @classmethod
+    @torch.no_grad()
+    def evaluate(
+        cls,
+        functions: list,
+        stop: float,
+        n_intervals: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> RadialTables:
+        """Tables of ``functions`` (each maps float64 distances ``(n,)`` Å to ``(n, F_t)``), evaluated
+        in float64 on ``n_intervals + 1`` points from 0 to ``stop`` Å and stored as ``dtype``."""
+        grid = torch.linspace(0.0, float(stop), n_intervals + 1, dtype=torch.float64, device=device)
+        return cls([f(grid).to(dtype) for f in functions], stop)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def locate(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For distances ``d (n_pairs,)`` Å: the two grid points around each, ``(n_pairs, 2)`` int64,
+        and their interpolation weights ``(n_pairs, 2)`` (summing to 1), shared by every table."""
+        u = (d * self.inv_step).clamp_(0.0, float(self.n_intervals))
+        lower = u.floor().clamp_(max=self.n_intervals - 1)
+        frac = u - lower
+        lower = lower.long()
+        return torch.stack((lower, lower + 1), dim=1), torch.stack((1.0 - frac, frac), dim=1)
+
+    def interpolate(self, t: int, where: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Function ``t`` at the distances that `locate` placed: ``(n_pairs, F_t)``."""
+        idx, weights = where
+        return nn.functional.embedding_bag(idx, self.values[t], per_sample_weights=weights, mode="sum")

@@ -10,10 +10,19 @@ Both models run ``embed -> interactions -> head`` on a flat `Batch`:
 
 `forward` returns a `NetworkOutput` with the energies and the features after each step, so
 that explanation code can reach every intermediate tensor without the models knowing about it.
+
+``forward(batch, tabulated=True)`` is a faster inference path (no gradients): the distance-only
+factor of each interaction (SchNet's filter ``W(d)``, DTNN's ``df(rbf(d))``) is read from a fine
+table over distance (`RadialTables`, built in float64 from the current weights and rebuilt when
+they change) instead of being computed per pair. It agrees with the exact path to float32
+rounding; the default path, which training, forces and explanations use, is unchanged.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -26,8 +35,14 @@ from qmlx.nn.layers import (
     DTNNInteraction,
     ElementEmbedding,
     GaussianRBF,
+    RadialTables,
     SchNetInteraction,
 )
+
+#: grid points of the tabulated inference tables per Gaussian width of the radial basis
+TABLE_POINTS_PER_WIDTH = 200
+#: fewest intervals of a table grid
+TABLE_MIN_INTERVALS = 4096
 
 
 @dataclass
@@ -49,32 +64,100 @@ class InteractionNetwork(nn.Module):
 
     cutoff: float
     config: dict
+    #: the tables of the tabulated path and a copy of the weights they were built from
+    _tables: tuple[RadialTables, tuple, list[torch.Tensor]] | None = None
 
     def embed(self, Z: torch.Tensor) -> torch.Tensor:
         """``Z (n_atoms,)`` -> initial features ``(n_atoms, F)``."""
         return self.embedding(Z)
 
+    def distances(self, batch: Batch) -> torch.Tensor:
+        """Distances ``(n_pairs,)`` in Å over the half pair list."""
+        vec = batch.R[batch.idx_j] - batch.R[batch.idx_i]
+        return torch.sqrt((vec * vec).sum(-1))
+
     def pair_features(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Distances ``(n_pairs,)`` Å, radial basis ``(n_pairs, n_rbf)``, cutoff ``(n_pairs,)``."""
-        vec = batch.R[batch.idx_j] - batch.R[batch.idx_i]
-        d = torch.sqrt((vec * vec).sum(-1))
+        d = self.distances(batch)
         return d, self.rbf(d), self.cutoff_fn(d)
 
     def interact(self, t: int, x: torch.Tensor, rbf, fcut, batch: Batch) -> torch.Tensor:
         """The update v^t ``(n_atoms, F)`` of interaction ``t``."""
         raise NotImplementedError
 
-    def forward(self, batch: Batch) -> NetworkOutput:
-        return self.forward_from(self.embed(batch.Z), batch)
+    # -- tabulated inference -------------------------------------------------------------
+    def radial_functions(self) -> tuple[list[Callable[[torch.Tensor], torch.Tensor]], float]:
+        """The distance-only factor of each interaction as a function of float64 distances
+        ``(n,)`` Å -> ``(n, F_t)``, computed by float64 copies of the layers, and the distance in Å
+        past which every factor is constant (the grid's end)."""
+        raise NotImplementedError
 
-    def forward_from(self, x: torch.Tensor, batch: Batch) -> NetworkOutput:
+    def _table_sources(self) -> list[torch.Tensor]:
+        """The parameters and buffers that the factors of `radial_functions` read."""
+        raise NotImplementedError
+
+    def _table_key(self) -> tuple:
+        """The settings besides `_table_sources` that the tables depend on."""
+        return (self.rbf.coeff, self.rbf.width, float(self.cutoff))
+
+    def inference_tables(self) -> RadialTables:
+        """The `RadialTables` of the tabulated path for the current weights.
+
+        Built on first use (float64 evaluation on a grid of ``TABLE_POINTS_PER_WIDTH`` points per
+        Gaussian width, at least ``TABLE_MIN_INTERVALS`` intervals, stored in the model's dtype on
+        its device) and kept with a copy of the weights they read; any later change of those
+        weights, dtype or device (an optimizer step, ``load_state_dict``, ``.to()``, an edit through
+        ``.data``) makes the next call rebuild them. Checking costs one comparison per tensor.
+        """
+        sources = [s.detach() for s in self._table_sources()]
+        key = self._table_key()
+        if self._tables is not None:
+            tables, old_key, snapshot = self._tables
+            if old_key == key and _same_tensors(snapshot, sources):
+                return tables
+        functions, stop = self.radial_functions()
+        n_intervals = max(TABLE_MIN_INTERVALS, math.ceil(stop * TABLE_POINTS_PER_WIDTH / self.rbf.width))
+        centers = self.rbf.centers
+        tables = RadialTables.evaluate(
+            functions, stop, n_intervals, dtype=centers.dtype, device=centers.device
+        )
+        self._tables = (tables, key, [s.clone() for s in sources])
+        return tables
+
+    def interact_radial(self, t: int, x: torch.Tensor, radial: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The update v^t ``(n_atoms, F)`` of interaction ``t`` from its distance factor ``radial``
+        ``(n_pairs, F_t)`` (one of `radial_functions`, read from the tables)."""
+        return self.interactions[t].propagate(x, radial, batch.idx_i, batch.idx_j)
+
+    def forward(self, batch: Batch, tabulated: bool = False) -> NetworkOutput:
+        """Energies of ``batch``; ``tabulated=True`` takes the faster table path of inference
+        (only without gradients, see `forward_from`)."""
+        return self.forward_from(self.embed(batch.Z), batch, tabulated=tabulated)
+
+    def forward_from(self, x: torch.Tensor, batch: Batch, tabulated: bool = False) -> NetworkOutput:
         """The forward pass from given initial atom features ``x (n_atoms, F)`` instead of the
-        embeddings (what gradient-based explanations differentiate with respect to)."""
+        embeddings (what gradient-based explanations differentiate with respect to).
+
+        ``tabulated=True`` reads each interaction's distance factor from `inference_tables` (equal
+        to the exact path to float32 rounding); it carries no gradient to the weights or the
+        positions, so it is refused while gradients are enabled (use ``torch.no_grad()``).
+        """
         features = [x]
-        _, rbf, fcut = self.pair_features(batch)
-        for t in range(len(self.interactions)):
-            x = x + self.interact(t, x, rbf, fcut, batch)
-            features.append(x)
+        if tabulated:
+            if torch.is_grad_enabled():
+                raise RuntimeError(
+                    "the tabulated forward pass is for inference: run it under torch.no_grad()"
+                )
+            tables = self.inference_tables()
+            where = tables.locate(self.distances(batch))
+            for t in range(len(self.interactions)):
+                x = x + self.interact_radial(t, x, tables.interpolate(t, where), batch)
+                features.append(x)
+        else:
+            _, rbf, fcut = self.pair_features(batch)
+            for t in range(len(self.interactions)):
+                x = x + self.interact(t, x, rbf, fcut, batch)
+                features.append(x)
         atom_e = self.head(x, batch.Z)
         energy = torch.zeros(batch.n_mol, dtype=atom_e.dtype, device=atom_e.device)
         energy.index_add_(0, batch.mol_index, atom_e)
@@ -126,6 +209,16 @@ class SchNet(InteractionNetwork):
     def interact(self, t: int, x: torch.Tensor, rbf, fcut, batch: Batch) -> torch.Tensor:
         return self.interactions[t](x, rbf, fcut, batch.idx_i, batch.idx_j)
 
+    def radial_functions(self) -> tuple[list[Callable[[torch.Tensor], torch.Tensor]], float]:
+        """The filters ``W_t(d) = filter_t(rbf(d), cutoff(d))`` ``(n, n_filters)``; 0 from the cutoff on."""
+        rbf, cut = copy.deepcopy(self.rbf).double(), self.cutoff_fn
+        blocks = [copy.deepcopy(b).double() for b in self.interactions]
+        return [lambda d, b=b: b.filter(rbf(d), cut(d)) for b in blocks], self.cutoff
+
+    def _table_sources(self) -> list[torch.Tensor]:
+        layers = [t for b in self.interactions for t in (b.filter1, b.filter2)]
+        return [self.rbf.centers] + [p for layer in layers for p in layer.parameters()]
+
 
 class DTNN(InteractionNetwork):
     """Deep tensor neural network (Schütt et al., Nat. Commun. 8, 13890, 2017).
@@ -173,6 +266,16 @@ class DTNN(InteractionNetwork):
     def interact(self, t: int, x: torch.Tensor, rbf, fcut, batch: Batch) -> torch.Tensor:
         return self.interactions[t](x, rbf, batch.idx_i, batch.idx_j)
 
+    def radial_functions(self) -> tuple[list[Callable[[torch.Tensor], torch.Tensor]], float]:
+        """The factors ``df_t(rbf(d))`` ``(n, n_factors)``; constant (the bias) where every Gaussian is
+        0, and the grid ends there or at the cutoff, whichever comes first."""
+        rbf = copy.deepcopy(self.rbf).double()
+        layers = [copy.deepcopy(b.df).double() for b in self.interactions]
+        return [lambda d, f=f: f(rbf(d)) for f in layers], min(self.cutoff, self.rbf.zero_beyond)
+
+    def _table_sources(self) -> list[torch.Tensor]:
+        return [self.rbf.centers] + [p for b in self.interactions for p in b.df.parameters()]
+
 
 class _HardCutoff(nn.Module):
     """Ones; the pair list already excludes pairs beyond the cutoff."""
@@ -183,6 +286,14 @@ class _HardCutoff(nn.Module):
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
         return torch.ones_like(d)
+
+
+def _same_tensors(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    """Whether two lists of tensors agree in length, shape, dtype, device and every value."""
+    return len(a) == len(b) and all(
+        x.shape == y.shape and x.dtype == y.dtype and x.device == y.device and torch.equal(x, y)
+        for x, y in zip(a, b)
+    )
 
 
 MODEL_CLASSES: dict[str, type[InteractionNetwork]] = {"SchNet": SchNet, "DTNN": DTNN}
@@ -214,12 +325,15 @@ class Ensemble(nn.Module):
         """The first member's output head (its element references say which elements it knows)."""
         return self.members[0].head
 
-    def member_energies(self, batch: Batch) -> torch.Tensor:
-        """(n_members, n_mol) energies of every member in kcal/mol."""
-        return torch.stack([m(batch).energy for m in self.members])
+    def member_energies(self, batch: Batch, tabulated: bool = False) -> torch.Tensor:
+        """(n_members, n_mol) energies of every member in kcal/mol (``tabulated``: see
+        `InteractionNetwork.forward_from`)."""
+        return torch.stack([m(batch, tabulated=tabulated).energy for m in self.members])
 
-    def forward(self, batch: Batch) -> NetworkOutput:
-        outs = [m(batch) for m in self.members]
+    def forward(self, batch: Batch, tabulated: bool = False) -> NetworkOutput:
+        """The members' mean energies; ``tabulated=True`` runs each member's table path of
+        inference (under ``torch.no_grad()`` only)."""
+        outs = [m(batch, tabulated=tabulated) for m in self.members]
         return NetworkOutput(
             energy=torch.stack([o.energy for o in outs]).mean(0),
             atom_energies=torch.stack([o.atom_energies for o in outs]).mean(0),
