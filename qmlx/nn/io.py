@@ -218,7 +218,7 @@ def predict_network(
     raises `DomainError` (hard cases) or warns (soft cases, see `check_network_domain`).
 
     ``tabulated`` (default) reads the interactions' distance factors from tables over distance
-    (`InteractionNetwork.inference_tables`), about twice as fast for SchNet on one CPU thread and
+    (`InteractionNetwork.inference_tables`), two to three times as fast for SchNet on one CPU thread and
     equal to the exact forward pass to float32 rounding; ``False`` runs the exact pass.
     """
     mols = as_molecules(mols)

@@ -7,6 +7,7 @@ given as ``(n_atoms, F)`` for atom features, ``(n_pairs, ...)`` for pair feature
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -293,16 +294,17 @@ class RadialTables:
     @torch.no_grad()
     def evaluate(
         cls,
-        functions: list,
+        functions: Callable[[torch.Tensor], list[torch.Tensor]],
         stop: float,
         n_intervals: int,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> RadialTables:
-        """Tables of ``functions`` (each maps float64 distances ``(n,)`` Å to ``(n, F_t)``), evaluated
-        in float64 on ``n_intervals + 1`` points from 0 to ``stop`` Å and stored as ``dtype``."""
+        """Tables of ``functions`` (float64 distances ``(n,)`` Å -> one ``(n, F_t)`` tensor per
+        function), evaluated in float64 on ``n_intervals + 1`` points from 0 to ``stop`` Å and stored
+        as ``dtype``."""
         grid = torch.linspace(0.0, float(stop), n_intervals + 1, dtype=torch.float64, device=device)
-        return cls([f(grid).to(dtype) for f in functions], stop)
+        return cls([v.to(dtype) for v in functions(grid)], stop)
 
     def __len__(self) -> int:
         return len(self.values)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -40,9 +40,11 @@ from qmlx.nn.layers import (
 )
 
 #: grid points of the tabulated inference tables per Gaussian width of the radial basis
-TABLE_POINTS_PER_WIDTH = 200
+TABLE_POINTS_PER_WIDTH = 400
 #: fewest intervals of a table grid
 TABLE_MIN_INTERVALS = 4096
+#: per network: its inference tables, the settings and a copy of the weights they were built from
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -64,8 +66,6 @@ class InteractionNetwork(nn.Module):
 
     cutoff: float
     config: dict
-    #: the tables of the tabulated path and a copy of the weights they were built from
-    _tables: tuple[RadialTables, tuple, list[torch.Tensor]] | None = None
 
     def embed(self, Z: torch.Tensor) -> torch.Tensor:
         """``Z (n_atoms,)`` -> initial features ``(n_atoms, F)``."""
@@ -86,14 +86,17 @@ class InteractionNetwork(nn.Module):
         raise NotImplementedError
 
     # -- tabulated inference -------------------------------------------------------------
-    def radial_functions(self) -> tuple[list[Callable[[torch.Tensor], torch.Tensor]], float]:
-        """The distance-only factor of each interaction as a function of float64 distances
-        ``(n,)`` Å -> ``(n, F_t)``, computed by float64 copies of the layers, and the distance in Å
-        past which every factor is constant (the grid's end)."""
+    def radial_factors(self, d: torch.Tensor) -> list[torch.Tensor]:
+        """The distance-only factor ``(n, F_t)`` of each interaction ``t`` at float64 distances
+        ``d (n,)`` Å, computed in float64 by copies of the layers (the values of the tables)."""
+        raise NotImplementedError
+
+    def radial_stop(self) -> float:
+        """The distance in Å from which on every radial factor is constant (where the tables end)."""
         raise NotImplementedError
 
     def _table_sources(self) -> list[torch.Tensor]:
-        """The parameters and buffers that the factors of `radial_functions` read."""
+        """The parameters and buffers that `radial_factors` reads."""
         raise NotImplementedError
 
     def _table_key(self) -> tuple:
@@ -108,25 +111,28 @@ class InteractionNetwork(nn.Module):
         its device) and kept with a copy of the weights they read; any later change of those
         weights, dtype or device (an optimizer step, ``load_state_dict``, ``.to()``, an edit through
         ``.data``) makes the next call rebuild them. Checking costs one comparison per tensor.
+        The tables live beside the model, not in it: copies, state dicts and saved files never
+        carry them.
         """
         sources = [s.detach() for s in self._table_sources()]
         key = self._table_key()
-        if self._tables is not None:
-            tables, old_key, snapshot = self._tables
+        cached = _TABLES.get(self)
+        if cached is not None:
+            tables, old_key, snapshot = cached
             if old_key == key and _same_tensors(snapshot, sources):
                 return tables
-        functions, stop = self.radial_functions()
+        stop = self.radial_stop()
         n_intervals = max(TABLE_MIN_INTERVALS, math.ceil(stop * TABLE_POINTS_PER_WIDTH / self.rbf.width))
         centers = self.rbf.centers
         tables = RadialTables.evaluate(
-            functions, stop, n_intervals, dtype=centers.dtype, device=centers.device
+            self.radial_factors, stop, n_intervals, dtype=centers.dtype, device=centers.device
         )
-        self._tables = (tables, key, [s.clone() for s in sources])
+        _TABLES[self] = (tables, key, [s.clone() for s in sources])
         return tables
 
     def interact_radial(self, t: int, x: torch.Tensor, radial: torch.Tensor, batch: Batch) -> torch.Tensor:
         """The update v^t ``(n_atoms, F)`` of interaction ``t`` from its distance factor ``radial``
-        ``(n_pairs, F_t)`` (one of `radial_functions`, read from the tables)."""
+        ``(n_pairs, F_t)`` (one of `radial_factors`, read from the tables)."""
         return self.interactions[t].propagate(x, radial, batch.idx_i, batch.idx_j)
 
     def forward(self, batch: Batch, tabulated: bool = False) -> NetworkOutput:
@@ -209,11 +215,14 @@ class SchNet(InteractionNetwork):
     def interact(self, t: int, x: torch.Tensor, rbf, fcut, batch: Batch) -> torch.Tensor:
         return self.interactions[t](x, rbf, fcut, batch.idx_i, batch.idx_j)
 
-    def radial_functions(self) -> tuple[list[Callable[[torch.Tensor], torch.Tensor]], float]:
-        """The filters ``W_t(d) = filter_t(rbf(d), cutoff(d))`` ``(n, n_filters)``; 0 from the cutoff on."""
-        rbf, cut = copy.deepcopy(self.rbf).double(), self.cutoff_fn
-        blocks = [copy.deepcopy(b).double() for b in self.interactions]
-        return [lambda d, b=b: b.filter(rbf(d), cut(d)) for b in blocks], self.cutoff
+    def radial_factors(self, d: torch.Tensor) -> list[torch.Tensor]:
+        """The filters ``W_t(d) = filter_t(rbf(d), cutoff(d))`` ``(n, n_filters)``."""
+        rbf, fcut = copy.deepcopy(self.rbf).double()(d), self.cutoff_fn(d)
+        return [copy.deepcopy(b).double().filter(rbf, fcut) for b in self.interactions]
+
+    def radial_stop(self) -> float:
+        """The cutoff: the filters are 0 from there on."""
+        return self.cutoff
 
     def _table_sources(self) -> list[torch.Tensor]:
         layers = [t for b in self.interactions for t in (b.filter1, b.filter2)]
@@ -266,12 +275,15 @@ class DTNN(InteractionNetwork):
     def interact(self, t: int, x: torch.Tensor, rbf, fcut, batch: Batch) -> torch.Tensor:
         return self.interactions[t](x, rbf, batch.idx_i, batch.idx_j)
 
-    def radial_functions(self) -> tuple[list[Callable[[torch.Tensor], torch.Tensor]], float]:
-        """The factors ``df_t(rbf(d))`` ``(n, n_factors)``; constant (the bias) where every Gaussian is
-        0, and the grid ends there or at the cutoff, whichever comes first."""
-        rbf = copy.deepcopy(self.rbf).double()
-        layers = [copy.deepcopy(b.df).double() for b in self.interactions]
-        return [lambda d, f=f: f(rbf(d)) for f in layers], min(self.cutoff, self.rbf.zero_beyond)
+    def radial_factors(self, d: torch.Tensor) -> list[torch.Tensor]:
+        """The factors ``df_t(rbf(d))`` ``(n, n_factors)``."""
+        rbf = copy.deepcopy(self.rbf).double()(d)
+        return [copy.deepcopy(b.df).double()(rbf) for b in self.interactions]
+
+    def radial_stop(self) -> float:
+        """The distance past which every Gaussian is 0 (the factors equal the bias), or the cutoff if
+        that comes first."""
+        return min(self.cutoff, self.rbf.zero_beyond)
 
     def _table_sources(self) -> list[torch.Tensor]:
         return [self.rbf.centers] + [p for b in self.interactions for p in b.df.parameters()]
