@@ -2,8 +2,9 @@
 
 Measures a 64-feature, 3-interaction SchNet (cosine cutoff 5 Å, 51 or 21 Gaussians) on random
 QM7 batches and on packed 20-atom molecules (every pair within the cutoff): a training step is
-forward + backward + Adam update; inference is a forward pass under ``torch.no_grad``. Batch
-size and thread count are printed with every number.
+forward + backward + Adam update; inference is a forward pass under ``torch.no_grad``, for qmlx
+the one `qmlx.nn.predict_network` runs (``tabulated=True``: filters read from a table over
+distance). Batch size and thread count are printed with every number.
 
 With ``--peer-python PATH`` (the python of an environment with schnetpack, e.g. from
 ``../shared/tools/peer-env.sh``), schnetpack's SchNet of the same size is timed in the same run,
@@ -70,7 +71,7 @@ def _rate(model: SchNet, batches, train: bool, seconds: float) -> float:
             opt.step()
         else:
             with torch.no_grad():
-                model(b)
+                model(b, tabulated=True)  # the inference path of predict_network
         n_mol += b.n_mol
     return n_mol / (time.perf_counter() - t0)
 
@@ -262,7 +263,8 @@ def main() -> None:
         lines += [
             f"qmlx and schnetpack {peer['schnetpack']} (torch {peer['torch']}) measured in the same run, one "
             "after the other for each row, on the same molecules, batches and thread counts, with the same "
-            "timing loop (Adam, lr 1e-4, MSE loss; inference under `torch.no_grad`). schnetpack runs "
+            "timing loop (Adam, lr 1e-4, MSE loss; inference under `torch.no_grad`, qmlx with the tabulated "
+            "filters that `qmlx predict` uses). schnetpack runs "
             "`NeuralNetworkPotential(PairwiseDistances, SchNet, Atomwise)` with `GaussianRBF(n_rbf, 5 Å)` and "
             f"`CosineCutoff(5 Å)` on pair lists from `{peer['neighbour_list']}`; its directed pairs and atoms "
             "per batch equal qmlx's (checked) and its energies are finite. Ratio = qmlx / schnetpack.",
