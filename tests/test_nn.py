@@ -235,12 +235,13 @@ def test_element_unknown_to_the_model_is_refused(model):
 
 
 # ---------------------------------------------------------------- shipped model on QM7
-@pytest.mark.parametrize("name, limit", [("qm7-schnet", 1.5), ("qm7-dtnn", 2.0)])
+@pytest.mark.parametrize(
+    "name, limit", [("qm7-schnet", 1.5), ("qm7-dtnn", 2.0), ("qm7-schnet-ensemble", 0.85)]
+)
 def test_shipped_model_reaches_its_fold0_test_mae(qm7, name, limit):
     from qmlx.models import shipped_model_path
 
-    if shipped_model_path(name) is None:
-        pytest.skip(f"{name} weights are not in this checkout")
+    assert shipped_model_path(name) is not None, f"{name} weights are missing from qmlx/models"
     model = load_network(name)
     _, test = qm7.folds[0]
     mols = qm7.subset(test)
@@ -262,3 +263,18 @@ def test_ase_calculator_reports_ev_and_forces_in_ev_per_angstrom(model, small_mo
     assert atoms.get_potential_energy() == pytest.approx(e_kcal[0] * KCAL_MOL_TO_EV, abs=1e-5)
     np.testing.assert_allclose(atoms.get_forces(), f_kcal * KCAL_MOL_TO_EV, atol=1e-6)
     assert atoms.get_potential_energies().sum() == pytest.approx(atoms.get_potential_energy(), abs=1e-5)
+
+
+def test_shipped_ensemble_spread_tracks_its_errors(qm7):
+    """The five-member ensemble: its spread ranks fold-0 test molecules by their error."""
+    from scipy.stats import spearmanr
+
+    from qmlx.nn.io import predict_ensemble
+
+    model = load_network("qm7-schnet-ensemble")
+    mols = qm7.subset(qm7.folds[0][1])
+    mean, std, _ = predict_ensemble(model, mols)
+    err = np.abs(mean - mols.target("atomization_energy"))
+    assert len(model.members) == 5 and (std > 0).all()
+    assert spearmanr(err, std).statistic >= 0.4
+    assert spearmanr(err, std).statistic == pytest.approx(model.metadata["uncertainty"]["spearman"], abs=1e-3)

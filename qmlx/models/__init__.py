@@ -1,7 +1,8 @@
 """Trained networks shipped with qmlx, loadable by name.
 
 Each model ``NAME`` is a network file ``NAME.pt`` (weights < 10 MB) with ``NAME.json`` beside it
-(dataset, fold, test MAE, units, training command, qmlx version). Load one with
+(dataset, fold, test MAE, units, training command, qmlx version). ``qm7-schnet-ensemble`` holds
+five SchNets (one of them ``qm7-schnet``) and predicts with an uncertainty. Load one with
 ``qmlx.nn.load_network("qm7-schnet")``.
 """
 
@@ -11,7 +12,7 @@ import json
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent
-SHIPPED = ("qm7-schnet", "qm7-dtnn", "qm9-schnet")
+SHIPPED = ("qm7-schnet", "qm7-dtnn", "qm9-schnet", "qm7-schnet-ensemble")
 
 
 def shipped_model_path(name: str) -> Path | None:
