@@ -236,7 +236,11 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=HERE, help="where nn_throughput.json/.md are written")
     args = ap.parse_args()
     result = {
-        "command": "python benchmarks/nn_throughput.py " + shlex.join(sys.argv[1:]),
+        # the peer environment's python is named as peer-env.sh gives it, not by this machine's path
+        "command": "python benchmarks/nn_throughput.py "
+        + shlex.join(sys.argv[1:]).replace(
+            str(args.peer_python or "\0"), "$(bash ../shared/tools/peer-env.sh)"
+        ),
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
