@@ -228,3 +228,25 @@ def test_explain_a_kernel_model_from_the_command_line(tmp_path, capsys):
     assert mol["relevance"][1] == pytest.approx(mol["relevance"][2], rel=1e-9)  # the two equivalent H
     assert main(["explain", str(path), str(xyz), "--method", "gradient"]) == 1
     assert "kernel models are explained with --method neuralized" in capsys.readouterr().err
+
+
+def test_explain_streams_chunks_with_the_same_relevances(network_file, tmp_path, capsys):
+    import json
+
+    import ase.build
+    import ase.io
+
+    frames = [ase.build.molecule("CH4") for _ in range(7)]
+    for k, atoms in enumerate(frames):
+        atoms.positions *= 1.0 + 0.01 * k
+    path = tmp_path / "many.extxyz"
+    ase.io.write(path, frames)
+    assert main(["explain", str(network_file), str(path), "--format", "json"]) == 0
+    whole = json.loads(capsys.readouterr().out)["molecules"]
+    assert main(["explain", str(network_file), str(path), "--format", "jsonl", "--chunk-size", "3"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["molecule"] for r in rows] == list(range(7))
+    for a, b in zip(rows, whole):
+        assert a["relevance"] == pytest.approx(b["relevance"], abs=1e-9)
+    assert main(["explain", str(network_file), str(path), "--chunk-size", "3"]) == 0
+    assert "many.extxyz #6" in capsys.readouterr().out

@@ -24,9 +24,138 @@ def _labels(files: list[str], inputs) -> tuple[list[str], list[int]]:
     return labels, index
 
 
-def explain_command(args: argparse.Namespace) -> None:
+def _items(
+    result, mols, sources: list[str], index: list[int], in_domain: list[bool], notes: list
+) -> list[dict]:
+    """One JSON-ready record per molecule of an `Explanation`."""
     from ase.data import chemical_symbols
 
+    out = []
+    for i, atoms in enumerate(mols):
+        lo, hi = mols.offsets[i], mols.offsets[i + 1]
+        item = {
+            "file": sources[i],
+            "molecule": index[i],
+            "formula": atoms.get_chemical_formula(),
+            "prediction": result.prediction[i],
+            "reference": result.reference[i],
+            "relevance": result.relevance[lo:hi],
+            "elements": [chemical_symbols[z] for z in mols.Z[lo:hi]],
+            "in_domain": in_domain[i],
+            "domain_notes": notes[i],
+        }
+        if result.bias is not None:
+            item["bias_relevance"] = result.bias[lo:hi]
+        if result.padding is not None:
+            item["remainder"] = result.padding[i]
+        if result.pairs is not None:
+            item["pair_relevance"] = result.pairs[i]
+        if result.spread is not None:
+            item["relevance_spread"] = result.spread[lo:hi]
+        if result.walks is not None:
+            w = result.walks[i]
+            item["walks"] = [
+                {
+                    "atoms": walk,
+                    "elements": [chemical_symbols[z] for z in mols.Z[lo:hi][walk]],
+                    "relevance": r,
+                }
+                for walk, r in zip(w.walks.tolist(), w.relevance)
+            ]
+            item |= {"walks_total": w.walks_total, "bias_total": w.bias_total, "n_walks": w.n_walks}
+        out.append(item)
+    return out
+
+
+def _print_table(result, mols, labels: list[str], in_domain: list[bool], notes: list) -> None:
+    from ase.data import chemical_symbols
+
+    remainder = result.bias
+    for i, atoms in enumerate(mols):
+        lo, hi = mols.offsets[i], mols.offsets[i + 1]
+        flag = "" if in_domain[i] else "  [outside training domain: " + "; ".join(notes[i]) + "]"
+        extra = f"  remainder = {result.padding[i]:.4f}" if result.padding is not None else ""
+        print(
+            f"{labels[i]}  {atoms.get_chemical_formula()}  E = {result.prediction[i]:.4f}  "
+            f"reference = {result.reference[i]:.4f}{extra}{flag}"
+        )
+        header = f"  {'atom':>4} {'el':<2} {'relevance':>12}"
+        header += f" {'bias':>12}" if remainder is not None else ""
+        print(header + (f" {'members σ':>12}" if result.spread is not None else ""))
+        for k in range(lo, hi):
+            line = f"  {k - lo:>4} {chemical_symbols[mols.Z[k]]:<2} {result.relevance[k]:>12.4f}"
+            line += f" {remainder[k]:>12.4f}" if remainder is not None else ""
+            print(line + (f" {result.spread[k]:>12.4f}" if result.spread is not None else ""))
+        if result.walks is not None:
+            w = result.walks[i]
+            print(
+                f"  {len(w.walks)} strongest of {w.n_walks} walks (all walks {w.walks_total:.4f} + biases "
+                f"{w.bias_total:.4f} = E - reference)"
+            )
+            for walk, r in zip(w.walks, w.relevance):
+                path = " -> ".join(f"{chemical_symbols[mols.Z[lo + a]]}{a}" for a in walk)
+                print(f"    {r:>12.4f}  {path}")
+
+
+def _stream(args: argparse.Namespace, model, method: str, rule, unit: str | None) -> None:
+    """Explain file after file, chunk by chunk (`qmlx.data.io.iter_molecules`), printing as it
+    goes: memory stays flat in the number of molecules. The first chunk of every file is read and
+    checked against the model's domain before anything is printed."""
+    from pathlib import Path
+
+    from qmlx.data.io import iter_molecules
+    from qmlx.data.paths import json_dumps
+    from qmlx.explain import explain
+
+    chunks = [iter_molecules(path, args.chunk_size) for path in args.files]
+    first = [next(it) for it in chunks]
+    checked = {id(c): model.check(c) for c in first}  # a file that fits one chunk fails before any output
+    if args.format == "json":
+        head = json_dumps({"method": method, "quantity": model.quantity, "unit": unit}, indent=None)
+        sys.stdout.write(head[:-1] + ', "molecules": [\n')
+    elif args.format == "table":
+        what = "gradient norm, unsigned, no unit" if unit is None else unit
+        print(f"{model.quantity} (kcal/mol), explained by {method}; relevance: {what}")
+    flagged = total = 0
+    written = False
+    for path, head_chunk, rest in zip(args.files, first, chunks):
+        offset = 0
+        for mols in _chain(head_chunk, rest):
+            report = checked.pop(id(mols), None) or model.check(mols)
+            result = explain(model.model, mols, method, rule=rule, steps=args.steps, top=args.top)
+            n = len(mols)
+            index = list(range(offset, offset + n))
+            name = Path(path).name
+            labels = [name] if n == 1 and offset == 0 else [f"{name} #{k}" for k in index]
+            in_domain, notes = [bool(v) for v in report.in_domain], report.notes
+            if args.format == "table":
+                _print_table(result, mols, labels, in_domain, notes)
+            else:
+                for item in _items(result, mols, [path] * n, index, in_domain, notes):
+                    text = json_dumps(item, indent=None)
+                    if args.format == "jsonl":
+                        sys.stdout.write(text + "\n")
+                    else:
+                        sys.stdout.write(("" if not written else ",\n") + text)
+                    written = True
+            offset += n
+            flagged, total = flagged + report.n_flagged, total + n
+    if args.format == "json":
+        sys.stdout.write("\n]}\n")
+    if flagged:
+        print(
+            f"qmlx: warning: {flagged} of {total} molecules lie outside the model's training domain "
+            "(see domain_notes); their explanations are less reliable",
+            file=sys.stderr,
+        )
+
+
+def _chain(head, rest):
+    yield head
+    yield from rest
+
+
+def explain_command(args: argparse.Namespace) -> None:
     from qmlx.cli.predict import load_model, read_inputs, warn_domain
     from qmlx.data.molecules import Molecules
     from qmlx.data.paths import json_dumps
@@ -46,6 +175,11 @@ def explain_command(args: argparse.Namespace) -> None:
         method = "neuralized"
     elif method == "neuralized":
         raise QmlxError(f"{args.model}: --method neuralized explains kernel models (KRR .h5 files)")
+    rule = Gamma(args.gamma) if args.gamma > 0 else Epsilon(args.epsilon)
+    unit = None if method == "gradient" else "kcal/mol"  # the gradient norm is an unsigned sensitivity
+    if method != "potential" and not args.png and not args.html:
+        _stream(args, model, method, rule, unit)
+        return
     inputs = read_inputs(args.files)
     reports = [(path, model.check(mols)) for path, mols in zip(args.files, inputs)]
     if method == "potential":
@@ -57,75 +191,20 @@ def explain_command(args: argparse.Namespace) -> None:
     mols = Molecules.concatenate(inputs, name=", ".join(args.files))
     in_domain = [bool(v) for _, r in reports for v in r.in_domain]
     notes = [n for _, r in reports for n in r.notes]
-    rule = Gamma(args.gamma) if args.gamma > 0 else Epsilon(args.epsilon)
     result = explain(model.model, mols, method, rule=rule, steps=args.steps, top=args.top)
     warn_domain(reports)
-    unit = None if method == "gradient" else "kcal/mol"  # the gradient norm is an unsigned sensitivity
-    remainder = result.bias if result.bias is not None else None
-    if args.format == "json":
-        out = []
-        for i, atoms in enumerate(mols):
-            lo, hi = mols.offsets[i], mols.offsets[i + 1]
-            item = {
-                "file": sources[i],
-                "molecule": index[i],
-                "formula": atoms.get_chemical_formula(),
-                "prediction": result.prediction[i],
-                "reference": result.reference[i],
-                "relevance": result.relevance[lo:hi],
-                "elements": [chemical_symbols[z] for z in mols.Z[lo:hi]],
-                "in_domain": in_domain[i],
-                "domain_notes": notes[i],
-            }
-            if remainder is not None:
-                item["bias_relevance"] = remainder[lo:hi]
-            if result.padding is not None:
-                item["remainder"] = result.padding[i]
-            if result.pairs is not None:
-                item["pair_relevance"] = result.pairs[i]
-            if result.spread is not None:
-                item["relevance_spread"] = result.spread[lo:hi]
-            if result.walks is not None:
-                w = result.walks[i]
-                item["walks"] = [
-                    {
-                        "atoms": walk,
-                        "elements": [chemical_symbols[z] for z in mols.Z[lo:hi][walk]],
-                        "relevance": r,
-                    }
-                    for walk, r in zip(w.walks.tolist(), w.relevance)
-                ]
-                item |= {"walks_total": w.walks_total, "bias_total": w.bias_total, "n_walks": w.n_walks}
-            out.append(item)
-        doc = {"method": method, "quantity": model.quantity, "unit": unit, "molecules": out}
-        print(json_dumps(doc))
-    else:
+    if args.format == "table":
         what = "gradient norm, unsigned, no unit" if unit is None else unit
         print(f"{model.quantity} (kcal/mol), explained by {method}; relevance: {what}")
-        for i, atoms in enumerate(mols):
-            lo, hi = mols.offsets[i], mols.offsets[i + 1]
-            flag = "" if in_domain[i] else "  [outside training domain: " + "; ".join(notes[i]) + "]"
-            extra = f"  remainder = {result.padding[i]:.4f}" if result.padding is not None else ""
+        _print_table(result, mols, labels, in_domain, notes)
+    else:
+        items = _items(result, mols, sources, index, in_domain, notes)
+        if args.format == "jsonl":
+            sys.stdout.write("".join(json_dumps(item, indent=None) + "\n" for item in items))
+        else:
             print(
-                f"{labels[i]}  {atoms.get_chemical_formula()}  E = {result.prediction[i]:.4f}  "
-                f"reference = {result.reference[i]:.4f}{extra}{flag}"
+                json_dumps({"method": method, "quantity": model.quantity, "unit": unit, "molecules": items})
             )
-            header = f"  {'atom':>4} {'el':<2} {'relevance':>12}"
-            header += f" {'bias':>12}" if remainder is not None else ""
-            print(header + (f" {'members σ':>12}" if result.spread is not None else ""))
-            for k in range(lo, hi):
-                line = f"  {k - lo:>4} {chemical_symbols[mols.Z[k]]:<2} {result.relevance[k]:>12.4f}"
-                line += f" {remainder[k]:>12.4f}" if remainder is not None else ""
-                print(line + (f" {result.spread[k]:>12.4f}" if result.spread is not None else ""))
-            if result.walks is not None:
-                w = result.walks[i]
-                print(
-                    f"  {len(w.walks)} strongest of {w.n_walks} walks (all walks {w.walks_total:.4f} + biases "
-                    f"{w.bias_total:.4f} = E - reference)"
-                )
-                for walk, r in zip(w.walks, w.relevance):
-                    path = " -> ".join(f"{chemical_symbols[mols.Z[lo + a]]}{a}" for a in walk)
-                    print(f"    {r:>12.4f}  {path}")
     if args.png and result.walks is not None:
         from qmlx.explain.plot import page_paths
         from qmlx.explain.walks import plot_walks
@@ -219,6 +298,13 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--html", help="also write a self-contained HTML report (pictures, tables, model metadata)"
     )
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument(
+        "--format", choices=["table", "json", "jsonl"], default="table",
+        help="jsonl: one JSON object per molecule and line",
+    )  # fmt: skip
+    p.add_argument(
+        "--chunk-size", type=positive_int, default=1000,
+        help="without --png/--html: molecules read and explained at a time (memory stays flat)",
+    )  # fmt: skip
     add_device(p)
     p.set_defaults(func=explain_command)
