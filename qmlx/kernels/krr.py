@@ -144,6 +144,64 @@ def cholesky_solve(
     return alpha, jitter
 
 
+def validate_features(
+    estimator, X, y=None, *, reset: bool, fitted: np.ndarray | None = None, precomputed: bool = False
+):
+    """Validate the input of a kernel ridge estimator with scikit-learn's `validate_data`.
+
+    Returns float64 ``X`` of 2 or 3 dimensions (2 for a ``precomputed`` kernel), and float64 ``y``
+    (n,) when ``reset``. ``reset=True`` records ``estimator.n_features_in_`` (the last axis of
+    ``X``); ``reset=False`` checks ``X`` against it and against the dimension of ``fitted`` (the
+    training features or centres).
+    """
+    name = type(estimator).__name__
+    if not (hasattr(X, "__array__") or hasattr(X, "__array_namespace__") or isinstance(X, (list, tuple))):
+        if not sp.issparse(X):
+            raise TypeError(
+                f"{name} expects numeric features, got {type(X).__name__}; put a representation "
+                "(e.g. qmlx.represent.SortedCoulombMatrix) before it in a Pipeline"
+            )
+    # ensure_2d=False: validate_data would count features along axis 1, which for (n, L, d) sets is
+    # L; the dimension and the feature count (last axis) are checked below instead.
+    check = {"dtype": np.float64, "allow_nd": True, "ensure_2d": False}
+    if reset:
+        X, y = validate_data(estimator, X, y, reset=True, y_numeric=True, **check)
+        y = np.asarray(y, dtype=np.float64)
+    else:
+        X = validate_data(estimator, X, reset=False, **check)
+    if X.ndim not in (2, 3) or (precomputed and X.ndim != 2):
+        expected = (
+            "a 2-D (n_samples, n_fit) kernel matrix"
+            if precomputed
+            else "a 2-D (n_samples, n_features) array or 3-D (n_samples, n_members, n_features) sets"
+        )
+        hint = (
+            " Reshape your data either using array.reshape(-1, 1) if your data has a single feature "
+            "or array.reshape(1, -1) if it contains a single sample."
+            if X.ndim < 2
+            else ""
+        )
+        raise ValueError(f"{name} expects {expected}, got shape {X.shape}.{hint}")
+    if X.ndim == 3 and 0 in X.shape[1:]:
+        raise ValueError(f"sets must have at least one member and one feature, got shape {X.shape}")
+    if reset:
+        estimator.n_features_in_ = X.shape[-1]
+        return X, y
+    if not precomputed and fitted is not None and X.ndim != fitted.ndim:
+        kind = {2: "2-D features", 3: "3-D sets"}
+        raise ValueError(
+            f"X is {kind[X.ndim]} of shape {X.shape}, but {name} was fitted on {kind[fitted.ndim]} of shape "
+            f"{fitted.shape}"
+        )
+    if X.shape[-1] != estimator.n_features_in_:
+        note = " (a precomputed kernel has one column per training sample)" if precomputed else ""
+        raise ValueError(
+            f"X has {X.shape[-1]} features, but {name} is expecting {estimator.n_features_in_} "
+            f"features as input{note}."
+        )
+    return X
+
+
 class KernelRidge(RegressorMixin, BaseEstimator):
     """Kernel ridge regression (float64, Cholesky), compatible with ``clone``/``GridSearchCV``/``Pipeline``.
 
@@ -212,58 +270,10 @@ class KernelRidge(RegressorMixin, BaseEstimator):
         return tags
 
     def _validate(self, X, y=None, *, reset: bool):
-        """Validate ``X`` (and ``y`` when fitting) with scikit-learn's `validate_data`.
-
-        Returns float64 ``X`` of 2 or 3 dimensions (2 for a precomputed kernel), and float64
-        ``y`` (n,) when ``reset``. ``reset=True`` records ``n_features_in_`` (the last axis of
-        ``X``); ``reset=False`` checks ``X`` against it.
-        """
-        if not (hasattr(X, "__array__") or hasattr(X, "__array_namespace__") or isinstance(X, (list, tuple))):
-            if not sp.issparse(X):
-                raise TypeError(
-                    f"KernelRidge expects numeric features, got {type(X).__name__}; put a representation "
-                    "(e.g. qmlx.represent.SortedCoulombMatrix) before it in a Pipeline"
-                )
-        # ensure_2d=False: validate_data would count features along axis 1, which for (n, L, d) sets is
-        # L; the dimension and the feature count (last axis) are checked below instead.
-        check = {"dtype": np.float64, "allow_nd": True, "ensure_2d": False}
-        if reset:
-            X, y = validate_data(self, X, y, reset=True, y_numeric=True, **check)
-            y = np.asarray(y, dtype=np.float64)
-        else:
-            X = validate_data(self, X, reset=False, **check)
-        precomputed = self.kernel == "precomputed"
-        if X.ndim not in (2, 3) or (precomputed and X.ndim != 2):
-            expected = (
-                "a 2-D (n_samples, n_fit) kernel matrix"
-                if precomputed
-                else "a 2-D (n_samples, n_features) array or 3-D (n_samples, n_members, n_features) sets"
-            )
-            hint = (
-                " Reshape your data either using array.reshape(-1, 1) if your data has a single feature "
-                "or array.reshape(1, -1) if it contains a single sample."
-                if X.ndim < 2
-                else ""
-            )
-            raise ValueError(f"KernelRidge expects {expected}, got shape {X.shape}.{hint}")
-        if X.ndim == 3 and 0 in X.shape[1:]:
-            raise ValueError(f"sets must have at least one member and one feature, got shape {X.shape}")
-        if reset:
-            self.n_features_in_ = X.shape[-1]
-            return X, y
-        if not precomputed and X.ndim != self.X_fit_.ndim:
-            kind = {2: "2-D features", 3: "3-D sets"}
-            raise ValueError(
-                f"X is {kind[X.ndim]} of shape {X.shape}, but KernelRidge was fitted on "
-                f"{kind[self.X_fit_.ndim]} of shape {self.X_fit_.shape}"
-            )
-        if X.shape[-1] != self.n_features_in_:
-            note = " (a precomputed kernel has one column per training sample)" if precomputed else ""
-            raise ValueError(
-                f"X has {X.shape[-1]} features, but KernelRidge is expecting {self.n_features_in_} "
-                f"features as input{note}."
-            )
-        return X
+        fitted = None if reset else self.X_fit_
+        return validate_features(
+            self, X, y, reset=reset, fitted=fitted, precomputed=self.kernel == "precomputed"
+        )
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y) -> KernelRidge:

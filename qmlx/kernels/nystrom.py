@@ -39,17 +39,16 @@ from numbers import Integral, Real
 
 import numpy as np
 import scipy.linalg
-import scipy.sparse as sp
 from scipy.linalg import solve_triangular
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import Tags, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from qmlx.kernels.distances import DEFAULT_BLOCK
 from qmlx.kernels.kernels import KERNELS, kernel_matrix
-from qmlx.kernels.krr import KernelSolveError
+from qmlx.kernels.krr import KernelSolveError, validate_features
 
 #: bytes of ``K_nM`` rows multiplied at once in a CG pass: small enough that the second product
 #: (with the transpose) reads the rows from cache rather than from main memory
@@ -261,54 +260,7 @@ class NystromKernelRidge(RegressorMixin, BaseEstimator):
         return tags
 
     def _validate(self, X, y=None, *, reset: bool):
-        """Validate ``X`` (and ``y`` when fitting) with scikit-learn's `validate_data`.
-
-        Returns float64 ``X`` of 2 or 3 dimensions, and float64 ``y`` (n,) when ``reset``.
-        ``reset=True`` records ``n_features_in_`` (the last axis of ``X``); ``reset=False`` checks
-        ``X`` against it.
-        """
-        name = type(self).__name__
-        if not (hasattr(X, "__array__") or hasattr(X, "__array_namespace__") or isinstance(X, (list, tuple))):
-            if not sp.issparse(X):
-                raise TypeError(
-                    f"{name} expects numeric features, got {type(X).__name__}; put a representation "
-                    "(e.g. qmlx.represent.SortedCoulombMatrix) before it in a Pipeline"
-                )
-        # ensure_2d=False: validate_data would count features along axis 1, which for (n, L, d) sets is
-        # L; the dimension and the feature count (last axis) are checked below instead.
-        check = {"dtype": np.float64, "allow_nd": True, "ensure_2d": False}
-        if reset:
-            X, y = validate_data(self, X, y, reset=True, y_numeric=True, **check)
-            y = np.asarray(y, dtype=np.float64)
-        else:
-            X = validate_data(self, X, reset=False, **check)
-        if X.ndim not in (2, 3):
-            hint = (
-                " Reshape your data either using array.reshape(-1, 1) if your data has a single feature "
-                "or array.reshape(1, -1) if it contains a single sample."
-                if X.ndim < 2
-                else ""
-            )
-            raise ValueError(
-                f"{name} expects a 2-D (n_samples, n_features) array or 3-D (n_samples, n_members, "
-                f"n_features) sets, got shape {X.shape}.{hint}"
-            )
-        if X.ndim == 3 and 0 in X.shape[1:]:
-            raise ValueError(f"sets must have at least one member and one feature, got shape {X.shape}")
-        if reset:
-            self.n_features_in_ = X.shape[-1]
-            return X, y
-        if X.ndim != self.centers_.ndim:
-            kind = {2: "2-D features", 3: "3-D sets"}
-            raise ValueError(
-                f"X is {kind[X.ndim]} of shape {X.shape}, but {name} was fitted on "
-                f"{kind[self.centers_.ndim]} (centres of shape {self.centers_.shape})"
-            )
-        if X.shape[-1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[-1]} features, but {name} is expecting {self.n_features_in_} features as input."
-            )
-        return X
+        return validate_features(self, X, y, reset=reset, fitted=None if reset else self.centers_)
 
     def _choose_centers(self, X: np.ndarray) -> np.ndarray:
         """Sorted indices of ``min(n_centers, n)`` uniformly drawn rows, without duplicated rows."""
