@@ -10,7 +10,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils.estimator_checks import check_estimator
 
-from qmlx.kernels import KernelRidge, kernel_matrix
+from qmlx.kernels import KernelRidge, NystromKernelRidge, kernel_matrix
 
 
 @pytest.fixture
@@ -21,10 +21,11 @@ def regression():
     return X, y
 
 
-def test_passes_check_estimator():
+@pytest.mark.parametrize("estimator", [KernelRidge, NystromKernelRidge])
+def test_passes_check_estimator(estimator):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = check_estimator(KernelRidge(), on_fail=None)
+        results = check_estimator(estimator(), on_fail=None)
     failed = [r["check_name"] for r in results if r["status"] == "failed"]
     assert len(results) > 40
     assert not failed, f"check_estimator failed: {failed}"

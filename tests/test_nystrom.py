@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
-from sklearn.utils.estimator_checks import check_estimator
 
 from qmlx.kernels import KernelRidge, NystromKernelRidge, kernel_matrix
 
@@ -29,15 +26,6 @@ def sparse_features(n: int, d: int, seed: int) -> np.ndarray:
     X = np.abs(rng.normal(size=(n, d)))
     X[rng.random((n, d)) < np.linspace(0.05, 0.9, d)[rng.permutation(d)]] = 0.0
     return X
-
-
-def test_passes_check_estimator():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        results = check_estimator(NystromKernelRidge(), on_fail=None)
-    failed = [r["check_name"] for r in results if r["status"] == "failed"]
-    assert len(results) > 40
-    assert not failed, f"check_estimator failed: {failed}"
 
 
 @pytest.mark.parametrize("kernel,sigma,lam", [("laplacian", 6.0, 1e-6), ("gaussian", 1.5, 1e-4)])

@@ -40,7 +40,6 @@ import ase
 import matplotlib
 import numpy as np
 from ase.data import chemical_symbols, covalent_radii
-from ase.neighborlist import natural_cutoffs, neighbor_list
 from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -51,6 +50,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 from matplotlib.text import Text
 
+from qmlx.chem.bonds import bonds
 from qmlx.data.paths import atomic_path, savefig_atomic, write_text_atomic
 from qmlx.errors import QmlxError
 
@@ -81,7 +81,6 @@ __all__ = [
     "DEPICTIONS",
     "PER_PAGE",
     "Depiction",
-    "bonds",
     "colorbar_label",
     "depict",
     "draw_molecule",
@@ -93,15 +92,6 @@ __all__ = [
     "relative_luminance",
     "write_html_report",
 ]
-
-
-def bonds(atoms: ase.Atoms) -> np.ndarray:
-    """(n_bonds, 2) atom index pairs ``i < j`` closer than the sum of their covalent radii."""
-    if len(atoms) < 2:
-        return np.zeros((0, 2), dtype=int)
-    i, j = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=1.2))
-    keep = i < j
-    return np.stack([i[keep], j[keep]], axis=1)
 
 
 def _principal(positions: np.ndarray) -> np.ndarray:

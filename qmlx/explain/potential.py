@@ -362,7 +362,7 @@ def _draw_atoms(ax, atoms: ase.Atoms, basis: PlaneBasis) -> None:
     from matplotlib.collections import LineCollection
     from matplotlib.patches import Circle
 
-    from qmlx.explain.plot import bonds
+    from qmlx.chem.bonds import bonds
 
     proj = basis.project(atoms.positions)
     xy = proj[:, :2]

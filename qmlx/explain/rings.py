@@ -49,6 +49,8 @@ from dataclasses import dataclass
 import ase
 import numpy as np
 
+from qmlx.chem.bonds import bonds
+
 RING_ELEMENTS = ("C", "N", "O", "S")
 """Ring elements that `composition_features` counts (QM7 and QM9 rings hold no others)."""
 
@@ -154,17 +156,6 @@ def canonical_sequence(symbols: Sequence[str]) -> str:
     return "".join(best)
 
 
-def _covalent_bonds(atoms: ase.Atoms) -> np.ndarray:
-    """(n_bonds, 2) atom index pairs ``i < j`` closer than 1.2 times the sum of covalent radii."""
-    from ase.neighborlist import natural_cutoffs, neighbor_list
-
-    if len(atoms) < 2:
-        return np.zeros((0, 2), dtype=int)
-    i, j = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=1.2))
-    keep = i < j
-    return np.stack([i[keep], j[keep]], axis=1)
-
-
 RETRY_COVALENT_FACTORS = (1.2, 1.15)
 """Covalent-radius factors of the second RDKit attempt (see `perceive_rings`), tried in order."""
 
@@ -245,7 +236,7 @@ def _fallback_rings(
 ) -> tuple[list[tuple[int, ...]], list[bool], list[list[int]]]:
     """(rings in path order, aromatic flags, neighbour lists) from covalent radii; see the module notes."""
     neighbours: list[list[int]] = [[] for _ in range(len(atoms))]
-    for i, j in _covalent_bonds(atoms):
+    for i, j in bonds(atoms):
         neighbours[i].append(int(j))
         neighbours[j].append(int(i))
     longest = max(sizes)

@@ -449,8 +449,9 @@ def plot_walks(
     from matplotlib.patches import Circle, FancyArrowPatch
     from matplotlib.path import Path as MplPath
 
+    from qmlx.chem.bonds import bonds
     from qmlx.data.paths import savefig_atomic
-    from qmlx.explain.plot import bonds, project_2d
+    from qmlx.explain.plot import project_2d
 
     k = min(top, len(result.relevance))
     walks, rel = result.walks[:k], result.relevance[:k]
