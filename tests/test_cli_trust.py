@@ -292,6 +292,17 @@ def test_resume_with_other_model_settings_names_them(tmp_path, capsys):
     assert "lr 0.001 -> 0.01" in line and "split.seed 0 -> 1" in line
 
 
+def test_resume_of_a_cosine_run_with_other_epochs_is_refused(tmp_path, capsys):
+    data = save_molecules(tmp_path / "syn.h5", _synthetic())
+    out = tmp_path / "run"
+    assert main(_train_args(data, out, "--schedule", "cosine", "--epochs", "2")) == 0
+    capsys.readouterr()
+    line = _fails(
+        _train_args(data, out, "--schedule", "cosine", "--epochs", "3", "--resume"), capsys, "cannot resume"
+    )
+    assert "epochs 2 -> 3" in line
+
+
 def test_resume_without_a_checkpoint_is_an_error(tmp_path, capsys):
     data = save_molecules(tmp_path / "syn.h5", _synthetic())
     _fails(_train_args(data, tmp_path / "fresh", "--resume"), capsys, "no checkpoint to resume")

@@ -11,7 +11,7 @@ import torch
 from qmlx.cli import build_parser
 from qmlx.data import Molecules
 from qmlx.data.splits import split
-from qmlx.errors import DataFormatError
+from qmlx.errors import ConfigError, DataFormatError
 from qmlx.nn import PairCache, SchNet, load_network
 from qmlx.train import TrainConfig, Trainer
 
@@ -75,6 +75,33 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     assert second.ema is not None and all(torch.equal(second.ema[k], full.ema[k]) for k in full.ema)
     assert [h["val_mae"] for h in second.history] == [h["val_mae"] for h in full.history]
     assert second.optimizer.param_groups[0]["lr"] == full.optimizer.param_groups[0]["lr"]
+
+
+def test_cosine_schedule_follows_the_closed_form_and_survives_a_resume(tmp_path):
+    epochs, lr0, lr_min = 6, 3e-3, 1e-5
+    full = _trainer(tmp_path / "full", epochs=epochs, schedule="cosine", min_lr=lr_min)
+    full.fit()
+    expected = [
+        lr_min + 0.5 * (lr0 - lr_min) * (1 + np.cos(np.pi * e / epochs)) for e in range(1, epochs + 1)
+    ]
+    np.testing.assert_allclose([h["lr"] for h in full.history], expected, rtol=1e-9)
+    assert full.stop_reason == "epochs"  # no plateau stop: the budget is the schedule
+    _trainer(tmp_path / "resumed", epochs=epochs, schedule="cosine", min_lr=lr_min).fit(stop_after=3)
+    second = _trainer(tmp_path / "resumed", epochs=epochs, schedule="cosine", min_lr=lr_min)
+    second.fit(resume=True)
+    assert [h["lr"] for h in second.history] == [h["lr"] for h in full.history]
+    assert _same_weights(second.model, full.model)
+
+
+def test_cosine_schedule_refuses_a_learning_rate_reset(tmp_path):
+    _trainer(tmp_path, epochs=4, schedule="cosine").fit(stop_after=1)
+    with pytest.raises(ConfigError, match="plateau"):
+        _trainer(tmp_path, epochs=4, schedule="cosine").fit(resume=True, reset_lr=1e-4)
+
+
+def test_unknown_schedule_is_a_config_error():
+    with pytest.raises(ConfigError, match="schedule='linear'"):
+        TrainConfig(schedule="linear")
 
 
 def test_log_has_one_row_per_epoch_and_best_model_is_loadable(tmp_path):

@@ -51,8 +51,12 @@ class TrainConfig:
 
     epochs : maximum number of epochs.
     batch_size : molecules per gradient step.
-    lr, lr_factor, lr_patience, min_lr : Adam learning rate; it is multiplied by ``lr_factor``
-        when the validation MAE has not improved for ``lr_patience`` epochs, down to ``min_lr``.
+    lr, lr_factor, lr_patience, min_lr : Adam learning rate. With ``schedule="plateau"`` it is
+        multiplied by ``lr_factor`` when the validation MAE has not improved for ``lr_patience``
+        epochs, down to ``min_lr``.
+    schedule : ``"plateau"`` (above) or ``"cosine"``: the learning rate follows half a cosine
+        from ``lr`` at the first epoch to ``min_lr`` after ``epochs`` epochs, whatever the
+        validation MAE does (a schedule for a fixed budget; a resumed run keeps it).
     early_stop_patience : stop after this many epochs without a better validation MAE.
     ema_decay : decay of the exponential moving average of the weights, or ``None`` for no EMA;
         with EMA, validation and the saved best model use the averaged weights.
@@ -70,6 +74,7 @@ class TrainConfig:
     lr_factor: float = 0.5
     lr_patience: int = 25
     min_lr: float = 1e-5
+    schedule: str = "plateau"
     early_stop_patience: int = 100
     ema_decay: float | None = None
     seed: int = 0
@@ -88,6 +93,7 @@ class TrainConfig:
             "ema_decay": self.ema_decay is None or 0 <= self.ema_decay < 1,
             "max_minutes": self.max_minutes is None or self.max_minutes >= 0,
             "eval_batch_size": self.eval_batch_size >= 1, "precision": self.precision in PRECISIONS,
+            "schedule": self.schedule in SCHEDULES,
         }  # fmt: skip
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -97,6 +103,7 @@ class TrainConfig:
 
 
 PRECISIONS = ("32", "bf16")
+SCHEDULES = ("plateau", "cosine")
 
 
 def _distributed() -> tuple[int, int]:
@@ -156,13 +163,16 @@ class Trainer:
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer,
-            mode="min",
-            factor=config.lr_factor,
-            patience=config.lr_patience,
-            min_lr=config.min_lr,
-        )
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+        if config.schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=config.epochs, eta_min=config.min_lr
+            )
+        else:
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience,
+                min_lr=config.min_lr,
+            )  # fmt: skip
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.ema: dict[str, torch.Tensor] | None = None
         if config.ema_decay is not None:
@@ -341,6 +351,8 @@ class Trainer:
         ck = self.out_dir / CHECKPOINT_NAME
         if resume and ck.exists():
             self.load_state(ck)
+            if reset_lr is not None and cfg.schedule == "cosine":
+                raise ConfigError("--reset-lr applies to the plateau schedule, not to --schedule cosine")
             if reset_lr is not None:
                 for group in self.optimizer.param_groups:
                     group["lr"] = float(reset_lr)
@@ -365,7 +377,10 @@ class Trainer:
                 elapsed = time.perf_counter() - start_time
                 time_up = cfg.max_minutes is not None and elapsed > 60.0 * cfg.max_minutes
                 val_mae, time_up = self._synchronized(val_mae, time_up)
-                self.scheduler.step(val_mae)
+                if cfg.schedule == "cosine":
+                    self.scheduler.step()
+                else:
+                    self.scheduler.step(val_mae)
                 self.epoch += 1
                 if val_mae < self.best_val:
                     self.best_val, self.best_epoch, self.bad_epochs = val_mae, self.epoch, 0
@@ -396,7 +411,8 @@ class Trainer:
                     self.stop_reason = "early stopping"
                     break
                 if (
-                    self.optimizer.param_groups[0]["lr"] <= cfg.min_lr * 1.0001
+                    cfg.schedule == "plateau"
+                    and self.optimizer.param_groups[0]["lr"] <= cfg.min_lr * 1.0001
                     and self.bad_epochs >= cfg.lr_patience
                 ):
                     self.stop_reason = "learning rate at its minimum"

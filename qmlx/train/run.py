@@ -82,7 +82,8 @@ def check_resume(checkpoint: Path, metadata: dict, model_name: str, model_config
     """Refuse to resume ``checkpoint`` with different data, target, split or settings.
 
     Raises `ConfigError` listing every difference (e.g. ``split.fold 0 -> 3``); only the
-    `RESUMABLE_CHANGES` settings (epochs, time budget, threads) may differ.
+    `RESUMABLE_CHANGES` settings (epochs, time budget, threads) may differ; under the cosine
+    schedule the number of epochs is part of the schedule and may not.
     """
     if not checkpoint.exists():
         raise ConfigError(f"{checkpoint}: no checkpoint to resume; leave out --resume to start a new run")
@@ -97,7 +98,8 @@ def check_resume(checkpoint: Path, metadata: dict, model_name: str, model_config
         diffs.append(f"model {ck.get('model_name')} -> {model_name}")
     diffs += _compare(dict(ck.get("model_config") or {}), model_config, list(model_config), "model.")
     old_cfg, new_cfg = dict(ck.get("config") or {}), metadata.get("train_config", {})
-    diffs += _compare(old_cfg, new_cfg, [k for k in new_cfg if k not in RESUMABLE_CHANGES], "")
+    free = RESUMABLE_CHANGES - ({"epochs"} if new_cfg.get("schedule") == "cosine" else set())
+    diffs += _compare(old_cfg, new_cfg, [k for k in new_cfg if k not in free], "")
     if diffs:
         raise ConfigError(
             f"{checkpoint}: cannot resume, the settings differ from the checkpoint's: {'; '.join(diffs)}"
