@@ -45,6 +45,17 @@ def test_ensemble_file_predicts_the_members_mean_and_spread(tmp_path):
     np.testing.assert_allclose(result.spread, np.std(singles, 0), atol=1e-10)
 
 
+def test_reported_uncertainty_is_the_spread_times_the_fitted_scale():
+    from conftest import grid_molecules
+
+    ensemble, mols = Ensemble([_member(s) for s in range(3)]), grid_molecules(6)
+    _, raw, _ = predict_ensemble(ensemble, mols)
+    ensemble.metadata = {"uncertainty_scale": 2.5}
+    mean, scaled, _ = predict_ensemble(ensemble, mols)
+    np.testing.assert_allclose(scaled, 2.5 * raw, rtol=1e-12)
+    np.testing.assert_allclose(mean, predict_ensemble(Ensemble(ensemble.members), mols)[0])
+
+
 def test_members_of_different_cutoffs_are_refused():
     with pytest.raises(ValueError, match="share"):
         Ensemble([SchNet(n_features=8, cutoff=5.0), SchNet(n_features=8, cutoff=4.0)])
@@ -70,6 +81,11 @@ def test_train_ensemble_from_the_command_line(grid_set_file, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["members"] == 2 and summary["member_seeds"] == [0, 1]
     assert 0 <= summary["uncertainty"]["coverage_1sigma"] <= 1
+    scale = summary["uncertainty_scale"]  # fitted on the validation molecules
+    assert scale > 0 and summary["uncertainty_scale_n_val"] == summary["split"]["n_val"]
+    raw, reported = summary["uncertainty_raw"], summary["uncertainty"]
+    assert reported["mean_std_kcal_mol"] == pytest.approx(scale * raw["mean_std_kcal_mol"], rel=1e-9)
+    assert reported["spearman"] == pytest.approx(raw["spearman"])  # one factor keeps the ranking
     splits = [json.loads((out / f"member-{k}" / "result.json").read_text())["split"] for k in range(2)]
     assert splits[0] == splits[1]  # one split, different initializations
     model = load_network(out / "model.pt")

@@ -278,3 +278,10 @@ def test_shipped_ensemble_spread_tracks_its_errors(qm7):
     assert len(model.members) == 5 and (std > 0).all()
     assert spearmanr(err, std).statistic >= 0.4
     assert spearmanr(err, std).statistic == pytest.approx(model.metadata["uncertainty"]["spearman"], abs=1e-3)
+    # the reported uncertainty is the spread scaled on the validation molecules, not on these
+    assert (
+        model.uncertainty_scale == pytest.approx(model.metadata["uncertainty_scale"])
+        and model.uncertainty_scale > 1
+    )
+    assert np.mean(err <= std) == pytest.approx(model.metadata["uncertainty"]["coverage_1sigma"], abs=2e-3)
+    assert np.mean(err <= std / model.uncertainty_scale) < np.mean(err <= std) <= 0.75

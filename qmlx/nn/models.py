@@ -333,6 +333,12 @@ class Ensemble(nn.Module):
         self.metadata: dict = {}
 
     @property
+    def uncertainty_scale(self) -> float:
+        """Factor from the members' standard deviation to the reported uncertainty: fitted on the
+        validation set when the ensemble was assembled (``metadata["uncertainty_scale"]``), else 1."""
+        return float(self.metadata.get("uncertainty_scale", 1.0))
+
+    @property
     def head(self) -> nn.Module:
         """The first member's output head (its element references say which elements it knows)."""
         return self.members[0].head

@@ -265,8 +265,11 @@ def train_ensemble(
     batch-order seeds ``config.seed + k``, each in ``out/member-k/`` (resumable), and save them as
     one ensemble file ``out/model.pt`` (`qmlx.nn.models.Ensemble`).
 
-    The summary holds the ensemble's test MAE/RMSE (mean prediction), each member's test MAE, and
-    the calibration of the members' spread σ on the test set (`uncertainty_calibration`).
+    The reported uncertainty is s·σ, the members' spread σ times one factor s fitted on the
+    validation molecules (`uncertainty_calibration`'s ``scale_for_1sigma``; stored as
+    ``uncertainty_scale``, 1 without validation molecules). The summary holds the ensemble's test
+    MAE/RMSE (mean prediction), each member's test MAE, and the calibration on the test set of s·σ
+    (``uncertainty``) and of the raw σ (``uncertainty_raw``).
     ``kwargs`` go to `train_network` (target, split, sizes, model_config, progress, command).
     """
     from dataclasses import replace
@@ -312,12 +315,18 @@ def train_ensemble(
     ensemble.metadata = meta
     target = meta["target"]
     sp = recorded_split(mols, meta)
+    if len(sp.val):  # the members' validation molecules (seen only for early stopping)
+        val = mols.subset(sp.val)
+        mean, std, _ = predict_ensemble(ensemble, val)
+        scale = uncertainty_calibration(mean - val.target(target, ENERGY_UNIT), std)["scale_for_1sigma"]
+        meta.update(uncertainty_scale=scale, uncertainty_scale_n_val=len(sp.val))
     if len(sp.test):
         test = mols.subset(sp.test)
         mean, std, _ = predict_ensemble(ensemble, test)
         ref = test.target(target, ENERGY_UNIT)
         meta.update(test_metrics(mean, ref))
         meta["uncertainty"] = uncertainty_calibration(mean - ref, std)
+        meta["uncertainty_raw"] = uncertainty_calibration(mean - ref, std / ensemble.uncertainty_scale)
         np.savez(out / "test_predictions.npz", index=sp.test, pred=mean, std=std, ref=ref)
     save_network(ensemble, out / BEST_NAME, metadata=meta)
     summary = {k: v for k, v in meta.items() if k not in ("train_config", "domain")} | {"out": str(out)}
