@@ -14,11 +14,14 @@ builds its pair lists with its own neighbour list transform, and the run stops u
 and atom counts equal qmlx's and its energies are finite. The table then gives both rates and
 their ratio.
 
+With ``--compile`` it also times qmlx's training step with the forward pass under
+``torch.compile`` (what ``qmlx train --compile`` does), next to the eager numbers.
+
 Optionally (``--qm9-memory``) measures the peak resident memory of a QM9 training run with 100k
 training molecules (data, pair lists, model and some hundred training steps).
 
     python benchmarks/nn_throughput.py [--threads 1 2] [--batch-size 100] [--seconds 10]
-        [--peer-python PATH] [--qm9-memory] [--out-dir DIR]
+        [--peer-python PATH] [--compile] [--qm9-memory] [--out-dir DIR]
 
 Writes ``nn_throughput.json`` and ``nn_throughput.md`` into ``--out-dir`` (default ``benchmarks/``).
 """
@@ -48,12 +51,15 @@ HERE = Path(__file__).resolve().parent
 PEER_SCRIPT = HERE / "_schnetpack_peer.py"
 
 
-def _rate(model: SchNet, batches, train: bool, seconds: float) -> float:
+def _rate(model: SchNet, batches, train: bool, seconds: float, forward=None) -> float:
+    """Molecules per second of training steps (``forward``: the training forward pass, by default
+    ``model`` itself; e.g. ``torch.compile(model)``) or of tabulated inference."""
+    forward = forward or model
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     n_mol, k = 0, 0
-    # warm-up
-    for b in batches[:2]:
-        out = model(b)
+    # warm-up (and compilation, for a compiled forward)
+    for b in batches[:3]:
+        out = forward(b)
         if train:
             loss = ((out.energy - b.energy) ** 2).mean()
             opt.zero_grad()
@@ -64,7 +70,7 @@ def _rate(model: SchNet, batches, train: bool, seconds: float) -> float:
         b = batches[k % len(batches)]
         k += 1
         if train:
-            out = model(b)
+            out = forward(b)
             loss = ((out.energy - b.energy) ** 2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -115,10 +121,15 @@ def _peer_rates(
 
 
 def throughput(
-    threads: list[int], batch_size: int, seconds: float, peer_python: str | None = None
+    threads: list[int],
+    batch_size: int,
+    seconds: float,
+    peer_python: str | None = None,
+    compiled: bool = False,
 ) -> tuple[list[dict], dict]:
     """qmlx rows (and schnetpack's rates next to them when ``peer_python`` is given) and the peer's
-    versions."""
+    versions. ``compiled`` adds qmlx's training rate under ``torch.compile`` (``qmlx train
+    --compile``), compiled once per model before the timing."""
     qm7 = load_qm7()
     rng = np.random.default_rng(0)
     rows, peer_info = [], {}
@@ -153,10 +164,15 @@ def throughput(
                         "train_mol_s": round(_rate(model, batches, True, seconds), 1),
                         "infer_mol_s": round(_rate(model, batches, False, seconds), 1),
                     }
+                    if compiled:
+                        fused = torch.compile(model, dynamic=True)
+                        row["train_compiled_mol_s"] = round(_rate(model, batches, True, seconds, fused), 1)
                     msg = (
                         f"{label:28s} n_rbf {row['n_rbf']:3d}  batch {batch_size}  threads {th}:  "
                         f"qmlx train {row['train_mol_s']:8.1f} mol/s   inference {row['infer_mol_s']:8.1f} mol/s"
                     )
+                    if compiled:
+                        msg += f"   train compiled {row['train_compiled_mol_s']:8.1f} mol/s"
                     if peer_python:
                         peer = _peer_rates(peer_python, peer_data, th, seconds, model.rbf.n_rbf, cutoff)
                         if (peer["directed_pairs_per_batch"], peer["atoms_per_batch"]) != (pairs, atoms):
@@ -171,6 +187,15 @@ def throughput(
                             schnetpack_n_parameters=peer["n_parameters"],
                             schnetpack_rbf_subnormal_fraction=peer["rbf_subnormal_fraction"],
                             train_ratio=round(row["train_mol_s"] / peer["train_mol_s"], 2),
+                            **(
+                                {
+                                    "train_compiled_ratio": round(
+                                        row["train_compiled_mol_s"] / peer["train_mol_s"], 2
+                                    )
+                                }
+                                if compiled
+                                else {}
+                            ),
                             infer_ratio=round(row["infer_mol_s"] / peer["infer_mol_s"], 2),
                         )
                         msg += (
@@ -226,6 +251,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=10.0, help="measuring time per number")
+    ap.add_argument("--compile", action="store_true", help="also time training under torch.compile")
     ap.add_argument("--qm9-memory", action="store_true", help="also measure a QM9 100k training run's memory")
     ap.add_argument("--note", default="", help="a remark stored with the results (e.g. machine load)")
     ap.add_argument(
@@ -247,7 +273,9 @@ def main() -> None:
         "load_average_at_start": os.getloadavg(),
         "note": args.note,
     }
-    result["throughput"], peer = throughput(args.threads, args.batch_size, args.seconds, args.peer_python)
+    result["throughput"], peer = throughput(
+        args.threads, args.batch_size, args.seconds, args.peer_python, args.compile
+    )
     if peer:
         result["peer"] = peer
     result["load_average_at_end"] = os.getloadavg()
@@ -274,15 +302,28 @@ def main() -> None:
             "per batch equal qmlx's (checked) and its energies are finite. Ratio = qmlx / schnetpack.",
             "",
             "| data | n_rbf | batch | threads | directed pairs/batch | train mol/s qmlx | schnetpack | ratio "
-            "| inference mol/s qmlx | schnetpack | ratio |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            + ("| qmlx --compile | ratio " if args.compile else "")
+            + "| inference mol/s qmlx | schnetpack | ratio |",
+            "|---|---|---|---|---|---|---|---|" + ("---|---|" if args.compile else "") + "---|---|---|",
         ]
         for r in result["throughput"]:
+            fused = (
+                f"| {r['train_compiled_mol_s']:.0f} | {r['train_compiled_ratio']:.2f}x "
+                if args.compile
+                else ""
+            )
             lines.append(
                 f"| {r['data']} | {r['n_rbf']} | {r['batch_size']} | {r['threads']} | {r['directed_pairs_per_batch']} "
-                f"| {r['train_mol_s']:.0f} | {r['schnetpack_train_mol_s']:.0f} | {r['train_ratio']:.2f}x "
+                f"| {r['train_mol_s']:.0f} | {r['schnetpack_train_mol_s']:.0f} | {r['train_ratio']:.2f}x {fused}"
                 f"| {r['infer_mol_s']:.0f} | {r['schnetpack_infer_mol_s']:.0f} | {r['infer_ratio']:.2f}x |"
             )
+        if args.compile:
+            lines += [
+                "",
+                "`qmlx --compile`: the same qmlx training step with the forward pass under "
+                "`torch.compile(model, dynamic=True)` (what `qmlx train --compile` runs), compiled before the "
+                "timing; schnetpack runs eagerly as it ships. The eager columns compare like with like.",
+            ]
     else:
         lines += [
             "| data | n_rbf | batch | threads | directed pairs/batch | train mol/s | inference mol/s |",

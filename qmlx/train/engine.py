@@ -35,10 +35,10 @@ import torch
 from tqdm.auto import tqdm
 
 from qmlx.data.paths import write_text_atomic
-from qmlx.errors import ConfigError, DataFormatError
+from qmlx.errors import ConfigError, DataFormatError, TrainingError
 from qmlx.nn.batch import PairCache
 from qmlx.nn.io import CHECKPOINT_FORMAT, atomic_torch_save, network_record, plain, safe_torch_load
-from qmlx.nn.models import InteractionNetwork
+from qmlx.nn.models import InteractionNetwork, NetworkOutput
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "model.pt"
@@ -66,6 +66,10 @@ class TrainConfig:
     eval_batch_size : molecules per batch for validation and testing.
     device : ``cpu``, ``cuda`` or ``cuda:N`` (see `qmlx.nn.batch.resolve_device`).
     precision : ``"32"`` (float32) or ``"bf16"`` (bfloat16 autocast in the forward pass).
+    compile : run the training step's forward and backward through ``torch.compile`` (inductor,
+        dynamic shapes), which fuses the elementwise pair operations: the same model and the same
+        numbers to float32 rounding, faster steps after a one-off compilation of about a minute.
+        Needs a C++ compiler on CPU (Triton on CUDA). Validation and testing stay eager.
     """
 
     epochs: int = 1000
@@ -83,6 +87,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     device: str = "cpu"
     precision: str = "32"
+    compile: bool = False
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -162,6 +167,8 @@ class Trainer:
             self.net = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
+        if config.compile:
+            self.net = torch.compile(self.net, dynamic=True)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
         if config.schedule == "cosine":
@@ -300,6 +307,18 @@ class Trainer:
             self.model.load_state_dict(backup)
         return float(np.mean(np.abs(pred - ref)))
 
+    def _forward(self, batch) -> NetworkOutput:
+        """The training forward pass; a failing ``torch.compile`` (no compiler, say) is one line."""
+        if not self.config.compile:
+            return self.net(batch)
+        try:
+            return self.net(batch)
+        except Exception as err:  # inductor raises several types; all mean "cannot compile here"
+            if "dynamo" not in type(err).__module__ and "inductor" not in type(err).__module__:
+                raise
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TrainingError(f"--compile failed ({reason}); train without --compile") from None
+
     def train_epoch(self) -> float:
         """One pass over the training set in a seeded random order; returns the train MAE.
 
@@ -321,7 +340,7 @@ class Trainer:
                 mine, scale = idx, 1.0 / len(idx)
             b = self.train_cache.batch(mine)
             with autocast:
-                out = self.net(b)
+                out = self._forward(b)
             diff = out.energy.float() - b.energy
             loss = (diff * diff).sum() * scale
             self.optimizer.zero_grad(set_to_none=True)
