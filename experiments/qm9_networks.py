@@ -2,7 +2,7 @@
 
     python experiments/qm9_networks.py --n-train 1000 --epochs 300
     python experiments/qm9_networks.py --n-train 10000 --epochs 130
-    python experiments/qm9_networks.py --from-run runs/qm9-schnet-110k   # a run trained with `qmlx train`
+    python experiments/qm9_networks.py --from-run runs/qm9-schnet-110k --ship qm9-schnet
     python experiments/qm9_networks.py --report                          # tables and figure only
 
 Split: a seeded permutation (``--seed``, default 0) holds out the test set first, by default
@@ -55,11 +55,21 @@ def main() -> None:
     ap.add_argument(
         "--from-run", type=Path, default=None, help="no training: add a finished run's result.json"
     )
+    ap.add_argument(
+        "--ship", default=None, metavar="NAME", help="with --from-run: ship the run as qmlx/models/NAME"
+    )
     ap.add_argument("--report", action="store_true", help="no training: rewrite the table and figure")
     args = ap.parse_args()
     if args.from_run is not None:
         summary = json.loads((args.from_run / "result.json").read_text())
         add_run(summary.get("model", args.model).lower(), summary)
+        if args.ship:
+            from qmlx.train.run import export_shipped
+
+            meta = export_shipped(args.from_run, args.ship)
+            print(
+                f"shipped {args.ship}: test MAE {meta['test_mae_kcal_mol']:.3f} kcal/mol from the shipped file"
+            )
     elif not args.report:
         add_run(args.model, train(args))
     report()
@@ -73,9 +83,10 @@ def train(args) -> dict:
         epochs=args.epochs, batch_size=32, lr=1e-3, min_lr=1e-6, schedule="cosine", early_stop_patience=10**6,
         ema_decay=0.999, seed=args.seed, max_minutes=args.max_minutes, threads=args.threads,
     )  # fmt: skip
+    out = args.runs / f"qm9-{args.model}-n{args.n_train}"
     return train_network(
         args.model, "qm9", split_method="random", n_train=args.n_train, n_val=n_val, n_test=args.n_test,
-        out=args.runs / f"qm9-{args.model}-n{args.n_train}", resume=True, config=config,
+        out=out, resume=(out / "checkpoint.pt").exists(), config=config,
         command="python " + " ".join(sys.argv),
     )  # fmt: skip
 

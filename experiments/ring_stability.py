@@ -29,7 +29,7 @@ and listed; molecules on which both fail are left out and listed (``--use-fallba
 rings of the covalent-radius fallback instead).
 
     python experiments/ring_stability.py --dataset qm7     # qm7-schnet and qm7-dtnn
-    python experiments/ring_stability.py --dataset qm9     # qm9-schnet
+    python experiments/ring_stability.py --dataset qm9     # qm9-schnet-50k
 
 Writes ``results/ring_stability_<dataset>.json``, ``.md`` and ``_hist.png``.
 """
@@ -68,7 +68,7 @@ from qmlx.nn import load_network
 from qmlx.train.run import recorded_split
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-MODELS = {"qm7": ("qm7-schnet", "qm7-dtnn"), "qm9": ("qm9-schnet",)}
+MODELS = {"qm7": ("qm7-schnet", "qm7-dtnn"), "qm9": ("qm9-schnet-50k",)}
 METHODS = ("decomposition", "lrp")
 RING_SETS: dict[str, Callable[[Ring], bool]] = {
     "6-rings": lambda r: r.size == 6,

@@ -8,8 +8,8 @@ hydrogens and divided by the number of ring atoms (kcal/mol; lower is more stabl
 
 Sources, each analysed on its own (the references, and so the values, differ between networks):
 
-- ``qm9-test``: qm9-schnet on the 10,000 test molecules of its recorded split;
-- ``qm9-unseen``: qm9-schnet on every QM9 molecule outside its training and validation sets (the
+- ``qm9-test``: qm9-schnet-50k on the 10,000 test molecules of its recorded split;
+- ``qm9-unseen``: qm9-schnet-50k on every QM9 molecule outside its training and validation sets (the
   test molecules plus those the split never used), for ring types too rare in the test part;
 - ``qm7-test``: qm7-schnet on the 1,433 molecules of QM7 fold 0's test part.
 
@@ -321,7 +321,7 @@ def markdown(result: dict) -> str:
         "",
         f"Ordered by the `{main}` column. Values are not comparable between networks (each has its own "
         "element references); ranks are. `parent, DFT (QM9)`: the unsubstituted parent molecule's own energy "
-        "per ring atom in QM9 (its B3LYP atomization energy minus qm9-schnet's element references), where "
+        "per ring atom in QM9 (its B3LYP atomization energy minus qm9-schnet-50k's element references), where "
         "QM9 holds it.",
         "",
         "## Named ring types",
@@ -415,7 +415,7 @@ def figure(result: dict, path: Path) -> None:
     ax.set_yticks(y)
     ax.set_yticklabels([f"{n} ({table[n]['count']})" for n in order], fontsize=7)
     ax.axvline(0, color="grey", lw=0.5)
-    ax.set_xlabel("ring energy per ring atom, qm9-schnet decomposition [kcal/mol] (lower: more stable)")
+    ax.set_xlabel("ring energy per ring atom, qm9-schnet-50k decomposition [kcal/mol] (lower: more stable)")
     handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=k) for k, c in colours.items()]
     handles += [
         plt.Line2D([], [], color="k", marker=markers.get(n, "o"), ls="", label=n)
@@ -441,14 +441,14 @@ def main() -> None:
     start = time.perf_counter()
     sources: list[Source] = []
 
-    qm9, model9 = load_dataset("qm9"), load_network("qm9-schnet")
+    qm9, model9 = load_dataset("qm9"), load_network("qm9-schnet-50k")
     split9 = recorded_split(qm9, model9.metadata)
     parents9 = parent_energies(qm9, model9)
     test9 = np.sort(split9.test)
     sources.append(
         make_source(
             "qm9-test",
-            f"qm9-schnet, the {len(test9):,} QM9 test molecules",
+            f"qm9-schnet-50k, the {len(test9):,} QM9 test molecules",
             qm9.subset(test9),
             model9,
             parents9,
@@ -459,7 +459,7 @@ def main() -> None:
         seen[split9.train] = seen[split9.val] = True
         unseen = np.flatnonzero(~seen)
         description = (
-            f"qm9-schnet, the {len(unseen):,} QM9 molecules outside its training and validation sets "
+            f"qm9-schnet-50k, the {len(unseen):,} QM9 molecules outside its training and validation sets "
             f"({len(test9):,} test molecules and {len(unseen) - len(test9):,} the split never used)"
         )
         sources.append(make_source("qm9-unseen", description, qm9.subset(unseen), model9, parents9))
