@@ -169,8 +169,8 @@ class Trainer:
             )
         if config.compile:
             self.net = torch.compile(self.net, dynamic=True)
-        # fused: one kernel for all parameters instead of a Python loop over them (6x less time
-        # per step on CPU for a 68k-parameter SchNet, a tenth of a batch-32 training step)
+        # fused: one kernel for all parameters instead of a Python loop over them (on one CPU
+        # thread, 0.25 instead of 1.6 ms per step for the 68k parameters of the shipped SchNets)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
         if config.schedule == "cosine":
