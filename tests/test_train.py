@@ -99,9 +99,24 @@ def test_cosine_schedule_refuses_a_learning_rate_reset(tmp_path):
         _trainer(tmp_path, epochs=4, schedule="cosine").fit(resume=True, reset_lr=1e-4)
 
 
+def test_weight_decay_alone_shrinks_the_weights_by_the_closed_form_factor(tmp_path):
+    """With zero gradients the Adam part of AdamW is zero: each step multiplies by 1 - lr * wd."""
+    t = _trainer(tmp_path, epochs=1, weight_decay=0.5)
+    before = {k: v.clone() for k, v in t.model.named_parameters()}
+    for p in t.model.parameters():
+        p.grad = torch.zeros_like(p)
+    for _ in range(3):
+        t.optimizer.step()
+    for name, p in t.model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[name] * (1 - 3e-3 * 0.5) ** 3, msg=name)
+    assert type(_trainer(tmp_path / "plain", epochs=1).optimizer) is torch.optim.Adam
+
+
 def test_unknown_schedule_is_a_config_error():
     with pytest.raises(ConfigError, match="schedule='linear'"):
         TrainConfig(schedule="linear")
+    with pytest.raises(ConfigError, match="weight_decay=-0.1"):
+        TrainConfig(weight_decay=-0.1)
 
 
 def test_compiled_training_matches_eager_training(tmp_path):
