@@ -54,7 +54,7 @@ PEER_SCRIPT = HERE / "_schnetpack_peer.py"
 def _rate(model: SchNet, batches, train: bool, seconds: float, forward=None) -> float:
     """Molecules per second of training steps (``forward``: the training forward pass, by default
     ``model`` itself; e.g. ``torch.compile(model)``) or of tabulated inference."""
-    forward = forward or model
+    forward = model if forward is None else forward
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as `qmlx train` (Trainer) runs it
     n_mol, k = 0, 0
     # warm-up (and compilation, for a compiled forward)

@@ -96,7 +96,12 @@ def add_run(model: str, summary: dict) -> None:
     path = RESULTS / "qm9_networks.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
     runs = [r for r in runs if (r["model"], r["n_train"]) != (model, summary["n_train"])]
-    schedule = summary.get("train_config", {}).get("schedule", "plateau")
+    config = summary.get("train_config")
+    if config is None and (Path(summary["out"]) / "model.pt").exists():  # result.json of older runs
+        from qmlx.nn import load_network
+
+        config = load_network(Path(summary["out"]) / "model.pt").metadata.get("train_config")
+    schedule = (config or {}).get("schedule", "plateau")
     runs.append({**summary, "model": model, "epochs": summary["epochs_run"], "schedule": schedule,
                  "paper_mae_kcal_mol": PAPER[model].get(summary["n_train"])})  # fmt: skip
     runs.sort(key=lambda r: (r["model"], r["n_train"]))

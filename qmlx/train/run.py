@@ -239,7 +239,7 @@ def _train(
     metadata.update(metrics)
     trainer.metadata = metadata
     trainer.save_best()
-    summary = {k: v for k, v in metadata.items() if k not in ("train_config", "domain")} | {"out": str(out)}
+    summary = {k: v for k, v in metadata.items() if k != "domain"} | {"out": str(out)}
     write_result(out / "result.json", summary)
     return summary
 
