@@ -130,11 +130,21 @@ def run_hyperparameters(spec: dict) -> dict:
     }
 
 
+def _nystrom(spec: dict, n_centers: int, n_train: int):
+    """The Laplacian `NystromKernelRidge` of ``spec`` with ``n_centers`` centres, caching all of
+    K_nM (``n_train`` x ``n_centers`` float64)."""
+    from qmlx.kernels import NystromKernelRidge
+
+    return NystromKernelRidge(
+        "laplacian", sigma=spec["sigma"], lam=spec["lam"], n_centers=n_centers, tol=spec["tol"],
+        max_iter=spec["max_iter"], cache_size=8.0 * n_train * n_centers / 2**20 + 1.0,
+        n_jobs=spec["threads"], random_state=spec["seed"],
+    )  # fmt: skip
+
+
 def run_point(spec: dict) -> dict:
     """Train `NystromKernelRidge` on the first ``n_train`` pool molecules and test it."""
     from threadpoolctl import threadpool_limits
-
-    from qmlx.kernels import NystromKernelRidge
 
     load_before = os.getloadavg()
     t0 = time.perf_counter()
@@ -143,18 +153,7 @@ def run_point(spec: dict) -> dict:
         train = pool[: spec["n_train"]]
         X = rep.transform(mols.subset(train))
         t_rep = time.perf_counter() - t0
-        M = spec["n_centers"]
-        est = NystromKernelRidge(
-            "laplacian",
-            sigma=spec["sigma"],
-            lam=spec["lam"],
-            n_centers=M,
-            tol=spec["tol"],
-            max_iter=spec["max_iter"],
-            cache_size=8.0 * len(X) * M / 2**20 + 1.0,  # all of K_nM
-            n_jobs=spec["threads"],
-            random_state=spec["seed"],
-        )
+        est = _nystrom(spec, spec["n_centers"], len(X))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             t = time.perf_counter()
@@ -196,7 +195,7 @@ def run_agreement(spec: dict) -> list[dict]:
     """Exact KRR against Nyström KRR with ``spec["centers"]`` centres on ``agreement_n`` molecules."""
     from threadpoolctl import threadpool_limits
 
-    from qmlx.kernels import KernelRidge, NystromKernelRidge
+    from qmlx.kernels import KernelRidge
 
     rows = []
     with threadpool_limits(spec["threads"]):
@@ -211,17 +210,7 @@ def run_agreement(spec: dict) -> list[dict]:
         exact_err = _errors(exact_pred, y[test])
         for M in spec["centers"]:
             t = time.perf_counter()
-            est = NystromKernelRidge(
-                "laplacian",
-                sigma=spec["sigma"],
-                lam=spec["lam"],
-                n_centers=M,
-                tol=spec["tol"],
-                max_iter=spec["max_iter"],
-                cache_size=8.0 * len(X) * M / 2**20 + 1.0,
-                n_jobs=spec["threads"],
-                random_state=spec["seed"],
-            ).fit(X, y[train])
+            est = _nystrom(spec, M, len(X)).fit(X, y[train])
             pred = est.predict(Xt)
             diff = pred - exact_pred
             err = _errors(pred, y[test])

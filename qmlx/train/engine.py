@@ -322,12 +322,11 @@ class Trainer:
 
     def _forward(self, batch) -> NetworkOutput:
         """The training forward pass; a failing ``torch.compile`` (no compiler, say) is one line."""
-        if not self.config.compile:
-            return self.net(batch)
         try:
             return self.net(batch)
         except Exception as err:  # inductor raises several types; all mean "cannot compile here"
-            if "dynamo" not in type(err).__module__ and "inductor" not in type(err).__module__:
+            module = type(err).__module__
+            if not self.config.compile or ("dynamo" not in module and "inductor" not in module):
                 raise
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise TrainingError(f"--compile failed ({reason}); train without --compile") from None
