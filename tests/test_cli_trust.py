@@ -198,7 +198,7 @@ def test_calculator_applies_the_same_domain_checks(network):
 BAD_TRAIN = [
     ("--batch-size", "0"), ("--lr", "-1"), ("--threads", "0"), ("--n-train", "-10"), ("--max-minutes", "-1"),
     ("--ema", "2"), ("--epochs", "0"), ("--lr-factor", "1.5"), ("--cutoff", "0"), ("--fold", "-1"),
-    ("--weight-decay", "-0.1"), ("--schedule", "linear"),
+    ("--weight-decay", "-0.1"), ("--schedule", "linear"), ("--loss", "huber"),
 ]  # fmt: skip
 
 

@@ -32,13 +32,13 @@ def _synthetic(n_mol: int = 48, seed: int = 0) -> Molecules:
                      units={"atomization_energy": "kcal/mol"})  # fmt: skip
 
 
-def _trainer(out_dir, epochs: int = 4, ema: float | None = 0.9, **kw) -> Trainer:
+def _trainer(out_dir, epochs: int = 4, ema: float | None = 0.9, batch_size: int = 8, **kw) -> Trainer:
     mols = _synthetic()
     torch.manual_seed(0)
     model = SchNet(n_features=8, n_interactions=1, cutoff=4.0, rbf_spacing=0.5)
     train, val = mols.subset(np.arange(36)), mols.subset(np.arange(36, 48))
     model.fit_reference(train.Z, train.n_atoms, train.target("atomization_energy"))
-    config = TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, lr_patience=1, lr_factor=0.5, ema_decay=ema,
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=3e-3, lr_patience=1, lr_factor=0.5, ema_decay=ema,
                          seed=0, **kw)  # fmt: skip
     return Trainer(model, PairCache(train, 4.0), PairCache(val, 4.0), config, out_dir, progress=False)
 
@@ -112,9 +112,27 @@ def test_weight_decay_alone_shrinks_the_weights_by_the_closed_form_factor(tmp_pa
     assert type(_trainer(tmp_path / "plain", epochs=1).optimizer) is torch.optim.Adam
 
 
+@pytest.mark.parametrize("loss", ["mse", "mae"])
+def test_training_step_follows_the_gradient_of_the_chosen_loss(tmp_path, loss):
+    """One batch over the whole training set: the step's gradient is that of the mean loss."""
+    t = _trainer(tmp_path, epochs=1, ema=None, batch_size=64, loss=loss)
+    model = SchNet(**t.model.config)
+    model.load_state_dict(t.model.state_dict())
+    batch = t.train_cache.batch(np.arange(len(t.train_cache)))
+    diff = model(batch).energy - batch.energy
+    expected = torch.autograd.grad(
+        (diff.abs() if loss == "mae" else diff**2).mean(), list(model.parameters())
+    )
+    t.train_epoch()  # one step; the gradients stay in .grad until the next step
+    for (name, p), g in zip(t.model.named_parameters(), expected):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_unknown_schedule_is_a_config_error():
     with pytest.raises(ConfigError, match="schedule='linear'"):
         TrainConfig(schedule="linear")
+    with pytest.raises(ConfigError, match="loss='huber'"):
+        TrainConfig(loss="huber")
     with pytest.raises(ConfigError, match="weight_decay=-0.1"):
         TrainConfig(weight_decay=-0.1)
 

@@ -122,7 +122,7 @@ def train_network_command(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)  # a CUDA request without CUDA fails here, before any work
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_factor=args.lr_factor,
-        lr_patience=args.lr_patience, min_lr=args.min_lr, schedule=args.schedule, weight_decay=args.weight_decay, early_stop_patience=args.patience,
+        lr_patience=args.lr_patience, min_lr=args.min_lr, schedule=args.schedule, weight_decay=args.weight_decay, loss=args.loss, early_stop_patience=args.patience,
         ema_decay=args.ema, seed=args.seed, max_minutes=args.max_minutes, threads=args.threads,
         device=str(device), precision=args.precision, compile=args.compile,
     )  # fmt: skip
@@ -192,6 +192,10 @@ def _network_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weight-decay", type=nonnegative_float, default=0.0,
         help="decoupled weight decay (AdamW); each step scales the weights by 1 - lr * weight_decay",
+    )  # fmt: skip
+    p.add_argument(
+        "--loss", choices=["mse", "mae"], default="mse",
+        help="training loss on the energies: mean squared (default) or mean absolute error",
     )  # fmt: skip
     p.add_argument("--patience", type=positive_int, default=100, help="early-stopping patience in epochs")
     p.add_argument("--ema", type=unit_interval, default=None, help="EMA decay of the weights, e.g. 0.999")

@@ -60,6 +60,9 @@ class TrainConfig:
     weight_decay : decoupled weight decay per step (AdamW, Loshchilov & Hutter, ICLR 2019): every
         step multiplies the weights by ``1 - lr * weight_decay`` besides the Adam update; 0 is
         plain Adam.
+    loss : ``"mse"`` (mean squared error of the molecules' energies, the default) or ``"mae"``
+        (mean absolute error: weighs the many small errors more and the few large ones less, so it
+        tends to lower the MAE at the cost of the RMSE).
     early_stop_patience : stop after this many epochs without a better validation MAE.
     ema_decay : decay of the exponential moving average of the weights, or ``None`` for no EMA;
         with EMA, validation and the saved best model use the averaged weights.
@@ -83,6 +86,7 @@ class TrainConfig:
     min_lr: float = 1e-5
     schedule: str = "plateau"
     weight_decay: float = 0.0
+    loss: str = "mse"
     early_stop_patience: int = 100
     ema_decay: float | None = None
     seed: int = 0
@@ -103,6 +107,7 @@ class TrainConfig:
             "max_minutes": self.max_minutes is None or self.max_minutes >= 0,
             "eval_batch_size": self.eval_batch_size >= 1, "precision": self.precision in PRECISIONS,
             "schedule": self.schedule in SCHEDULES, "weight_decay": self.weight_decay >= 0,
+            "loss": self.loss in LOSSES,
         }  # fmt: skip
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -113,6 +118,7 @@ class TrainConfig:
 
 PRECISIONS = ("32", "bf16")
 SCHEDULES = ("plateau", "cosine")
+LOSSES = ("mse", "mae")
 
 
 def _distributed() -> tuple[int, int]:
@@ -354,7 +360,7 @@ class Trainer:
             with autocast:
                 out = self._forward(b)
             diff = out.energy.float() - b.energy
-            loss = (diff * diff).sum() * scale
+            loss = (diff.abs() if self.config.loss == "mae" else diff * diff).sum() * scale
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
