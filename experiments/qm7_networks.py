@@ -51,8 +51,9 @@ def train(model: str, fold: int, args) -> None:
         early_stop_patience=args.epochs if cosine else tc["early_stop_patience"], ema_decay=tc["ema_decay"],
         seed=args.seed, max_minutes=args.max_minutes, threads=args.threads,
     )  # fmt: skip
+    out = run_dir(args.runs, model, fold)
     train_network(
-        model, "qm7", fold=fold, out=run_dir(args.runs, model, fold), resume=True, config=config,
+        model, "qm7", fold=fold, out=out, resume=(out / "checkpoint.pt").exists(), config=config,
         model_config=shipped["model_config"], command="python " + " ".join(sys.argv),
     )  # fmt: skip
 
@@ -176,7 +177,8 @@ def write(rows: list[dict], args) -> None:
         "# QM7: DTNN and SchNet (official folds)",
         "",
         "Test MAE on the fold's official test part (1,433 molecules); the validation set is carved from the",
-        "training part. Energies: PBE0 atomization energies in kcal/mol.",
+        "training part. Energies: PBE0 atomization energies in kcal/mol. Minutes: wall-clock training time",
+        "with the run's CPU threads (`train_config.threads` in the JSON).",
         "",
         "| model | fold | train / val | training | epochs (best) | minutes | params | test MAE | test RMSE | paper |",
         "|---|---|---|---|---|---|---|---|---|---|",
