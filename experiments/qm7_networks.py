@@ -209,7 +209,7 @@ def main() -> None:
     ap.add_argument("--folds", type=int, nargs="+", default=[0])
     ap.add_argument("--models", nargs="+", default=["schnet", "dtnn"], choices=["schnet", "dtnn"])
     ap.add_argument("--schedule", choices=["cosine", "plateau"], default="cosine")
-    ap.add_argument("--epochs", type=int, default=300, help="epochs (cosine) or maximum epochs (plateau)")
+    ap.add_argument("--epochs", type=int, default=None, help="cosine length (300) or plateau maximum (3000)")
     ap.add_argument("--batch-size", type=int, default=None, help="default: the shipped model's (32)")
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--loss", choices=["mse", "mae"], default="mse")
@@ -219,6 +219,8 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=ROOT / "runs")
     ap.add_argument("--evaluate-only", action="store_true", help="no training; evaluate finished runs")
     args = ap.parse_args()
+    if args.epochs is None:
+        args.epochs = 300 if args.schedule == "cosine" else 3000
     from qmlx.data import load_qm7
 
     qm7 = load_qm7()

@@ -122,8 +122,9 @@ def train_network_command(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)  # a CUDA request without CUDA fails here, before any work
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_factor=args.lr_factor,
-        lr_patience=args.lr_patience, min_lr=args.min_lr, schedule=args.schedule, weight_decay=args.weight_decay, loss=args.loss, early_stop_patience=args.patience,
-        ema_decay=args.ema, seed=args.seed, max_minutes=args.max_minutes, threads=args.threads,
+        lr_patience=args.lr_patience, min_lr=args.min_lr, schedule=args.schedule,
+        weight_decay=args.weight_decay, loss=args.loss, early_stop_patience=args.patience, ema_decay=args.ema,
+        seed=args.seed, max_minutes=args.max_minutes, threads=args.threads,
         device=str(device), precision=args.precision, compile=args.compile,
     )  # fmt: skip
     names = {
