@@ -61,8 +61,8 @@ class TrainConfig:
         step multiplies the weights by ``1 - lr * weight_decay`` besides the Adam update; 0 is
         plain Adam.
     loss : ``"mse"`` (mean squared error of the molecules' energies, the default) or ``"mae"``
-        (mean absolute error: weighs the many small errors more and the few large ones less; on
-        QM7 it lowered SchNet's test MAE by a tenth and left the RMSE as it was).
+        (mean absolute error: weighs the many small errors more and the few large ones less; see
+        docs/networks.md for its effect on QM7).
     early_stop_patience : stop after this many epochs without a better validation MAE.
     ema_decay : decay of the exponential moving average of the weights, or ``None`` for no EMA;
         with EMA, validation and the saved best model use the averaged weights.
