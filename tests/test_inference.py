@@ -1,12 +1,17 @@
-"""Tabulated inference: the interactions' distance factors read from tables over distance.
+"""The tabulated path: the interactions' distance factors read from tables over distance.
 
-``forward(batch, tabulated=True)`` (used by `predict_network` and `predict_ensemble`) must equal
-the exact forward pass to float32 rounding, follow every change of the weights, refuse to run
-with gradients, and leave training and explanations (which take the exact path) untouched.
+``forward(batch, tabulated=True)`` (used by `predict_network`, `predict_ensemble` and training
+steps) must equal the exact forward pass to float32 rounding without gradients, follow every
+change of the weights, refuse gradients with respect to positions, and leave explanations (which
+take the exact path) untouched. With gradients (a training step) it builds a coarser table from
+the layers and must give the exact energies and weight gradients within the interpolation error.
 
 Tolerance: energies and atom energies in float32 agree within ``1e-4 kcal/mol`` per unit of the
 models' energy scale (``head.scale``, 3 kcal/mol here, so 3e-4 kcal/mol) plus a relative 1e-6 for
-the float32 rounding of large sums (a few ulp; 4e-4 kcal/mol at 4000 kcal/mol).
+the float32 rounding of large sums (a few ulp; 4e-4 kcal/mol at 4000 kcal/mol). The training
+tables have 90 instead of 400 points per Gaussian width, so their interpolation error
+(``step^2 / 8 * max|f''|``) is 20 times larger; they get 10 times the energy tolerance, and the
+weight gradient must agree to 1e-4 of its norm.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from conftest import randomized
 
 from qmlx.data import Molecules
 from qmlx.explain import explain
-from qmlx.nn import DTNN, SchNet, make_batch, predict_network
+from qmlx.nn import DTNN, SchNet, make_batch, models, predict_network
 from qmlx.nn.io import predict_ensemble
 from qmlx.nn.layers import RadialTables
 from qmlx.nn.models import Ensemble, InteractionNetwork
@@ -83,7 +88,7 @@ def test_tables_interpolate_linearly_and_hold_their_last_value():
         lambda d: [torch.stack([1.0 + 2.0 * d, d * d], dim=1)], 5.0, 1000, dtype=torch.float64
     )
     d = torch.tensor([0.0, 1e-9, 0.5, 1.2345, 4.99999, 5.0, 5.5, 100.0], dtype=torch.float64)
-    values = tables.interpolate(0, tables.locate(d))
+    (values,) = tables.interpolate(tables.locate(d))
     held = d.clamp(max=5.0)
     np.testing.assert_allclose(values[:, 0], 1.0 + 2.0 * held, rtol=0, atol=1e-12)
     assert (values[:, 1] - held**2).abs().max() <= (5.0 / 1000) ** 2 / 8 + 1e-12
@@ -92,18 +97,39 @@ def test_tables_interpolate_linearly_and_hold_their_last_value():
     np.testing.assert_allclose(weights.sum(1), 1.0)
 
 
+def test_reading_tables_passes_the_exact_gradient_to_their_values():
+    """The gradient of interpolated values with respect to the table values (the turned-around
+    read of the training tables) equals finite differences, also with distances on grid points,
+    past ``stop`` and several pairs reading the same rows."""
+    torch.manual_seed(0)
+    values = [torch.randn(11, 3, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    d = torch.cat([torch.rand(40, dtype=torch.float64) * 6.0, torch.tensor([0.0, 2.5, 5.0, 7.0]).double()])
+
+    def read(*tables):
+        t = RadialTables(list(tables), 5.0)
+        return tuple(t.interpolate(t.locate(d)))
+
+    assert torch.autograd.gradcheck(read, tuple(values))
+    turned = read(*values)  # gradients enabled: the read with the turned-around backward
+    assert all(type(v.grad_fn).__name__ == "_InterpolateBackward" for v in turned)
+    with torch.no_grad():
+        plain = read(*values)  # the plain embedding_bag read
+    for a, b in zip(turned, plain):
+        torch.testing.assert_close(a.detach(), b, rtol=0, atol=0)
+
+
 def test_tables_read_the_exact_radial_factors(model):
     """The tabulated filters (SchNet) or ``df(rbf(d))`` (DTNN) equal the layers' own, from 0.5 Å to
     the cutoff, to 1e-5 of their largest value."""
     stop = min(model.cutoff, 12.0)
     d = torch.cat([torch.linspace(0.5, stop, 20001), torch.tensor([stop - 1e-3, stop - 1e-5])])
     tables = model.inference_tables()
-    where = tables.locate(d)
+    read = tables.interpolate(tables.locate(d))
     with torch.no_grad():
         rbf, fcut = model.rbf(d.double()), model.cutoff_fn(d.double())
         for t, block in enumerate(copy.deepcopy(model).double().interactions):
             exact = block.filter(rbf, fcut) if isinstance(model, SchNet) else block.df(rbf)
-            err = (tables.interpolate(t, where).double() - exact).abs().max()
+            err = (read[t].double() - exact).abs().max()
             assert err <= 1e-5 * exact.abs().max(), f"interaction {t}: {err:.2e}"
 
 
@@ -188,10 +214,61 @@ def test_ensemble_tabulated_equals_exact():
     np.testing.assert_allclose(ae, ae_x, rtol=RTOL, atol=ATOL)
 
 
-def test_tabulated_forward_refuses_gradients(model):
+def test_tabulated_forward_refuses_gradients_to_positions(model):
     batch = make_batch(molecules(model.cutoff), model.cutoff)
-    with pytest.raises(RuntimeError, match="no_grad"):
+    batch.R.requires_grad_(True)
+    with pytest.raises(RuntimeError, match="forces"):
         model(batch, tabulated=True)
+
+
+# ---------------------------------------------------------------- training steps
+def _energies_and_gradient(model: InteractionNetwork, batch, tabulated: bool):
+    """Energies of ``batch`` with gradients enabled and the gradient of their sum with respect to
+    every weight, flattened into one vector."""
+    model.zero_grad()
+    out = model(batch, tabulated=tabulated)
+    out.energy.sum().backward()
+    grad = [torch.zeros_like(p) if p.grad is None else p.grad for p in model.parameters()]
+    return out, torch.cat([g.flatten() for g in grad])
+
+
+def test_training_tables_give_the_exact_energies_and_weight_gradients(model, monkeypatch):
+    monkeypatch.setattr(models, "TRAIN_TABLE_MIN_PAIRS_PER_POINT", 0)  # tables for any batch
+    batch = make_batch(molecules(model.cutoff), model.cutoff)
+    built = []
+    monkeypatch.setattr(
+        model, "training_tables", lambda n: built.append(n) or type(model).training_tables(model, n)
+    )
+    exact, g_exact = _energies_and_gradient(model, batch, tabulated=False)
+    tab, g_tab = _energies_and_gradient(model, batch, tabulated=True)
+    assert built == [len(batch.idx_i)]  # the tabulated pass did read training tables
+    np.testing.assert_allclose(tab.energy.detach(), exact.energy.detach(), rtol=RTOL, atol=10 * ATOL)
+    np.testing.assert_allclose(
+        tab.atom_energies.detach(), exact.atom_energies.detach(), rtol=RTOL, atol=10 * ATOL
+    )
+    assert g_exact.norm() > 1.0
+    assert (g_tab - g_exact).norm() <= 1e-4 * g_exact.norm()
+
+
+def test_training_table_grid_follows_the_gaussian_width(model):
+    tables = model.training_tables(10**9)
+    assert tables.stop == model.radial_stop()
+    assert tables.stop / tables.n_intervals <= model.rbf.width / models.TRAIN_TABLE_POINTS_PER_WIDTH
+    assert all(v.requires_grad for v in tables.values)  # computed by the layers, not a detached copy
+
+
+def test_small_training_batches_take_the_exact_path(model):
+    """A batch with fewer pairs than twice the grid points computes every factor per pair: the
+    energies equal the exact path's bit for bit."""
+    batch = make_batch(molecules(model.cutoff), model.cutoff)
+    assert model.training_tables(len(batch.idx_i)) is None
+    assert (
+        model.training_tables(2 * (model._grid_intervals(models.TRAIN_TABLE_POINTS_PER_WIDTH) + 1))
+        is not None
+    )
+    exact, g_exact = _energies_and_gradient(model, batch, tabulated=False)
+    tab, g_tab = _energies_and_gradient(model, batch, tabulated=True)
+    assert torch.equal(tab.energy, exact.energy) and torch.equal(g_tab, g_exact)
 
 
 # ---------------------------------------------------------------- following the weights

@@ -12,7 +12,8 @@ from qmlx.cli import build_parser
 from qmlx.data import Molecules
 from qmlx.data.splits import split
 from qmlx.errors import ConfigError, DataFormatError
-from qmlx.nn import PairCache, SchNet, load_network
+from qmlx.nn import PairCache, SchNet, load_network, models
+from qmlx.nn.models import InteractionNetwork
 from qmlx.train import TrainConfig, Trainer
 
 
@@ -112,9 +113,18 @@ def test_weight_decay_alone_shrinks_the_weights_by_the_closed_form_factor(tmp_pa
     assert type(_trainer(tmp_path / "plain", epochs=1).optimizer) is torch.optim.Adam
 
 
+@pytest.mark.parametrize("tables", [False, True], ids=["per-pair", "tables"])
 @pytest.mark.parametrize("loss", ["mse", "mae"])
-def test_training_step_follows_the_gradient_of_the_chosen_loss(tmp_path, loss):
-    """One batch over the whole training set: the step's gradient is that of the mean loss."""
+def test_training_step_follows_the_gradient_of_the_chosen_loss(tmp_path, loss, tables, monkeypatch):
+    """One batch over the whole training set: the step's gradient is that of the mean loss of the
+    exact model, also when the step reads its filters from training tables (here forced on for
+    this small batch; within their interpolation error, see tests/test_inference.py)."""
+    built = []
+    if tables:
+        monkeypatch.setattr(models, "TRAIN_TABLE_MIN_PAIRS_PER_POINT", 0)
+    monkeypatch.setattr(
+        SchNet, "training_tables", lambda m, n: built.append(n) or InteractionNetwork.training_tables(m, n)
+    )
     t = _trainer(tmp_path, epochs=1, ema=None, batch_size=64, loss=loss)
     model = SchNet(**t.model.config)
     model.load_state_dict(t.model.state_dict())
@@ -123,9 +133,13 @@ def test_training_step_follows_the_gradient_of_the_chosen_loss(tmp_path, loss):
     expected = torch.autograd.grad(
         (diff.abs() if loss == "mae" else diff**2).mean(), list(model.parameters())
     )
+    built.clear()
     t.train_epoch()  # one step; the gradients stay in .grad until the next step
+    assert built == [len(batch.idx_i)]  # the step asked for tables (None when not forced on)
     for (name, p), g in zip(t.model.named_parameters(), expected):
-        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(
+            p.grad, g, rtol=1e-4, atol=1e-4 * float(g.abs().max()) if tables else 1e-6, msg=name
+        )
 
 
 def test_unknown_schedule_is_a_config_error():
@@ -137,8 +151,12 @@ def test_unknown_schedule_is_a_config_error():
         TrainConfig(weight_decay=-0.1)
 
 
-def test_compiled_training_matches_eager_training(tmp_path):
-    """torch.compile fuses the step; the numbers stay those of the eager model to float32 rounding."""
+@pytest.mark.parametrize("tables", [False, True], ids=["per-pair", "tables"])
+def test_compiled_training_matches_eager_training(tmp_path, tables, monkeypatch):
+    """torch.compile fuses the step; the numbers stay those of the eager model to float32 rounding,
+    also when the steps read training tables (forced on here for these small batches)."""
+    if tables:
+        monkeypatch.setattr(models, "TRAIN_TABLE_MIN_PAIRS_PER_POINT", 0)
     eager, compiled = (
         _trainer(tmp_path / "eager", epochs=2),
         _trainer(tmp_path / "compiled", epochs=2, compile=True),

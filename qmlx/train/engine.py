@@ -6,6 +6,12 @@ validation split, batch order) derives from one seed, and the batch-order genera
 the checkpoint, so a run that is killed and resumed ends with the same weights as one that was
 not (on the same machine and thread count).
 
+Training steps run the model's tabulated path (``model(batch, tabulated=True)``, unless
+``config.tables`` is off): each step computes the interactions' distance factors on a grid of
+distances and interpolates them to the pairs, which for batches of many pairs is faster than
+computing them per pair (see `qmlx.nn.models`); small batches take the exact path. Validation and
+testing read the fine inference tables that ``qmlx predict`` reads.
+
 Devices and precision: the model and the pair caches live on ``config.device`` (moved once);
 ``config.precision="bf16"`` runs the forward pass under ``torch.autocast`` in bfloat16 (weights,
 optimizer and loss stay float32).
@@ -76,6 +82,9 @@ class TrainConfig:
         dynamic shapes), which fuses the elementwise pair operations: the same model and the same
         numbers to float32 rounding, faster steps after a one-off compilation of about a minute.
         Needs a C++ compiler on CPU (Triton on CUDA). Validation and testing stay eager.
+    tables : let training steps read the distance factors from a table built from the weights in
+        every step (for batches with at least two pairs per grid point; see `qmlx.nn.models`);
+        ``False`` computes them at every pair in every step.
     """
 
     epochs: int = 1000
@@ -96,6 +105,7 @@ class TrainConfig:
     device: str = "cpu"
     precision: str = "32"
     compile: bool = False
+    tables: bool = True
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -138,7 +148,7 @@ def evaluate(
     preds = []
     for start in range(0, len(cache), batch_size):
         b = cache.batch(np.arange(start, min(start + batch_size, len(cache))))
-        preds.append(model(b).energy.detach())
+        preds.append(model(b, tabulated=True).energy.detach())
     model.train(was_training)
     ref = cache.energy.double().cpu().numpy() if cache.energy is not None else np.full(len(cache), np.nan)
     return (torch.cat(preds).double().cpu().numpy() if preds else np.zeros(0)), ref
@@ -329,7 +339,7 @@ class Trainer:
     def _forward(self, batch) -> NetworkOutput:
         """The training forward pass; a failing ``torch.compile`` (no compiler, say) is one line."""
         try:
-            return self.net(batch)
+            return self.net(batch, tabulated=self.config.tables)
         except Exception as err:  # inductor raises several types; all mean "cannot compile here"
             module = type(err).__module__
             if not self.config.compile or ("dynamo" not in module and "inductor" not in module):

@@ -30,7 +30,9 @@ from qmlx.train.engine import BEST_NAME, CHECKPOINT_NAME, TrainConfig, Trainer, 
 
 ENERGY_UNIT = "kcal/mol"
 #: training settings that may change when a run is resumed (everything else must match)
-RESUMABLE_CHANGES = {"epochs", "max_minutes", "threads", "eval_batch_size", "device", "compile", "extra"}
+RESUMABLE_CHANGES = {
+    "epochs", "max_minutes", "threads", "eval_batch_size", "device", "compile", "tables", "extra",
+}  # fmt: skip
 
 
 def choose_target(mols: Molecules, target: str | None) -> str:
