@@ -270,9 +270,9 @@ class _Interpolate(torch.autograd.Function):
     The forward pass is one ``embedding_bag``. Its gradient with respect to the table,
     ``grad_table[r] = sum over the reads (p, k) of row r of weights[p, k] * grad[p]``, is the same
     kind of read turned around: an ``embedding_bag`` over the rows of ``grad`` with one bag per
-    table row, from `_turn_around`. On CPU that is several times faster than ``embedding_bag``'s
-    own backward, which sorts the indices in every call; here one sort serves every table of a
-    step.
+    table row, from `_turn_around`. ``embedding_bag``'s own backward sorts the indices in every
+    call; here one sort serves every table of a step, and the rest is a fast forward read
+    (docs/networks.md has the timing).
     """
 
     @staticmethod
@@ -290,7 +290,9 @@ class _Interpolate(torch.autograd.Function):
         return grad_table, None, None, None
 
 
-def _turn_around(idx: torch.Tensor, weights: torch.Tensor, n_rows: int):
+def _turn_around(
+    idx: torch.Tensor, weights: torch.Tensor, n_rows: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reads of ``idx (n_pairs, 2)`` with ``weights (n_pairs, 2)`` grouped by table row: the
     reading pair of each read ``(2 n_pairs,)``, sorted by row, the start of each row's group
     ``(n_rows,)`` and each read's weight ``(2 n_pairs,)``."""
