@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qmlx.data.paths import write_text_atomic
+from qmlx._io import write_text_atomic
 
 SIGMA = 1600.0  # atomic units; the value inner CV picks most often in results/qm7_kernels.json
 LAM = 1e-10

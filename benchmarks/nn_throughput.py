@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qmlx._io import write_text_atomic
 from qmlx.data import Molecules, load_qm7
-from qmlx.data.paths import write_text_atomic
 from qmlx.nn import PairCache, SchNet
 
 HERE = Path(__file__).resolve().parent

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from qmlx.data.paths import json_dumps, write_text_atomic
+from qmlx._io import json_dumps, write_text_atomic
 
 HERE = Path(__file__).resolve().parent
 

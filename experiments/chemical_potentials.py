@@ -31,7 +31,7 @@ import torch
 from ase.build import molecule
 from ase.data import chemical_symbols
 
-from qmlx.data.paths import write_text_atomic
+from qmlx._io import write_text_atomic
 from qmlx.explain.potential import (
     chemical_potential,
     isolated_probe_energy,

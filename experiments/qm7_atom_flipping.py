@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from qmlx._io import savefig_atomic, write_text_atomic
 from qmlx.chem import fit_element_energies
 from qmlx.data import Molecules, load_qm7
-from qmlx.data.paths import savefig_atomic, write_text_atomic
 from qmlx.explain import Explanation, Gamma, explain
 from qmlx.explain.flipping import FlippingCurve, atom_scores, flipping_curve, relative_energy
 from qmlx.nn import load_network

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from qmlx._io import savefig_atomic, write_text_atomic
 from qmlx.chem import element_counts
 from qmlx.data import load_qm7
-from qmlx.data.paths import savefig_atomic, write_text_atomic
 from qmlx.kernels import distance_matrix, kernel_from_distances
 from qmlx.kernels.search import fit_predict
 from qmlx.represent import BagOfBonds

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qmlx._io import savefig_atomic, write_text_atomic
 from qmlx.data import load_qm7
-from qmlx.data.paths import savefig_atomic, write_text_atomic
 from qmlx.nn.cm_mlp import CMMLPConfig, train_cm_mlp
 
 REFERENCE = {"mae": 3.5, "source": "Montavon et al. NIPS 2012 (3.51 kcal/mol)"}

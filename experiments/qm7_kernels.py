@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from qmlx._io import savefig_atomic, write_text_atomic
 from qmlx.data import load_qm7
-from qmlx.data.paths import savefig_atomic, write_text_atomic
 from qmlx.kernels import KernelProvider, fit_predict, learning_curve, select_hyperparameters
 from qmlx.kernels.training import DEFAULT_GRIDS
 from qmlx.represent import RepresentationError, make_representation

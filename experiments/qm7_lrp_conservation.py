@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qmlx._io import write_text_atomic
 from qmlx.data import load_qm7
-from qmlx.data.paths import write_text_atomic
 from qmlx.explain import Gamma, explain
 from qmlx.nn import load_network
 

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from ase.build import molecule
 
+from qmlx._io import write_text_atomic
 from qmlx.data import load_qm7
-from qmlx.data.paths import write_text_atomic
 from qmlx.explain import explain
 from qmlx.explain.walks import lrp_walks, plot_walks
 from qmlx.nn import load_network

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qmlx.data.paths import savefig_atomic, write_text_atomic
+from qmlx._io import savefig_atomic, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"

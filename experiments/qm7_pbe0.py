@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qmlx.data.paths import json_dumps, write_text_atomic
+from qmlx._io import json_dumps, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"

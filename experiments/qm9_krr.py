@@ -285,7 +285,7 @@ def environment(threads: int) -> dict:
 
 
 def write_markdown(path: Path, report: dict) -> None:
-    from qmlx.data.paths import write_text_atomic
+    from qmlx._io import write_text_atomic
 
     lines = [
         "# QM9: kernel ridge regression with Nyström centres (FALKON)",
@@ -364,7 +364,7 @@ def plot(path: Path, report: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from qmlx.data.paths import savefig_atomic
+    from qmlx._io import savefig_atomic
 
     fig, (ax, ax_cost) = plt.subplots(1, 2, figsize=(11, 4.5))
     for rep, color in (("sorted-cm", "tab:blue"), ("bob", "tab:orange")):
@@ -440,7 +440,7 @@ def plot(path: Path, report: dict) -> None:
 
 
 def save(out_dir: Path, report: dict) -> None:
-    from qmlx.data.paths import json_dumps, write_text_atomic
+    from qmlx._io import json_dumps, write_text_atomic
 
     write_text_atomic(out_dir / "qm9_krr.json", json_dumps(report, indent=1) + "\n")
     write_markdown(out_dir / "qm9_krr.md", report)

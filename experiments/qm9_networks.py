@@ -30,7 +30,7 @@ import json
 import sys
 from pathlib import Path
 
-from qmlx.data.paths import savefig_atomic, write_text_atomic
+from qmlx._io import savefig_atomic, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"

@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qmlx._io import savefig_atomic, write_text_atomic
 from qmlx.data import load_dataset
 from qmlx.data.molecules import Molecules
-from qmlx.data.paths import savefig_atomic, write_text_atomic
 from qmlx.explain.rings import (
     RING_TYPE_NAMES,
     Ring,

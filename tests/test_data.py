@@ -333,7 +333,7 @@ def test_atomic_writes_leave_the_old_file_or_the_new_one_never_a_part(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from qmlx.data.paths import savefig_atomic, write_text_atomic
+    from qmlx._io import savefig_atomic, write_text_atomic
 
     target = tmp_path / "out" / "table.md"
     write_text_atomic(target, "first\n")

@@ -10,10 +10,10 @@ import sys
 import pytest
 import torch
 
+from qmlx._io import safe_torch_load
 from qmlx.cli import main
 from qmlx.errors import ConfigError
 from qmlx.nn.batch import resolve_device
-from qmlx.nn.io import safe_torch_load
 
 
 def _args(data, out, *extra: str) -> list[str]:

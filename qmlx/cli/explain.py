@@ -103,8 +103,8 @@ def _stream(args: argparse.Namespace, model, method: str, rule, unit: str | None
     checked against the model's domain before anything is printed."""
     from pathlib import Path
 
+    from qmlx._io import json_dumps
     from qmlx.data.io import iter_molecules
-    from qmlx.data.paths import json_dumps
     from qmlx.explain import explain
 
     chunks = [iter_molecules(path, args.chunk_size) for path in args.files]
@@ -156,9 +156,9 @@ def _chain(head, rest):
 
 
 def explain_command(args: argparse.Namespace) -> None:
+    from qmlx._io import json_dumps
     from qmlx.cli.predict import load_model, read_inputs, warn_domain
     from qmlx.data.molecules import Molecules
-    from qmlx.data.paths import json_dumps
     from qmlx.explain import Epsilon, Gamma, explain
 
     check_writable(args.png, "--png")

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qmlx._io import json_dumps
 from qmlx.cli.common import add_device, add_progress, positive_int
 from qmlx.data.domain import DomainReport
 from qmlx.data.molecules import Molecules
-from qmlx.data.paths import json_dumps
 from qmlx.errors import DataFormatError, QmlxError
 
 

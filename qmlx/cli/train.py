@@ -107,7 +107,7 @@ def add_krr(models: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------------------- networks
 def train_network_command(args: argparse.Namespace) -> None:
     """Run ``qmlx train schnet|dtnn`` and print the result as JSON."""
-    from qmlx.data.paths import json_dumps
+    from qmlx._io import json_dumps
     from qmlx.train.engine import TrainConfig
     from qmlx.train.run import train_ensemble, train_network
 

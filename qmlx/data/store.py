@@ -25,8 +25,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from qmlx._io import atomic_path
 from qmlx.data.molecules import Molecules
-from qmlx.data.paths import atomic_path
 from qmlx.errors import DataFormatError
 
 SCHEMA = "qmlx.molecules"

@@ -50,8 +50,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 from matplotlib.text import Text
 
+from qmlx._io import atomic_path, savefig_atomic, write_text_atomic
 from qmlx.chem.bonds import bonds
-from qmlx.data.paths import atomic_path, savefig_atomic, write_text_atomic
 from qmlx.errors import QmlxError
 
 CMAP = "RdBu_r"  # signed relevance: red raises the energy (positive), blue lowers it (negative)

@@ -432,7 +432,7 @@ def plot_potential(
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    from qmlx.data.paths import savefig_atomic
+    from qmlx._io import savefig_atomic
     from qmlx.explain.plot import CMAP
 
     if isinstance(results, (PotentialPlane, PotentialSurface)):

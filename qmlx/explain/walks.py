@@ -449,8 +449,8 @@ def plot_walks(
     from matplotlib.patches import Circle, FancyArrowPatch
     from matplotlib.path import Path as MplPath
 
+    from qmlx._io import savefig_atomic
     from qmlx.chem.bonds import bonds
-    from qmlx.data.paths import savefig_atomic
     from qmlx.explain.plot import project_2d
 
     k = min(top, len(result.relevance))

@@ -31,9 +31,9 @@ import ase
 import h5py
 import numpy as np
 
+from qmlx._io import atomic_path
 from qmlx.data.domain import Domain, DomainReport, check_domain, warn_if_flagged
 from qmlx.data.molecules import Molecules, as_molecules
-from qmlx.data.paths import atomic_path
 from qmlx.errors import DataFormatError, DomainError
 from qmlx.kernels.krr import KernelRidge
 from qmlx.kernels.nystrom import NystromKernelRidge

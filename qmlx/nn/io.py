@@ -16,9 +16,9 @@ import ase
 import numpy as np
 import torch
 
+from qmlx._io import atomic_torch_save, safe_torch_load
 from qmlx.data.domain import Domain, DomainReport, check_domain, warn_if_flagged
 from qmlx.data.molecules import Molecules, as_molecules
-from qmlx.data.paths import atomic_path
 from qmlx.errors import DataFormatError, QmlxError
 from qmlx.nn.batch import Batch, PairCache, resolve_device
 from qmlx.nn.models import MODEL_CLASSES, Ensemble, InteractionNetwork
@@ -28,37 +28,6 @@ NETWORK_FORMAT = "qmlx-network"
 ENSEMBLE_FORMAT = "qmlx-ensemble"
 #: the format tag of training checkpoints (`qmlx.train.engine`), which `load_network` also reads
 CHECKPOINT_FORMAT = "qmlx-checkpoint"
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def safe_torch_load(path: str | os.PathLike, kind: str = "file") -> dict:
-    """``torch.load(path, weights_only=True)``; any failure raises `DataFormatError` naming the file."""
-    path = Path(path)
-    if not path.exists():
-        raise DataFormatError(f"{path}: no such {kind}")
-    try:
-        # TorchVersion is a str subclass that older qmlx runs stored in their metadata
-        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        text = str(err)
-        if "Weights only load failed" in text:
-            reason = "it holds objects other than plain weights and metadata, which are not loaded for safety"
-        else:
-            reason = text.splitlines()[0] if text else type(err).__name__
-        raise DataFormatError(
-            f"{path}: not a readable qmlx {kind} (corrupt or truncated?): {reason}"
-        ) from None
-    if not isinstance(obj, dict):
-        raise DataFormatError(f"{path}: not a qmlx {kind} (expected a dictionary, got {type(obj).__name__})")
-    return obj
 
 
 def network_record(model: InteractionNetwork, state_dict=None, metadata: dict | None = None) -> dict:

@@ -40,10 +40,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from qmlx.data.paths import write_text_atomic
+from qmlx._io import atomic_torch_save, safe_torch_load, write_text_atomic
 from qmlx.errors import ConfigError, DataFormatError, TrainingError
 from qmlx.nn.batch import PairCache
-from qmlx.nn.io import CHECKPOINT_FORMAT, atomic_torch_save, network_record, plain, safe_torch_load
+from qmlx.nn.io import CHECKPOINT_FORMAT, network_record, plain
 from qmlx.nn.models import InteractionNetwork, NetworkOutput
 
 CHECKPOINT_NAME = "checkpoint.pt"

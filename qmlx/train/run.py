@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qmlx._io import safe_torch_load, write_text_atomic
 from qmlx.data.domain import Domain
 from qmlx.data.io import load_dataset
 from qmlx.data.molecules import Molecules
-from qmlx.data.paths import write_text_atomic
 from qmlx.data.splits import Split, split, split_from_record
 from qmlx.errors import ConfigError
 from qmlx.nn.batch import PairCache, resolve_device
-from qmlx.nn.io import safe_torch_load
 from qmlx.nn.models import build_model
 from qmlx.train.engine import BEST_NAME, CHECKPOINT_NAME, TrainConfig, Trainer, evaluate
 
@@ -374,7 +373,7 @@ def test_metrics(pred: np.ndarray, ref: np.ndarray) -> dict:
 
 def write_result(path: str | os.PathLike, summary: dict) -> Path:
     """Write a run's ``result.json`` atomically; NaN becomes ``null`` (valid JSON)."""
-    from qmlx.data.paths import json_dumps
+    from qmlx._io import json_dumps
 
     return write_text_atomic(path, json_dumps(summary) + "\n")
 
