@@ -11,7 +11,7 @@ carved with seed 0); member k is initialized and shuffled with seed k. Member 0 
 run as the fold-0 SchNet of ``experiments/qm7_networks.py``; ``--member-zero DIR`` copies that
 finished run in instead of training it again (its settings are checked). The members live in
 ``runs/qm7-schnet-ensemble/member-k`` (resumable); `qmlx.train.run.train_ensemble` assembles them
-into one ensemble file, which this script ships as ``qmlx/models/qm7-schnet-ensemble.pt``. Writes
+into one ensemble file, which this script ships as ``qmlx/pretrained/qm7-schnet-ensemble.pt``. Writes
 ``results/qm7_ensemble.{json,md}`` and ``results/qm7_ensemble_calibration.png``.
 """
 
@@ -41,7 +41,7 @@ PREVIOUS_MAE = 0.810
 
 
 def settings():
-    from qmlx.models import available_models
+    from qmlx.pretrained import available_models
     from qmlx.train import TrainConfig
 
     config = TrainConfig(**RECIPE, early_stop_patience=RECIPE["epochs"], seed=0, threads=1)
@@ -142,7 +142,7 @@ def main() -> None:
     missing = [k for k in range(N_MEMBERS) if not (out / f"member-{k}" / "result.json").exists()]
     if missing:
         sys.exit(f"members {missing} are not finished; run again")
-    from qmlx.models import MODELS_DIR
+    from qmlx.pretrained import MODELS_DIR
     from qmlx.train.run import train_ensemble
 
     config, model_config = settings()

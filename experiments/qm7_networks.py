@@ -5,7 +5,7 @@
     python experiments/qm7_networks.py --evaluate-only # use finished runs in runs/, no training
 
 Training uses `qmlx.train.train_network` with the network sizes of the shipped ``qm7-<model>``
-(its ``qmlx/models/*.json``) and the protocol given here: by default a cosine learning rate from
+(its ``qmlx/pretrained/*.json``) and the protocol given here: by default a cosine learning rate from
 1e-3 to 1e-6 over 300 epochs with an EMA of the weights, no early stopping; ``--schedule plateau``
 takes the shipped models' plateau decay and early stopping instead. Each run lives in
 ``runs/qm7-<model>-fold<K>/`` and is resumable. Writes ``results/qm7_networks.json``,
@@ -38,7 +38,7 @@ def train(model: str, fold: int, args) -> None:
     """Train ``model`` on ``fold`` with the network of the shipped ``qm7-<model>``. For the DTNN
     that is a 3 Å neighbourhood: with all pairs it overfit QM7 (validation 2.4 kcal/mol at
     training 0.2)."""
-    from qmlx.models import available_models
+    from qmlx.pretrained import available_models
     from qmlx.train import TrainConfig, train_network
 
     shipped = available_models()[f"qm7-{model}"]

@@ -101,7 +101,7 @@ def run_krr(mols, res: dict, args) -> None:
 
 
 def run_schnet(mols, res: dict, args) -> None:
-    from qmlx.models import available_models
+    from qmlx.pretrained import available_models
     from qmlx.train import TrainConfig, train_network
 
     shipped = available_models()["qm7-schnet"]

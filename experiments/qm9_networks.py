@@ -56,7 +56,7 @@ def main() -> None:
         "--from-run", type=Path, default=None, help="no training: add a finished run's result.json"
     )
     ap.add_argument(
-        "--ship", default=None, metavar="NAME", help="with --from-run: ship the run as qmlx/models/NAME"
+        "--ship", default=None, metavar="NAME", help="with --from-run: ship the run as qmlx/pretrained/NAME"
     )
     ap.add_argument("--report", action="store_true", help="no training: rewrite the table and figure")
     args = ap.parse_args()

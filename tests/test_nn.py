@@ -239,9 +239,9 @@ def test_element_unknown_to_the_model_is_refused(model):
     "name, limit", [("qm7-schnet", 1.5), ("qm7-dtnn", 2.0), ("qm7-schnet-ensemble", 0.85)]
 )
 def test_shipped_model_reaches_its_fold0_test_mae(qm7, name, limit):
-    from qmlx.models import shipped_model_path
+    from qmlx.pretrained import shipped_model_path
 
-    assert shipped_model_path(name) is not None, f"{name} weights are missing from qmlx/models"
+    assert shipped_model_path(name) is not None, f"{name} weights are missing from qmlx/pretrained"
     model = load_network(name)
     _, test = qm7.folds[0]
     mols = qm7.subset(test)

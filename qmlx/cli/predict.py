@@ -50,7 +50,7 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
     from pathlib import Path
 
     from qmlx.kernels import is_krr_file, load_krr
-    from qmlx.models import SHIPPED
+    from qmlx.pretrained import SHIPPED
     from qmlx.nn.io import (
         check_network_domain,
         is_network_file,

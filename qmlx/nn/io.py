@@ -2,7 +2,7 @@
 
 A network file is a ``torch.save``'d dictionary of plain data (class name, constructor config,
 state dict, metadata), read back with ``torch.load(..., weights_only=True)`` only. Shipped models
-are found by name in `qmlx.models` (e.g. ``"qm7-schnet"``).
+are found by name in `qmlx.pretrained` (e.g. ``"qm7-schnet"``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def plain(data: dict) -> dict:
 
 def _resolve(name_or_path: str | os.PathLike) -> Path | None:
     """A shipped model's file for a name, else the path itself if it exists, else ``None``."""
-    from qmlx.models import shipped_model_path
+    from qmlx.pretrained import shipped_model_path
 
     shipped = shipped_model_path(str(name_or_path))
     if shipped is not None:
@@ -64,7 +64,7 @@ def is_network_file(path_or_name: str | os.PathLike) -> bool:
 
     Cheap: only the first bytes are looked at (a torch zip archive); no weights are loaded.
     """
-    from qmlx.models import shipped_model_path
+    from qmlx.pretrained import shipped_model_path
 
     if shipped_model_path(str(path_or_name)) is not None:
         return True
@@ -104,7 +104,7 @@ def load_network(name_or_path: str | os.PathLike, device: str | torch.device = "
     """
     path = _resolve(name_or_path)
     if path is None:
-        from qmlx.models import SHIPPED
+        from qmlx.pretrained import SHIPPED
 
         raise QmlxError(
             f"{name_or_path}: neither a shipped model ({', '.join(sorted(SHIPPED))}) nor an existing file"

@@ -398,12 +398,12 @@ def recorded_split(mols: Molecules, meta: dict) -> Split:
 def export_shipped(
     run_dir: str | os.PathLike, name: str, models_dir: str | os.PathLike | None = None
 ) -> dict:
-    """Copy a run's best weights into ``qmlx/models/NAME.pt`` with ``NAME.json`` metadata.
+    """Copy a run's best weights into ``qmlx/pretrained/NAME.pt`` with ``NAME.json`` metadata.
 
     The test MAE is measured again on the run's test set (QM7: the fold's official test part)
     from the exported file itself, so the metadata always matches the shipped weights.
     """
-    from qmlx.models import MODELS_DIR
+    from qmlx.pretrained import MODELS_DIR
     from qmlx.nn.io import load_network, predict_network, save_network
 
     run_dir = Path(run_dir)
