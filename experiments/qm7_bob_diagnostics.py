@@ -20,25 +20,21 @@ Usage::
 
     QMLX_DATA_DIR=... python experiments/qm7_bob_diagnostics.py [--fold 0] [--threads 2]
 
-Writes ``qm7_bob_diagnostics.json``, ``.md`` and ``_landscape.png`` to ``--out-dir``.
+Writes ``qm7_bob_diagnostics.json``, ``.md`` and ``_landscape.png`` to ``--out-dir`` (default
+``results/``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from qmlx._io import savefig_atomic, write_text_atomic
-from qmlx.chem import element_counts
-from qmlx.data import load_qm7
-from qmlx.kernels import distance_matrix, kernel_from_distances
-from qmlx.kernels.search import fit_predict
-from qmlx.represent import BagOfBonds
+try:
+    from experiments import _report as report
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import _report as report
 
 SIGMAS = [100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0, 12800.0, 25600.0]
 LAMS = [1e-10, 1e-6, 1e-4, 1e-2]
@@ -46,6 +42,9 @@ LAMS = [1e-10, 1e-6, 1e-4, 1e-2]
 
 def landscape(D_train, D_test, y_train, y_test) -> np.ndarray:
     """(len(SIGMAS), len(LAMS)) test MAE in kcal/mol."""
+    from qmlx.kernels import kernel_from_distances
+    from qmlx.kernels.search import fit_predict
+
     mae = np.empty((len(SIGMAS), len(LAMS)))
     for a, sigma in enumerate(SIGMAS):
         K = kernel_from_distances(D_train, "laplacian", sigma)
@@ -55,12 +54,21 @@ def landscape(D_train, D_test, y_train, y_test) -> np.ndarray:
     return mae
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = report.make_parser(__doc__, threads=2)
     parser.add_argument("--fold", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parents[1] / "results")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def compute(args: argparse.Namespace) -> dict:
+    """Test MAE (kcal/mol) of the three variants over the whole (sigma, lambda) grid."""
+    import time
+
+    from qmlx.chem import element_counts
+    from qmlx.data import load_qm7
+    from qmlx.kernels import distance_matrix
+    from qmlx.represent import BagOfBonds
+
     t0 = time.perf_counter()
     mols = load_qm7(download_if_missing=False)
     y = mols.target("atomization_energy", "kcal/mol")
@@ -74,17 +82,16 @@ def main(argv: list[str] | None = None) -> dict:
     dressed = counts @ per_element
 
     results = {}
-    with threadpool_limits(args.threads):
-        D = distance_matrix(X_train, metric="l1", n_jobs=args.threads)
-        D_test = distance_matrix(X_test, X_train, metric="l1", n_jobs=args.threads)
-        results["plain"] = landscape(D, D_test, y[train], y[test])
-        results["dressed-atoms"] = landscape(D, D_test, y[train] - dressed[train], y[test] - dressed[test])
-        scale = np.where(pair_cols, 2.0, 1.0)
-        D2 = distance_matrix(X_train * scale, metric="l1", n_jobs=args.threads)
-        D2_test = distance_matrix(X_test * scale, X_train * scale, metric="l1", n_jobs=args.threads)
-        results["pair-bags-x2"] = landscape(D2, D2_test, y[train], y[test])
+    D = distance_matrix(X_train, metric="l1", n_jobs=args.threads)
+    D_test = distance_matrix(X_test, X_train, metric="l1", n_jobs=args.threads)
+    results["plain"] = landscape(D, D_test, y[train], y[test])
+    results["dressed-atoms"] = landscape(D, D_test, y[train] - dressed[train], y[test] - dressed[test])
+    scale = np.where(pair_cols, 2.0, 1.0)
+    D2 = distance_matrix(X_train * scale, metric="l1", n_jobs=args.threads)
+    D2_test = distance_matrix(X_test * scale, X_train * scale, metric="l1", n_jobs=args.threads)
+    results["pair-bags-x2"] = landscape(D2, D2_test, y[train], y[test])
 
-    report = {
+    out = {
         "dataset": "QM7",
         "fold": args.fold,
         "n_train": len(train),
@@ -103,70 +110,65 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "wall_time_s": time.perf_counter() - t0,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / "qm7_bob_diagnostics"
-    write_text_atomic(Path(f"{stem}.json"), json.dumps(report, indent=1) + "\n")
-    write_markdown(Path(f"{stem}.md"), report, results)
-    plot(Path(f"{stem}_landscape.png"), results, args.fold)
-    for name, v in report["variants"].items():
+    for name, v in out["variants"].items():
         print(
             f"{name}: best test MAE {v['best_test_mae']:.3f} kcal/mol (sigma {v['best_sigma']}, lambda {v['best_lam']})"
         )
-    return report
+    return out
 
 
-def write_markdown(path: Path, report: dict, results: dict[str, np.ndarray]) -> None:
+def render(result: dict, out_dir: Path) -> None:
+    """``qm7_bob_diagnostics.md`` and ``qm7_bob_diagnostics_landscape.png``."""
     lines = [
-        f"# Bag of Bonds + Laplacian KRR on QM7: test MAE over the hyperparameter grid (fold {report['fold']})",
+        f"# Bag of Bonds + Laplacian KRR on QM7: test MAE over the hyperparameter grid (fold {result['fold']})",
         "",
-        f"Training on {report['n_train']} molecules, testing on {report['n_test']}; MAE in kcal/mol. "
+        f"Training on {result['n_train']} molecules, testing on {result['n_test']}; MAE in kcal/mol. "
         "The test fold is used here to show the best any (sigma, lambda) could do; it is a "
         "diagnostic, not a result (the kernel table chooses by inner CV on the training part).",
         "",
-        "| variant | best test MAE | at sigma, lambda |",
-        "|---|---|---|",
-    ]
-    for name, v in report["variants"].items():
-        lines.append(f"| {name} | {v['best_test_mae']:.2f} | {v['best_sigma']:g}, {v['best_lam']:g} |")
-    lines += [
+        *report.table(
+            ["variant", "best test MAE", "at sigma, lambda"],
+            [
+                [name, f"{v['best_test_mae']:.2f}", f"{v['best_sigma']:g}, {v['best_lam']:g}"]
+                for name, v in result["variants"].items()
+            ],
+        ),
         "",
-        f"The dressed-atom fit alone (energy per element) has test MAE {report['dressed_atom_only_test_mae']:.1f}.",
-        "Target in the issue: ≤ 1.7; published: about 1.5 (Hansen et al., JPCL 6, 2326, 2015).",
+        f"The dressed-atom fit alone (energy per element) has test MAE {result['dressed_atom_only_test_mae']:.1f}.",
+        "Published: about 1.5 (Hansen et al., JPCL 6, 2326, 2015).",
         "",
         "Test MAE of the plain variant (rows sigma, columns lambda):",
         "",
-        "| sigma \\ lambda | " + " | ".join(f"{v:g}" for v in report["lams"]) + " |",
-        "|---|" + "---|" * len(report["lams"]),
-    ]
-    for sigma, row in zip(report["sigmas"], results["plain"]):
-        lines.append(f"| {sigma:g} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
-    lines += [
+        *report.table(
+            ["sigma \\ lambda", *(f"{v:g}" for v in result["lams"])],
+            [
+                [f"{sigma:g}", *(f"{v:.2f}" for v in row)]
+                for sigma, row in zip(result["sigmas"], result["variants"]["plain"]["test_mae"])
+            ],
+        ),
         "",
-        f"Command: `python experiments/qm7_bob_diagnostics.py --fold {report['fold']}` "
-        f"({report['wall_time_s']:.0f} s).",
+        f"Command: `python experiments/qm7_bob_diagnostics.py --fold {result['fold']}` "
+        f"({result['wall_time_s']:.0f} s).",
+        *report.run_lines(result),
     ]
-    write_text_atomic(path, "\n".join(lines) + "\n")
+    report.write_markdown(out_dir / "qm7_bob_diagnostics.md", lines)
 
-
-def plot(path: Path, results: dict[str, np.ndarray], fold: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = report.pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, mae in results.items():
-        ax.plot(SIGMAS, mae.min(axis=1), marker="o", label=name)
+    for name, v in result["variants"].items():
+        ax.plot(result["sigmas"], np.min(v["test_mae"], axis=1), marker="o", label=name)
     ax.axhline(1.5, color="k", ls="--", lw=1, label="published 1.5 (Hansen et al. 2015)")
-    ax.axhline(1.5, color="k", ls=":", lw=1, label="Hansen et al. 2015")
     ax.set_xscale("log")
     ax.set_xlabel("sigma (atomic units of the BoB vector)")
     ax.set_ylabel("test MAE (kcal/mol), best lambda")
-    ax.set_title(f"QM7 fold {fold}: BoB + Laplacian KRR")
+    ax.set_title(f"QM7 fold {result['fold']}: BoB + Laplacian KRR")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    savefig_atomic(fig, path, dpi=120)
-    plt.close(fig)
+    report.save_figure(fig, out_dir / "qm7_bob_diagnostics_landscape.png")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return report.main(compute, render, build_parser(), "qm7_bob_diagnostics", argv)
 
 
 if __name__ == "__main__":

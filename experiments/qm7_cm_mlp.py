@@ -12,16 +12,12 @@ Usage::
     QMLX_DATA_DIR=... python experiments/qm7_cm_mlp.py --quick    # one fold, subset, < 1 min
 
 Outputs ``qm7_cm_mlp.json``, ``qm7_cm_mlp.md`` and ``qm7_cm_mlp_training_curve.png`` in
-``--out-dir`` (``--quick`` writes ``qm7_cm_mlp_quick.*``).
+``--out-dir``, default ``results/`` (``--quick`` writes ``qm7_cm_mlp_quick.*``), after every fold.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -30,9 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qmlx._io import savefig_atomic, write_text_atomic
-from qmlx.data import load_qm7
 from qmlx.nn.cm_mlp import CMMLPConfig, train_cm_mlp
+
+try:
+    from experiments import _report as report
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import _report as report
 
 REFERENCE = {"mae": 3.5, "source": "Montavon et al. NIPS 2012 (3.51 kcal/mol)"}
 
@@ -76,28 +75,37 @@ def run_fold(
     return row
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one fold on a subset, a few epochs (< 1 min)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = report.make_parser(
+        __doc__, quick="one fold on a subset, a few epochs (< 1 min)", seed_help="seed of the --quick subset"
+    )
     parser.add_argument("--folds", nargs="+", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument(
         "--expansion-step", type=float, default=None, help="tanh threshold step, atomic units (0: none)"
     )
     parser.add_argument("--loss", choices=["mse", "l1"], default=None)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per fold")
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at once, in separate processes")
-    parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parents[1] / "results")
     parser.add_argument("--progress", action="store_true")
-    args = parser.parse_args(argv)
-    if args.jobs < 1 or args.threads < 1:
-        parser.error("--jobs and --threads must be at least 1")
+    return parser
 
+
+def stem(args: argparse.Namespace) -> str:
+    return "qm7_cm_mlp_quick" if args.quick else "qm7_cm_mlp"
+
+
+def compute(args: argparse.Namespace) -> dict:
+    """Train and test one network per fold (``args.threads`` torch threads each, ``args.jobs``
+    folds at once); the result is checkpointed after every fold."""
+    from qmlx.data import load_qm7
+
+    if args.jobs < 1:
+        raise SystemExit("--jobs must be at least 1")
     mols = load_qm7(download_if_missing=False)
     y = mols.target("atomization_energy", "kcal/mol")
     config = CMMLPConfig()
     if args.quick:
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(args.seed)
         train, test = mols.folds[0]
         train, test = (
             np.sort(rng.choice(train, 1500, replace=False)),
@@ -118,29 +126,33 @@ def main(argv: list[str] | None = None) -> dict:
         config.loss = args.loss
 
     t0 = time.perf_counter()
-    results: list[dict] = []
+    rows: list[dict] = []
     jobs = [(k, mols, y, train, test, config, args.threads, args.progress) for k, (train, test) in folds]
     if args.jobs == 1:
         for job in jobs:
-            results.append(run_fold(*job))
-            report = write_outputs(results, args, config, t0, argv, len(folds))
+            rows.append(run_fold(*job))
+            result = summarize(rows, args, config, t0, len(folds))
+            report.checkpoint(args, result)
     else:
         # spawn: fresh interpreters, so torch's thread pools are not inherited through fork
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(run_fold, *job) for job in jobs]
             for future in futures:
-                results.append(future.result())
-                report = write_outputs(results, args, config, t0, argv, len(folds))
-    return report
+                rows.append(future.result())
+                result = summarize(rows, args, config, t0, len(folds))
+                report.checkpoint(args, result)
+    print(f"mean MAE {result['mae_mean']:.3f} kcal/mol")
+    return result
 
 
-def write_outputs(
-    results: list[dict], args: argparse.Namespace, config: CMMLPConfig, t0: float, argv, n_folds: int
+def summarize(
+    rows: list[dict], args: argparse.Namespace, config: CMMLPConfig, t0: float, n_folds: int
 ) -> dict:
-    maes = np.array([r["mae"] for r in results])
-    report = {
+    """The result of the folds in ``rows`` (MAE and RMSE in kcal/mol, wall time in s since ``t0``)."""
+    maes = np.array([r["mae"] for r in rows])
+    return {
         "dataset": "QM7",
-        "folds_done": f"{len(results)} of {n_folds}",
+        "folds_done": f"{len(rows)} of {n_folds}",
         "protocol": (
             "QUICK: fold 0, 1500 training / 300 test molecules."
             if args.quick
@@ -154,71 +166,74 @@ def write_outputs(
         )
         + f"), hidden {list(config.hidden)}, tanh; test-time average over {config.test_samples} random matrices",
         "config": config.to_dict(),
+        "jobs": args.jobs,
         "mae_mean": float(maes.mean()),
         "mae_std": float(maes.std(ddof=1)) if len(maes) > 1 else 0.0,
-        "rmse_mean": float(np.mean([r["rmse"] for r in results])),
-        "folds": results,
+        "rmse_mean": float(np.mean([r["rmse"] for r in rows])),
+        "folds": rows,
         "reference": REFERENCE,
         "wall_time_s": time.perf_counter() - t0,
-        "command": "python experiments/qm7_cm_mlp.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "environment": {
-            "cpus": os.cpu_count(),
-            "threads": args.threads,
-            "jobs": args.jobs,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
     }
-    stem = "qm7_cm_mlp_quick" if args.quick else "qm7_cm_mlp"
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out_dir / f"{stem}.json", json.dumps(report, indent=1) + "\n")
-    md = [
+
+
+def render(result: dict, out_dir: Path) -> None:
+    """``STEM.md`` and ``STEM_training_curve.png`` (STEM: ``qm7_cm_mlp`` or ``qm7_cm_mlp_quick``)."""
+    stem = "qm7_cm_mlp_quick" if result["protocol"].startswith("QUICK") else "qm7_cm_mlp"
+    rows, ref = result["folds"], result["reference"]
+    if "run" in result:
+        command, env = result["run"]["command"], result["run"]["environment"]
+        jobs, cores = result["jobs"], env["cpu_count"]
+    else:  # written before the run record
+        command, env = result["command"], result["environment"]
+        jobs, cores = env["jobs"], env["cpus"]
+    lines = [
         "# QM7: multilayer network on random Coulomb matrices",
         "",
-        report["protocol"],
+        result["protocol"],
         "",
-        "| model | MAE mean ± sd | MAE per fold | RMSE mean | epochs | wall time | published |",
-        "|---|---|---|---|---|---|---|",
-        f"| CM-MLP | {report['mae_mean']:.2f} ± {report['mae_std']:.2f} | "
-        + " / ".join(f"{r['mae']:.2f}" for r in results)
-        + f" | {report['rmse_mean']:.2f} | {results[0]['epochs_run']} | {report['wall_time_s']:.0f} s | "
-        f"{REFERENCE['mae']} ({REFERENCE['source']}) |",
+        *report.table(
+            ["model", "MAE mean ± sd", "MAE per fold", "RMSE mean", "epochs", "wall time", "published"],
+            [
+                [
+                    "CM-MLP",
+                    f"{result['mae_mean']:.2f} ± {result['mae_std']:.2f}",
+                    " / ".join(f"{r['mae']:.2f}" for r in rows),
+                    f"{result['rmse_mean']:.2f}",
+                    rows[0]["epochs_run"],
+                    f"{result['wall_time_s']:.0f} s",
+                    f"{ref['mae']} ({ref['source']})",
+                ]
+            ],
+        ),
         "",
-        f"Model: {report['model']}. MAE/RMSE in kcal/mol. With a single random matrix instead of the "
+        f"Model: {result['model']}. MAE/RMSE in kcal/mol. With a single random matrix instead of the "
         "average, the MAE per fold is "
-        + " / ".join(f"{r['mae_single_random_matrix']:.2f}" for r in results)
+        + " / ".join(f"{r['mae_single_random_matrix']:.2f}" for r in rows)
         + ".",
         "",
-        f"Command: `{report['command']}` ({args.jobs} fold(s) at a time, {args.threads} thread(s) each, "
-        f"{os.cpu_count()} cores).",
+        f"Command: `{command}` ({jobs} fold(s) at a time, {env['threads']} thread(s) each, {cores} cores).",
+        *report.note_lines(result),
+        *report.run_lines(result),
     ]
-    write_text_atomic(args.out_dir / f"{stem}.md", "\n".join(md) + "\n")
-    plot(args.out_dir / f"{stem}_training_curve.png", results)
-    print(
-        f"mean MAE {report['mae_mean']:.3f} kcal/mol; wrote {args.out_dir / stem}.json/.md/_training_curve.png"
-    )
-    return report
+    report.write_markdown(out_dir / f"{stem}.md", lines)
 
-
-def plot(path: Path, results: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = report.pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for r in results:
+    for r in rows:
         pts = [(h["epoch"], h["test_mae"]) for h in r["history"] if "test_mae" in h]
         ax.plot(*zip(*pts), marker=".", label=f"fold {r['fold']}")
-    ax.axhline(REFERENCE["mae"], color="k", ls=":", lw=1, label="Montavon 2012")
+    ax.axhline(ref["mae"], color="k", ls=":", lw=1, label="Montavon 2012")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("test MAE (kcal/mol), 4 random matrices")
     ax.set_title("QM7 CM-MLP training curve")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    savefig_atomic(fig, path, dpi=120)
-    plt.close(fig)
+    report.save_figure(fig, out_dir / f"{stem}_training_curve.png")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return report.main(compute, render, build_parser(), stem, argv)
 
 
 if __name__ == "__main__":

@@ -6,26 +6,28 @@ deviation of the pair relevances (``lrp-pairs``) summed over sinks from the firs
 
     python experiments/qm7_lrp_conservation.py --models qm7-schnet qm7-dtnn --fold 0
 
-Writes ``results/qm7_lrp_conservation.json`` and ``.md``.
+Writes ``qm7_lrp_conservation.json`` and ``.md`` to ``--out-dir`` (default ``results/``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from qmlx._io import write_text_atomic
-from qmlx.data import load_qm7
-from qmlx.explain import Gamma, explain
-from qmlx.nn import load_network
-
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+try:
+    from experiments import _report as report
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import _report as report
 
 
 def check(model_name: str, mols) -> dict:
+    """One table column: conservation errors (relative) and bias shares of ``model_name`` on
+    ``mols``, and the pair relevances' largest deviation in kcal/mol."""
+    from qmlx.explain import Gamma, explain
+    from qmlx.nn import load_network
+
     model = load_network(model_name)
     out = {"model": model_name}
     for label, rule in (("epsilon", None), ("gamma=0.25", Gamma(0.25))):
@@ -45,27 +47,41 @@ def check(model_name: str, mols) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = report.make_parser(__doc__)
     parser.add_argument("--models", nargs="+", default=["qm7-schnet", "qm7-dtnn"])
     parser.add_argument("--fold", type=int, default=0)
-    args = parser.parse_args()
+    return parser
+
+
+def compute(args: argparse.Namespace) -> dict:
+    """Check every model of ``args.models`` on the test part of QM7 fold ``args.fold``."""
+    from qmlx.data import load_qm7
+
     qm7 = load_qm7()
     mols = qm7.subset(qm7.folds[args.fold][1])
     rows = [check(m, mols) for m in args.models]
-    result = {"fold": args.fold, "n_molecules": len(mols), "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
-    write_text_atomic(RESULTS / "qm7_lrp_conservation.json", json.dumps(result, indent=2))
+    return {"fold": args.fold, "n_molecules": len(mols), "rows": rows}
+
+
+def render(result: dict, out_dir: Path) -> None:
+    rows = result["rows"]
     keys = [k for k in rows[0] if k != "model"]
     lines = [
-        f"# LRP conservation on QM7 fold {args.fold} ({len(mols)} test molecules, float64, eps = 1e-9)",
+        f"# LRP conservation on QM7 fold {result['fold']} ({result['n_molecules']} test molecules, "
+        "float64, eps = 1e-9)",
         "",
-        "| quantity | " + " | ".join(r["model"] for r in rows) + " |",
-        "|---|" + "---|" * len(rows),
+        *report.table(
+            ["quantity", *(r["model"] for r in rows)],
+            [[report.escape(k), *(f"{r[k]:.2e}" for r in rows)] for k in keys],
+        ),
+        *report.run_lines(result),
     ]
-    lines += [f"| {k} | " + " | ".join(f"{r[k]:.2e}" for r in rows) + " |" for k in keys]
-    write_text_atomic(RESULTS / "qm7_lrp_conservation.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    report.write_markdown(out_dir / "qm7_lrp_conservation.md", lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return report.main(compute, render, build_parser(), "qm7_lrp_conservation", argv)
 
 
 if __name__ == "__main__":

@@ -14,28 +14,25 @@ and draws the benzene walks of qm7-schnet.
 
     python experiments/qm7_lrp_walks.py --models qm7-schnet qm7-dtnn --fold 0 --subset 200
 
-Writes ``results/qm7_lrp_walks.json``, ``.md`` and ``results/qm7_lrp_walks_benzene.png``.
+Writes ``qm7_lrp_walks.json``, ``.md`` and ``qm7_lrp_walks_benzene.png`` to ``--out-dir`` (default
+``results/``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import re
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from ase.build import molecule
 
-from qmlx._io import write_text_atomic
-from qmlx.data import load_qm7
-from qmlx.explain import explain
-from qmlx.explain.walks import lrp_walks, plot_walks
-from qmlx.nn import load_network
-
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+try:
+    from experiments import _report as report
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import _report as report
 
 
 def _distinct_share(tensor: np.ndarray) -> np.ndarray:
@@ -50,6 +47,11 @@ def _distinct_share(tensor: np.ndarray) -> np.ndarray:
 
 
 def check(model_name: str, mols, subset: np.ndarray, top: int) -> dict:
+    """One table column: conservation, marginals, timings and walk shares of ``model_name``."""
+    from qmlx.explain import explain
+    from qmlx.explain.walks import lrp_walks
+    from qmlx.nn import load_network
+
     model = load_network(model_name)
     T = len(model.interactions)
     first = explain(model, mols, "lrp")
@@ -103,26 +105,31 @@ def check(model_name: str, mols, subset: np.ndarray, top: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = report.make_parser(__doc__, seed_help="seed of the molecules drawn for the marginal check")
     parser.add_argument("--models", nargs="+", default=["qm7-schnet", "qm7-dtnn"])
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--subset", type=int, default=200, help="molecules for the marginal check")
     parser.add_argument("--top", type=int, default=20, help="walks kept per molecule in the timing run")
     parser.add_argument("--limit", type=int, default=None, help="first N test molecules only (a quick run)")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+    return parser
+
+
+def compute(args: argparse.Namespace) -> dict:
+    """Check every model on the test part of fold ``args.fold``, and list benzene's walks."""
+    from qmlx.data import load_qm7
+    from qmlx.explain.walks import lrp_walks
+    from qmlx.nn import load_network
+
     load_before = os.getloadavg()
     qm7 = load_qm7()
     test = qm7.folds[args.fold][1]
     mols = qm7.subset(test if args.limit is None else test[: args.limit])
-    subset = np.random.default_rng(0).choice(len(mols), min(args.subset, len(mols)), replace=False)
+    subset = np.random.default_rng(args.seed).choice(len(mols), min(args.subset, len(mols)), replace=False)
     rows = [check(m, mols, np.sort(subset), args.top) for m in args.models]
 
     benzene = molecule("C6H6")
     (walks,) = lrp_walks(load_network("qm7-schnet"), benzene, top=24)
-    RESULTS.mkdir(exist_ok=True)
-    plot_walks(benzene, walks, RESULTS / "qm7_lrp_walks_benzene.png", top=24, title="benzene, qm7-schnet")
     bz = {
         "prediction (kcal/mol)": walks.prediction,
         "E - sum ref (kcal/mol)": walks.prediction - walks.reference,
@@ -135,22 +142,52 @@ def main() -> None:
         ],
     }
     load_after = os.getloadavg()
-    result = {
+    return {
         "fold": args.fold,
         "n_molecules": len(mols),
         "rule": "epsilon, eps = 1e-9, float64",
-        "torch threads": 1,
+        "torch threads": args.threads,
+        "top": args.top,
+        "seed": args.seed,
         "load average (1 min) before / after": [load_before[0], load_after[0]],
         "cpu count": os.cpu_count(),
         "rows": rows,
         "benzene (qm7-schnet)": bz,
     }
-    write_text_atomic(RESULTS / "qm7_lrp_walks.json", json.dumps(result, indent=2))
 
+
+def benzene_walks(bz: dict):
+    """The `WalkResult` of benzene rebuilt from its JSON entry (atoms named element + index)."""
+    from qmlx.explain.walks import WalkResult
+
+    index = [[int(re.sub("[A-Za-z]", "", a)) for a in w["walk"]] for w in bz["top walks"]]
+    prediction = bz["prediction (kcal/mol)"]
+    return WalkResult(
+        walks=np.array(index, dtype=np.int64),
+        relevance=np.array([w["relevance (kcal/mol)"] for w in bz["top walks"]]),
+        walks_total=bz["walks_total (kcal/mol)"],
+        bias_total=bz["bias_total (kcal/mol)"],
+        prediction=prediction,
+        reference=prediction - bz["E - sum ref (kcal/mol)"],
+        n_walks=bz["n_walks"],
+    )
+
+
+def render(result: dict, out_dir: Path) -> None:
+    """``qm7_lrp_walks.md`` and ``qm7_lrp_walks_benzene.png``."""
+    from qmlx.explain.walks import plot_walks
+
+    rows, bz = result["rows"], result["benzene (qm7-schnet)"]
+    walks = benzene_walks(bz)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_walks(
+        molecule("C6H6"), walks, out_dir / "qm7_lrp_walks_benzene.png", top=24, title="benzene, qm7-schnet"
+    )
+    load_before, load_after = result["load average (1 min) before / after"]
     keys = [k for k in rows[0] if k != "model"]
     fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = [
-        f"# Relevant walks (GNN-LRP) on QM7 fold {args.fold} ({len(mols)} test molecules)",
+        f"# Relevant walks (GNN-LRP) on QM7 fold {result['fold']} ({result['n_molecules']} test molecules)",
         "",
         "`experiments/qm7_lrp_walks.py`: `qmlx.explain.walks.lrp_walks` with the epsilon rule "
         "(eps = 1e-9) on a float64 copy of each shipped network. A walk (i_0, ..., i_T) runs from atom "
@@ -159,30 +196,34 @@ def main() -> None:
         "LRP total is `explain(model, mols, 'lrp')` atom relevance + bias relevance per molecule; bias "
         "relevance is not attributed to walks and is reported as `bias_total`. Energies in kcal/mol.",
         "",
-        f"Timings: wall clock of one `lrp_walks(model, [molecule], top={args.top})` call per molecule "
-        f"(Jacobians, dense walk tensor, the first-order LRP pass, listing and sorting), torch with 1 thread "
-        f"on a {os.cpu_count()}-core machine shared with a network training run and other jobs (1-minute load "
-        f"average {load_before[0]:.1f} before, {load_after[0]:.1f} after). The marginal check uses "
-        f"{len(subset)} randomly chosen test molecules (seed 0).",
+        f"Timings: wall clock of one `lrp_walks(model, [molecule], top={result.get('top', 20)})` call per "
+        "molecule (Jacobians, dense walk tensor, the first-order LRP pass, listing and sorting), torch with "
+        f"{result['torch threads']} thread on a {result['cpu count']}-core machine shared with a network "
+        f"training run and other jobs (1-minute load average {load_before:.1f} before, {load_after:.1f} "
+        f"after). The marginal check uses {rows[0]['marginal subset size']} randomly chosen test molecules "
+        f"(seed {result.get('seed', 0)}).",
         "",
-        "| quantity | " + " | ".join(r["model"] for r in rows) + " |",
-        "|---|" + "---|" * len(rows),
-    ]
-    escape = lambda text: text.replace("|", "\\|")  # noqa: E731  (pipes inside table cells)
-    lines += [f"| {escape(k)} | " + " | ".join(fmt(r[k]) for r in rows) + " |" for k in keys]
-    lines += [
+        *report.table(
+            ["quantity", *(r["model"] for r in rows)],
+            [[report.escape(k), *(fmt(r[k]) for r in rows)] for k in keys],
+        ),
         "",
         "## Benzene (qm7-schnet), `results/qm7_lrp_walks_benzene.png`",
         "",
         f"E - sum ref = {bz['E - sum ref (kcal/mol)']:.2f} kcal/mol = walks {walks.walks_total:.2f} + bias "
         f"{walks.bias_total:.2f}; {walks.n_walks:,} walks. Strongest walks:",
         "",
-        "| walk | relevance (kcal/mol) |",
-        "|---|---|",
+        *report.table(
+            ["walk", "relevance (kcal/mol)"],
+            [[" → ".join(w["walk"]), f"{w['relevance (kcal/mol)']:.3f}"] for w in bz["top walks"]],
+        ),
+        *report.run_lines(result),
     ]
-    lines += [f"| {' → '.join(w['walk'])} | {w['relevance (kcal/mol)']:.3f} |" for w in bz["top walks"]]
-    write_text_atomic(RESULTS / "qm7_lrp_walks.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    report.write_markdown(out_dir / "qm7_lrp_walks.md", lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return report.main(compute, render, build_parser(), "qm7_lrp_walks", argv)
 
 
 if __name__ == "__main__":
