@@ -31,3 +31,9 @@ class TrainingError(ConfigError):
 class DomainError(QmlxError, ValueError):
     """Input lies outside what a model can answer for (an element it never saw, atoms on top of
     each other, a periodic cell given to a molecular model, ...)."""
+
+
+class DomainWarning(UserWarning):
+    """Some molecules lie outside a model's training domain but can still be predicted (an unusual
+    bond length, a larger molecule than any seen in training, ...); their predictions are less
+    reliable. Filter it by category: ``warnings.simplefilter("ignore", DomainWarning)``."""

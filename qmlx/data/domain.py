@@ -8,7 +8,7 @@ A `Domain` is measured on the training molecules and stored in every saved model
   charge or spin multiplicity that differs from the training data's.
 - **soft flags** (the prediction is made, and marked): more atoms than any training molecule; a
   shortest interatomic distance more than `DISTANCE_MARGIN` (0.01 Å) below the training minimum;
-  a single atom.
+  a single atom. Predicting from Python warns once per call with `qmlx.errors.DomainWarning`.
 
 `DomainReport` carries, per molecule, ``in_domain`` (bool) and ``notes`` (list of strings), which
 every output format of ``qmlx predict`` and ``qmlx explain`` prints.
@@ -22,7 +22,7 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from qmlx.data.molecules import Molecules
-from qmlx.errors import DomainError
+from qmlx.errors import DomainError, DomainWarning
 
 #: two atoms closer than this (Å) are an error: no molecule has them, and no model can answer
 MIN_DISTANCE = 0.5
@@ -126,7 +126,7 @@ class DomainReport:
 
 
 def warn_if_flagged(report: DomainReport, mols: Molecules, stacklevel: int = 3) -> None:
-    """One Python warning when any molecule of ``mols`` carries a soft domain flag."""
+    """One `DomainWarning` when any molecule of ``mols`` carries a soft domain flag."""
     if report.n_flagged:
         import warnings
 
@@ -134,6 +134,7 @@ def warn_if_flagged(report: DomainReport, mols: Molecules, stacklevel: int = 3) 
         warnings.warn(
             f"{mols.name}: {report.n_flagged} of {len(mols)} molecules lie outside the training domain "
             f"(e.g. {first[0]}); their predictions are less reliable",
+            DomainWarning,
             stacklevel=stacklevel,
         )
 
