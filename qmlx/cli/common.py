@@ -2,7 +2,10 @@
 split options, output-path checks and the command line recorded in metadata.
 
 Every check here runs while the arguments are parsed, so a bad option fails with one line and a
-non-zero exit before any data is read or any model is trained.
+non-zero exit before any data is read or any model is trained. Building the parser imports
+nothing heavy (no NumPy, PyTorch or SciPy), so ``qmlx --help`` and ``qmlx --version`` start fast:
+the choices it offers are the plain name lists below (tests check them against the modules that
+implement the names).
 """
 
 from __future__ import annotations
@@ -13,8 +16,16 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from qmlx.data.splits import METHODS
 from qmlx.errors import ConfigError
+
+#: split methods (`qmlx.data.splits.METHODS`)
+SPLIT_METHODS = ("auto", "official", "random", "none")
+#: representations of kernel models (the keys of `qmlx.represent.REPRESENTATIONS`)
+REPRESENTATION_NAMES = ("cm", "sorted-cm", "eigenspectrum", "random-cm", "bob")
+#: explanation methods of networks (`qmlx.explain.METHODS`)
+EXPLAIN_METHODS = (
+    "decomposition", "lrp", "lrp-pairs", "lrp-walks", "gradient", "gradient-x-input", "integrated-gradients",
+)  # fmt: skip
 
 
 class Parser(argparse.ArgumentParser):
@@ -78,7 +89,7 @@ def add_data_options(p: argparse.ArgumentParser, default: str | None = "qm7", sp
     if split:
         p.add_argument(
             "--split",
-            choices=METHODS,
+            choices=SPLIT_METHODS,
             default="auto",
             help="official folds (QM7), seeded random K-fold, or none (train on everything); "
             "auto: official where the data set has folds, else random",

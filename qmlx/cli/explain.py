@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
-from qmlx.cli.common import add_device, check_writable, nonnegative_float, positive_float, positive_int
+from qmlx.cli.common import (
+    EXPLAIN_METHODS,
+    add_device,
+    check_writable,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+)
 from qmlx.errors import QmlxError
 
 
@@ -244,6 +249,8 @@ def potential_maps(model, args: argparse.Namespace, inputs) -> None:
     Waals surface; one PNG per molecule (``map.png``, ``map-2.png``, ...)."""
     from pathlib import Path
 
+    import numpy as np
+
     from qmlx.explain.plot import page_paths
     from qmlx.explain.potential import plot_potential, potential_plane, potential_surface
 
@@ -265,13 +272,11 @@ def potential_maps(model, args: argparse.Namespace, inputs) -> None:
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    from qmlx.explain import METHODS
-
     p = sub.add_parser("explain", help="per-atom relevances of a model's energy predictions")
     p.add_argument("model", help="shipped model name (qm7-schnet, qm7-dtnn), network .pt or KRR .h5 file")
     p.add_argument("files", nargs="+", help="molecule files in any ASE format (positions in Å)")
     p.add_argument(
-        "--method", choices=[*METHODS, "neuralized", "potential"], default="lrp",
+        "--method", choices=[*EXPLAIN_METHODS, "neuralized", "potential"], default="lrp",
         help="an explanation method (KRR models: neuralized), or potential: the local chemical potential "
         "map of a probe atom",
     )  # fmt: skip

@@ -7,6 +7,7 @@ connection never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.request
 from pathlib import Path
@@ -15,6 +16,8 @@ from tqdm.auto import tqdm
 
 from qmlx._io import atomic_path
 from qmlx.errors import DataNotFoundError
+
+logger = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -62,4 +65,5 @@ def download(url: str, destination: Path, timeout: float = 60.0) -> Path:
             f"({err}). Download it by hand and put it in {destination.parent}, or set "
             f"QMLX_DATA_DIR to the folder that holds it."
         ) from None
+    logger.info("downloaded %s to %s", url, destination)
     return destination

@@ -22,6 +22,7 @@ import bz2
 import gzip
 import importlib.metadata
 import io
+import logging
 import lzma
 import os
 import re
@@ -38,6 +39,8 @@ from qmlx.data.paths import cache_dir
 from qmlx.data.store import load_molecules, save_molecules
 from qmlx.errors import DataFormatError, DataNotFoundError
 from qmlx.units import HARTREE_TO_KCAL_MOL
+
+logger = logging.getLogger(__name__)
 
 # Free-atom U0 in Hartree, B3LYP/6-31G(2df,p), from the QM9 atomref table.
 FREE_ATOM_U0_HARTREE = {1: -0.500273, 6: -37.846772, 7: -54.583861, 8: -75.064579, 9: -99.718730}
@@ -276,4 +279,5 @@ def load_qm9(
     mols = read_qm9pack_csv() if source is None else read_qm9_xyz(source, uncharacterized)
     if cache:
         save_molecules(cached, mols)
+        logger.info("cached QM9 (%d molecules) in %s; later loads read it from there", len(mols), cached)
     return mols
