@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from qmlx.kernels.distances import distance_matrix
 from qmlx.kernels.kernels import kernel_from_distances, kernel_matrices, kernel_metric
 from qmlx.kernels.krr import KernelSolveError, cholesky_solve, mixed_refine
+from qmlx.metrics import metrics
 
 
 class KernelProvider:
@@ -136,7 +137,7 @@ def select_hyperparameters(
             for b, lam in enumerate(lams):
                 try:
                     alpha, _ = cholesky_solve(K_tr, y[tr] - y_mean, lam, max_jitter=0.0)
-                    errors[b] += np.abs(y_mean + K_va @ alpha - y[va]).mean() / n_splits
+                    errors[b] += metrics(y_mean + K_va @ alpha, y[va])["mae"] / n_splits
                 except KernelSolveError:
                     errors[b] = np.inf
                 bar.update()
@@ -213,9 +214,6 @@ def learning_curve(
     out = []
     for size in sizes:
         tr = perm[: int(size)]
-        pred = fit_predict(K[np.ix_(tr, tr)], y[tr], K[np.ix_(test, tr)], lam)
-        err = pred - y[test]
-        out.append(
-            {"n_train": int(size), "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean()))}
-        )
+        m = metrics(fit_predict(K[np.ix_(tr, tr)], y[tr], K[np.ix_(test, tr)], lam), y[test])
+        out.append({"n_train": int(size), "mae": m["mae"], "rmse": m["rmse"]})
     return out

@@ -13,6 +13,7 @@ from qmlx.errors import TrainingError
 from qmlx.kernels.krr import KernelRidge
 from qmlx.kernels.model import KRRModel
 from qmlx.kernels.search import KernelProvider, select_hyperparameters
+from qmlx.metrics import metrics
 from qmlx.represent import make_representation
 
 #: (sigma grid, lambda grid) per (representation, kernel); sigma in atomic units of the features
@@ -119,13 +120,8 @@ def train_krr(
     }
     model = KRRModel(representation, rep, reg, target, meta, baseline=refs)
     if test is not None and len(test):
-        pred = model.predict_molecules(mols.subset(test))
-        err = pred - y[np.asarray(test)]
-        info.update(
-            n_test=len(test),
-            test_mae_kcal_mol=float(np.abs(err).mean()),
-            test_rmse_kcal_mol=float(np.sqrt((err**2).mean())),
-        )
+        m = metrics(model.predict_molecules(mols.subset(test)), y[np.asarray(test)])
+        info.update(n_test=len(test), test_mae_kcal_mol=m["mae"], test_rmse_kcal_mol=m["rmse"])
     info["wall_time_s"] = time.perf_counter() - t0
     model.metadata.update({k: v for k, v in info.items() if k != "inner_cv"})
     return model, info
