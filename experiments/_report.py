@@ -221,9 +221,8 @@ def read_json(path: str | os.PathLike) -> dict:
 
 
 def write_markdown(path: str | os.PathLike, lines: Iterable[str]) -> Path:
-    """Write Markdown ``lines`` atomically, one per line, ending with a newline."""
-    text = "\n".join(lines)
-    return write_text_atomic(path, text if text.endswith("\n") else text + "\n")
+    """Write Markdown ``lines`` atomically: each followed by a newline."""
+    return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:

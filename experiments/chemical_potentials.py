@@ -14,24 +14,22 @@ and pyridine (ASE's geometries), this script computes
 
     python experiments/chemical_potentials.py
 
-Writes ``results/chemical_potential_in_plane.png``, ``_above.png``, ``_surface.png`` and
-``results/chemical_potentials.md`` / ``.json``.
+Writes ``chemical_potential_in_plane.png``, ``_above.png``, ``_surface.png`` and
+``chemical_potentials.md`` / ``.json`` to ``--out-dir`` (default ``results/``); ``--report-only``
+rewrites the Markdown only (the JSON does not hold the maps).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from ase.build import molecule
 from ase.data import chemical_symbols
 
-from qmlx._io import write_text_atomic
 from qmlx.explain.potential import (
     chemical_potential,
     isolated_probe_energy,
@@ -43,7 +41,11 @@ from qmlx.explain.potential import (
 )
 from qmlx.nn import load_network
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+try:
+    from experiments import _report as report
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import _report as report
+
 MODELS = ("qm7-dtnn", "qm7-schnet")
 #: name: (ASE formula, index of the atom whose outward direction is the map's +y axis, index of
 #: the H opposite it)
@@ -117,8 +119,9 @@ def surface_stats(atoms, points: np.ndarray, values: np.ndarray, offset: float) 
     return out
 
 
-def run() -> tuple[dict, dict]:
-    torch.set_num_threads(1)
+def compute(args: argparse.Namespace) -> dict:
+    """Maps, surfaces, profiles and named points of every model and molecule (kcal/mol); the
+    maps themselves, for the figures, under ``_maps`` (not written to the JSON)."""
     result: dict = {"load_average_at_start": list(os.getloadavg()), "models": {}}
     maps: dict = {}
     for model_name in MODELS:
@@ -164,22 +167,35 @@ def run() -> tuple[dict, dict]:
             rec["points"] = {k: float(v) for k, v in zip(pts, values)}
             entry["molecules"][mol_name] = rec
         result["models"][model_name] = entry
-    return result, maps
+    result["_maps"] = maps
+    return result
 
 
-def _fmt(v: float) -> str:
-    return "masked" if not np.isfinite(v) else f"{v:.2f}"
+def _fmt(v: float | None) -> str:
+    """A value in kcal/mol; ``masked`` for probes too close to an atom (NaN, ``null`` in the JSON)."""
+    return f"{v:.2f}" if report.is_number(v) else "masked"
 
 
-def write(result: dict, maps: dict) -> None:
-    RESULTS.mkdir(exist_ok=True)
+def render(result: dict, out_dir: Path) -> None:
+    """``chemical_potentials.md`` and, when the result holds the maps (not after
+    ``--report-only``), the three figures."""
     labels = {"in_plane": "in the ring plane", "above": "1 Å above the ring plane"}
+    if "_maps" in result:
+        figures(result["_maps"], out_dir, labels)
+    lines = markdown(result, labels)
+    report.write_markdown(out_dir / "chemical_potentials.md", lines)
+
+
+def figures(maps: dict, out_dir: Path, labels: dict) -> None:
+    """The in-plane, above-plane and surface figures from ``maps``: (model, molecule, set) ->
+    (atoms, plane or surface)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     for key in ("in_plane", "above"):
         panels = [(m, mol) for m in MODELS for mol in MOLECULES]
         plot_potential(
             [maps[(m, mol, key)][0] for m, mol in panels],
             [maps[(m, mol, key)][1] for m, mol in panels],
-            RESULTS / f"chemical_potential_{key}.png",
+            out_dir / f"chemical_potential_{key}.png",
             titles=[f"{m}: {mol}, {labels[key]}" for m, mol in panels],
             columns=2,
             suptitle="Local chemical potential of an H probe (grey: within 0.5 Å of an atom; black line: 0)",
@@ -188,13 +204,16 @@ def write(result: dict, maps: dict) -> None:
     plot_potential(
         [maps[(m, mol, f"surface_{o}")][0] for m, mol, o in panels],
         [maps[(m, mol, f"surface_{o}")][1] for m, mol, o in panels],
-        RESULTS / "chemical_potential_surface.png",
+        out_dir / "chemical_potential_surface.png",
         titles=[f"{m}: {mol}, vdW + {o} Å" for m, mol, o in panels],
         columns=4,
         suptitle="Omega_H on the surface vdW radius + offset, seen from above the ring plane",
         views=[molecule_plane(maps[(m, mol, "in_plane")][0], up=MOLECULES[mol][1]) for m, mol, o in panels],
     )
 
+
+def markdown(result: dict, labels: dict) -> list[str]:
+    """The lines of ``chemical_potentials.md``."""
     lines = [
         "# Local chemical potentials of qm7-dtnn and qm7-schnet: benzene and pyridine",
         "",
@@ -296,9 +315,8 @@ def write(result: dict, maps: dict) -> None:
             for key, t in rec["timings"].items():
                 rate = t["points"] / t["seconds"]
                 lines.append(f"| {m} | {mol} | {key} | {t['points']} | {t['seconds']:.2f} | {rate:.0f} |")
-    lines += ["", OBSERVATIONS]
-    write_text_atomic(RESULTS / "chemical_potentials.json", json.dumps(result, indent=2))
-    write_text_atomic(RESULTS / "chemical_potentials.md", "\n".join(lines) + "\n")
+    lines += ["", OBSERVATIONS, *report.run_lines(result)]
+    return lines
 
 
 OBSERVATIONS = """## What the maps show
@@ -339,12 +357,12 @@ qm7-schnet (1.02 kcal/mol); rerun and reread if the models change.
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args()
-    result, maps = run()
-    write(result, maps)
-    print((RESULTS / "chemical_potentials.md").read_text())
+def build_parser() -> argparse.ArgumentParser:
+    return report.make_parser(__doc__)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return report.main(compute, render, build_parser(), "chemical_potentials", argv)
 
 
 if __name__ == "__main__":

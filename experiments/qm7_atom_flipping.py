@@ -19,7 +19,7 @@ same references. A random order is the baseline, per model.
   within the fitted padding size and bag sizes). The bias-share column holds the share of the
   explanation's remainder (the relevance of zero-padded features), which is zero by construction.
 
-Writes ``results/qm7_atom_flipping.json``, ``.md`` and ``.png``.
+Writes ``qm7_atom_flipping.json``, ``.md`` and ``.png`` to ``--out-dir`` (default ``results/``).
 
     python experiments/qm7_atom_flipping.py --model qm7-schnet --fold 0
     python experiments/qm7_atom_flipping.py --quick      # 100 molecules, about a minute
@@ -28,22 +28,23 @@ Writes ``results/qm7_atom_flipping.json``, ``.md`` and ``.png``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
-from threadpoolctl import threadpool_limits
 
-from qmlx._io import savefig_atomic, write_text_atomic
 from qmlx.chem import fit_element_energies
 from qmlx.data import Molecules, load_qm7
 from qmlx.explain import Explanation, Gamma, explain
 from qmlx.explain.flipping import FlippingCurve, atom_scores, flipping_curve, relative_energy
 from qmlx.nn import load_network
+
+try:
+    from experiments import _report as report
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import _report as report
 
 METHODS = ["decomposition", "lrp", "gradient", "gradient-x-input", "integrated-gradients"]
 #: extra LRP rule reported for its bias share: (row name, rule)
@@ -52,7 +53,6 @@ LRP_GAMMA = ("lrp (gamma 0.25)", Gamma(0.25))
 #: `qmlx.kernels.training.DEFAULT_GRIDS` selects on QM7 fold 0's training part
 KRR = {"sorted-cm": (1600.0, 1e-10), "bob": (3200.0, 1e-4)}
 KRR_BASELINES = ("none", "elements")
-RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def bias_share(e: Explanation) -> np.ndarray | None:
@@ -241,14 +241,9 @@ def _fmt(row: dict, key: str, spec: str) -> str:
     return format(row[key], spec) if key in row else "-"
 
 
-def write(result: dict, stem: str, out: Path = RESULTS) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / f"{stem}.json", json.dumps(result, indent=2, default=float))
+def render(result: dict, out_dir: Path) -> None:
+    """``STEM.md`` and ``STEM.png`` (STEM: ``qm7_atom_flipping`` or ``qm7_atom_flipping_quick``)."""
+    stem = result.get("stem", "qm7_atom_flipping")
     lines = [
         f"# Atom flipping on QM7 fold {result['fold']} ({result['n_molecules']} test molecules, model {result['model']})",
         "",
@@ -291,7 +286,9 @@ def write(result: dict, stem: str, out: Path = RESULTS) -> None:
             f"{r['gap']:.2f} | {_fmt(r, 'bias_share_mean', '.3f')} | {_fmt(r, 'bias_share_max', '.3f')} | "
             f"{_fmt(r, 'explain_seconds', '.1f')} |"
         )
-    write_text_atomic(out / f"{stem}.md", "\n".join(lines) + "\n")
+    lines += report.run_lines(result)
+    report.write_markdown(out_dir / f"{stem}.md", lines)
+    plt = report.pyplot()
     groups = {}  # KRR curves by baseline, each on its own row: their scales differ
     for m in krr["models"] if krr else []:
         groups.setdefault(m["baseline"], []).append(m["name"])
@@ -318,29 +315,36 @@ def write(result: dict, stem: str, out: Path = RESULTS) -> None:
         row_axes[0].set_ylabel("mean E(x_q) - E(x) [kcal/mol]")
         row_axes[1].legend(fontsize=7)
     fig.tight_layout()
-    savefig_atomic(fig, out / f"{stem}.png", dpi=120)
-    plt.close(fig)
+    report.save_figure(fig, out_dir / f"{stem}.png")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = report.make_parser(
+        __doc__, quick="100 molecules, written as *_quick.*", seed_help="seed of the random-order baseline"
+    )
     parser.add_argument("--model", default="qm7-schnet", help="shipped model name or network file")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--n-molecules", type=int, default=None, help="first N test molecules (default all)")
     parser.add_argument("--no-krr", action="store_true", help="network rows only")
-    parser.add_argument("--threads", type=int, default=1, help="BLAS and torch threads (default 1)")
-    parser.add_argument("--quick", action="store_true", help="100 molecules, written as *_quick.*")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="output folder (default results/)")
-    args = parser.parse_args()
-    n = 100 if args.quick else args.n_molecules
-    torch.set_num_threads(args.threads)
+    return parser
+
+
+def stem(args: argparse.Namespace) -> str:
+    return "qm7_atom_flipping_quick" if args.quick else "qm7_atom_flipping"
+
+
+def compute(args: argparse.Namespace) -> dict:
+    """Flipping curves and AOPC of every method on the first test molecules of ``args.fold``."""
     start = time.perf_counter()
-    with threadpool_limits(args.threads):
-        result = run(args.model, args.fold, n, krr=not args.no_krr)
+    n = 100 if args.quick else args.n_molecules
+    result = run(args.model, args.fold, n, seed=args.seed, krr=not args.no_krr)
     result["wall_seconds"] = time.perf_counter() - start
-    stem = "qm7_atom_flipping_quick" if args.quick else "qm7_atom_flipping"
-    write(result, stem, args.out)
-    print((args.out / f"{stem}.md").read_text())
+    result["stem"] = stem(args)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return report.main(compute, render, build_parser(), stem, argv)
 
 
 if __name__ == "__main__":
