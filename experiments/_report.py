@@ -156,6 +156,12 @@ def command_line(script: str | Path, argv: Sequence[str] | None = None) -> str:
     return " ".join(["python", str(shown), *args])
 
 
+def command(args: argparse.Namespace) -> str:
+    """The command line of the run that parsed ``args`` (`main` records it; otherwise
+    ``sys.argv``)."""
+    return getattr(args, "_command", None) or command_line(sys.argv[0])
+
+
 def run_record(
     script: str | Path, argv: Sequence[str] | None, threads: int | None, wall_time_s: float
 ) -> dict:
@@ -331,6 +337,7 @@ def main(
         render(result, out_dir)
 
     args._checkpoint = save
+    args._command = command_line(script, argv)
     import numpy as np
     import torch
     from threadpoolctl import threadpool_limits
