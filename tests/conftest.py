@@ -1,7 +1,11 @@
-"""Shared fixtures.
+"""Shared fixtures and markers.
 
 Tests that need the real QM7 file use the ``qm7`` fixture. When ``CI=true`` a missing file is a
 failure, not a skip: a CI run that silently skips them would hide a broken set-up.
+
+Every test that uses a real data set (`DATA_FIXTURES`, directly or through another fixture) is
+marked ``data``; tests that take more than a few seconds are marked ``slow`` where they are
+defined. ``python -m pytest -m "not data and not slow"`` runs the rest in well under a minute.
 """
 
 from __future__ import annotations
@@ -13,6 +17,16 @@ import pytest
 
 from qmlx.data import Molecules
 from qmlx.errors import DataNotFoundError
+
+#: fixtures that read a real data set (QM7 and the qm7-pbe0 folder from $QMLX_DATA_DIR, QM9)
+DATA_FIXTURES = frozenset({"qm7", "qm7_path", "qm9", "pbe0", "pbe0_dir"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``data`` every test that uses one of `DATA_FIXTURES`, directly or indirectly."""
+    for item in items:
+        if DATA_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.data)
 
 
 def _missing(reason: str):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from qmlx.data import Molecules
@@ -74,6 +75,7 @@ def test_training_reduces_error_and_predicts_kcal_per_mol():
     assert pred.shape == (60,) and np.abs(pred - y).mean() < np.abs(y - y.mean()).mean()
 
 
+@pytest.mark.slow
 def test_quick_experiment_runs_on_qm7(qm7, tmp_path):
     path = Path(__file__).resolve().parents[1] / "experiments" / "qm7_cm_mlp.py"
     spec = importlib.util.spec_from_file_location("qm7_cm_mlp", path)

@@ -24,6 +24,7 @@ def _args(data, out, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_end_with_the_single_process_weights(grid_set_file, tmp_path, capsys):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     assert main(_args(grid_set_file, single)) == 0

@@ -88,6 +88,7 @@ def test_thirteen_molecules_give_two_pages_with_all_panels():
     assert [t.splitlines()[0] for t in titles] == [f"mols.xyz #{i}" for i in range(13)]
 
 
+@pytest.mark.slow
 def test_plot_writes_every_page_and_returns_the_paths(tmp_path):
     e = _explanation(_thirteen())
     out = tmp_path / "many.png"
@@ -179,6 +180,7 @@ def test_label_colour_follows_fill_luminance():
     assert fill == pytest.approx(to_rgba(fill)) and label_color(fill) == "white"
 
 
+@pytest.mark.slow
 def test_nothing_is_cut_off():
     """Every title, atom label and colour-bar label lies inside the figure."""
     names = ["a/long/folder/name/with/many/parts/benzene_from_the_database.xyz"] + [
