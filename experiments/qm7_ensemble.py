@@ -10,7 +10,7 @@ epochs, EMA 0.999, batches of 16, the MAE loss). They share one split (official 
 carved with seed 0); member k is initialized and shuffled with seed k. Member 0 is then the same
 run as the fold-0 SchNet of ``experiments/qm7_networks.py``; ``--member-zero DIR`` copies that
 finished run in instead of training it again (its settings are checked). The members live in
-``runs/qm7-schnet-ensemble/member-k`` (resumable); `qmlx.train.run.train_ensemble` assembles them
+``runs/qm7-schnet-ensemble/member-k`` (resumable); `qmlx.train.ensemble.train_ensemble` assembles them
 into one ensemble file, which this script ships as ``qmlx/pretrained/qm7-schnet-ensemble.pt``. Writes
 ``results/qm7_ensemble.{json,md}`` and ``results/qm7_ensemble_calibration.png``.
 """
@@ -52,14 +52,14 @@ def train_member(k: int, out: str, max_minutes: float | None) -> float:
     """Train member ``k`` (seed k, the split of seed 0); returns its test MAE in kcal/mol."""
     from dataclasses import replace
 
-    from qmlx.train.run import train_network
+    from qmlx.train import SplitSpec, train_network
 
     config, model_config = settings()
     member = Path(out) / f"member-{k}"
     summary = train_network(
-        "schnet", "qm7", fold=0, out=member, resume=(member / "checkpoint.pt").exists(),
-        config=replace(config, seed=k, max_minutes=max_minutes), model_config=model_config, split_seed=0,
-        progress=False, command="python " + " ".join(sys.argv),
+        "schnet", "qm7", SplitSpec(fold=0, seed=0), replace(config, seed=k, max_minutes=max_minutes),
+        model_config=model_config, out=member, resume=(member / "checkpoint.pt").exists(), progress=False,
+        command="python " + " ".join(sys.argv),
     )  # fmt: skip
     return summary["test_mae_kcal_mol"]
 
@@ -143,11 +143,12 @@ def main() -> None:
     if missing:
         sys.exit(f"members {missing} are not finished; run again")
     from qmlx.pretrained import MODELS_DIR
-    from qmlx.train.run import train_ensemble
+    from qmlx.train import SplitSpec
+    from qmlx.train.ensemble import train_ensemble
 
     config, model_config = settings()
     summary = train_ensemble(
-        N_MEMBERS, "schnet", "qm7", out=out, resume=True, config=config, fold=0, model_config=model_config,
+        N_MEMBERS, "schnet", "qm7", SplitSpec(fold=0), config, model_config=model_config, out=out, resume=True,
         progress=False, command="python " + " ".join(sys.argv),
     )  # fmt: skip
     shutil.copyfile(out / "model.pt", MODELS_DIR / "qm7-schnet-ensemble.pt")

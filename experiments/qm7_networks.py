@@ -39,7 +39,7 @@ def train(model: str, fold: int, args) -> None:
     that is a 3 Å neighbourhood: with all pairs it overfit QM7 (validation 2.4 kcal/mol at
     training 0.2)."""
     from qmlx.pretrained import available_models
-    from qmlx.train import TrainConfig, train_network
+    from qmlx.train import SplitSpec, TrainConfig, train_network
 
     shipped = available_models()[f"qm7-{model}"]
     tc = shipped["train_config"]
@@ -53,8 +53,8 @@ def train(model: str, fold: int, args) -> None:
     )  # fmt: skip
     out = run_dir(args.runs, model, fold)
     train_network(
-        model, "qm7", fold=fold, out=out, resume=(out / "checkpoint.pt").exists(), config=config,
-        model_config=shipped["model_config"], command="python " + " ".join(sys.argv),
+        model, "qm7", SplitSpec(fold=fold), config, model_config=shipped["model_config"], out=out,
+        resume=(out / "checkpoint.pt").exists(), command="python " + " ".join(sys.argv),
     )  # fmt: skip
 
 

@@ -102,7 +102,7 @@ def run_krr(mols, res: dict, args) -> None:
 
 def run_schnet(mols, res: dict, args) -> None:
     from qmlx.pretrained import available_models
-    from qmlx.train import TrainConfig, train_network
+    from qmlx.train import SplitSpec, TrainConfig, train_network
 
     shipped = available_models()["qm7-schnet"]
     tc = shipped["train_config"]
@@ -113,8 +113,8 @@ def run_schnet(mols, res: dict, args) -> None:
         max_minutes=args.schnet_minutes, threads=args.threads,
     )  # fmt: skip
     summary = train_network(
-        "schnet", mols, target="energy", split_method="random", fold=0, n_folds=N_FOLDS, out=out,
-        resume=(out / "checkpoint.pt").exists(), config=config, model_config=shipped["model_config"],
+        "schnet", mols, SplitSpec("random", fold=0, n_folds=N_FOLDS), config, target="energy",
+        model_config=shipped["model_config"], out=out, resume=(out / "checkpoint.pt").exists(),
         command="python " + " ".join(sys.argv),
     )  # fmt: skip
     keys = ("n_train", "n_val", "n_test", "epochs_run", "best_epoch", "stop_reason", "train_minutes", "split")

@@ -64,7 +64,7 @@ def main() -> None:
         summary = json.loads((args.from_run / "result.json").read_text())
         add_run(summary.get("model", args.model).lower(), summary)
         if args.ship:
-            from qmlx.train.run import export_shipped
+            from qmlx.train.export import export_shipped
 
             meta = export_shipped(args.from_run, args.ship)
             print(
@@ -76,7 +76,7 @@ def main() -> None:
 
 
 def train(args) -> dict:
-    from qmlx.train import TrainConfig, train_network
+    from qmlx.train import SplitSpec, TrainConfig, train_network
 
     n_val = args.n_val if args.n_val is not None else (10000 if args.n_train >= 100000 else 1000)
     config = TrainConfig(
@@ -84,9 +84,9 @@ def train(args) -> dict:
         ema_decay=0.999, seed=args.seed, max_minutes=args.max_minutes, threads=args.threads,
     )  # fmt: skip
     out = args.runs / f"qm9-{args.model}-n{args.n_train}"
+    spec = SplitSpec("random", n_train=args.n_train, n_val=n_val, n_test=args.n_test)
     return train_network(
-        args.model, "qm9", split_method="random", n_train=args.n_train, n_val=n_val, n_test=args.n_test,
-        out=out, resume=(out / "checkpoint.pt").exists(), config=config,
+        args.model, "qm9", spec, config, out=out, resume=(out / "checkpoint.pt").exists(),
         command="python " + " ".join(sys.argv),
     )  # fmt: skip
 

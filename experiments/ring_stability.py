@@ -6,7 +6,7 @@ relative to its element's reference energy (kcal/mol; lower is more stable), fro
 explanations: ``decomposition`` (the network's atom energies E_i - ref(Z_i)) and ``lrp`` (LRP
 relevance plus bias relevance, which explains E - sum_i ref(Z_i)).
 
-Molecules analysed (the network's recorded split, ``qmlx.train.run.recorded_split``):
+Molecules analysed (the network's recorded split, ``qmlx.train.config.recorded_split``):
 
 - held out (the headline): the split's test molecules, which the network saw neither in training
   nor in validation (QM7: the 1,433 molecules of fold 0's test part; QM9: 10,000 molecules);
@@ -65,7 +65,7 @@ from qmlx.explain.rings import (
     ring_energies,
 )
 from qmlx.nn import load_network
-from qmlx.train.run import recorded_split
+from qmlx.train.config import recorded_split
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 MODELS = {"qm7": ("qm7-schnet", "qm7-dtnn"), "qm9": ("qm9-schnet-50k",)}

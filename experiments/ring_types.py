@@ -55,7 +55,7 @@ from qmlx.explain.rings import (
 )
 from qmlx.nn import load_network
 from qmlx.nn.io import predict_network
-from qmlx.train.run import recorded_split
+from qmlx.train.config import recorded_split
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 SIZES = (3, 4, 5, 6, 7, 8)

@@ -13,7 +13,7 @@ from qmlx.explain import explain
 from qmlx.nn import SchNet, load_network, predict_network, save_network
 from qmlx.nn.io import predict_ensemble
 from qmlx.nn.models import Ensemble
-from qmlx.train.run import uncertainty_calibration
+from qmlx.train.ensemble import uncertainty_calibration
 
 
 def _member(seed: int) -> SchNet:

@@ -290,7 +290,7 @@ def test_shipped_ensemble_spread_tracks_its_errors(qm7):
 def test_shipped_qm9_schnet_reproduces_its_recorded_test_error(qm9):
     """qm9-schnet: trained on at least 100,000 molecules; its recorded split recreates the held-out
     test molecules (hash checked) and predicting them gives the MAE its metadata states."""
-    from qmlx.train.run import recorded_split
+    from qmlx.train.config import recorded_split
 
     model = load_network("qm9-schnet")
     meta = model.metadata

@@ -14,7 +14,7 @@ from qmlx.data.splits import split
 from qmlx.errors import ConfigError, DataFormatError
 from qmlx.nn import PairCache, SchNet, load_network, models
 from qmlx.nn.models import InteractionNetwork
-from qmlx.train import TrainConfig, Trainer
+from qmlx.train import SplitSpec, TrainConfig, Trainer
 
 
 def _synthetic(n_mol: int = 48, seed: int = 0) -> Molecules:
@@ -235,6 +235,35 @@ def test_split_without_folds_holds_out_a_seeded_test_set():
     assert all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("train", "val", "test"))
     assert len(a.test) == 10 and not set(a.test) & (set(a.train) | set(a.val))
     assert a.record == b.record and a.record["method"] == "random" and a.record["fold"] is None
+
+
+def test_split_spec_gives_the_split_of_its_options():
+    mols = _synthetic(60)
+    spec = SplitSpec("random", fold=2, n_folds=4, n_val=5)
+    expected = split(mols, "random", 2, 4, seed=7, n_val=5)
+    assert spec.split(mols, default_seed=7).record == expected.record
+    assert SplitSpec("random", fold=2, n_folds=4, n_val=5, seed=7).split(mols, default_seed=0).record == (
+        expected.record
+    )
+
+
+def test_train_network_splits_with_the_training_seed_unless_the_split_has_one(tmp_path):
+    from qmlx.train import train_network
+
+    mols = _synthetic(40)
+    config = TrainConfig(epochs=1, batch_size=16, seed=3)
+    small = {"n_features": 8, "n_interactions": 1, "cutoff": 4.0}
+    spec = SplitSpec("random", n_val=8, n_test=8)
+    a = train_network("schnet", mols, spec, config, model_config=small, out=tmp_path / "a", progress=False)
+    assert a["split"] == spec.split(mols, default_seed=3).record and a["seed"] == 3
+    assert (a["n_train"], a["n_val"], a["n_test"]) == (24, 8, 8) and np.isfinite(a["test_mae_kcal_mol"])
+    b = train_network(
+        "schnet", mols, SplitSpec("random", n_val=8, n_test=8, seed=0), config, model_config=small,
+        out=tmp_path / "b", progress=False,
+    )  # fmt: skip
+    assert b["split"]["seed"] == 0 and b["seed"] == 3
+    saved = np.load(tmp_path / "a" / "test_predictions.npz")
+    assert a["test_mae_kcal_mol"] == pytest.approx(np.mean(np.abs(saved["pred"] - saved["ref"])))
 
 
 def test_cli_registers_schnet_and_dtnn():

@@ -108,8 +108,9 @@ def add_krr(models: argparse._SubParsersAction) -> None:
 def train_network_command(args: argparse.Namespace) -> None:
     """Run ``qmlx train schnet|dtnn`` and print the result as JSON."""
     from qmlx._io import json_dumps
-    from qmlx.train.engine import TrainConfig
-    from qmlx.train.run import train_ensemble, train_network
+    from qmlx.train.config import SplitSpec, TrainConfig
+    from qmlx.train.ensemble import train_ensemble
+    from qmlx.train.run import train_network
 
     if args.reset_lr is not None and not args.resume:
         raise ConfigError("--reset-lr starts a second phase of a resumed run; give --resume as well")
@@ -133,29 +134,21 @@ def train_network_command(args: argparse.Namespace) -> None:
     }  # fmt: skip
     model_config = {key: getattr(args, opt) for opt, key in names.items() if getattr(args, opt) is not None}
     command = command_line()
+    spec = SplitSpec(
+        method=args.split, fold=args.fold, n_folds=args.folds, n_train=args.n_train, n_val=args.n_val,
+        n_test=args.n_test, seed=args.seed,
+    )  # fmt: skip
     common = dict(
-        target=args.target, split_method=args.split, fold=args.fold, n_folds=args.folds, n_train=args.n_train,
-        n_val=args.n_val, n_test=args.n_test, model_config=model_config, progress=not args.no_progress,
-        command=command,
+        target=args.target, model_config=model_config, out=args.out, resume=args.resume,
+        progress=not args.no_progress, command=command,
     )  # fmt: skip
     try:
         if args.ensemble:
             if args.reset_lr is not None:
                 raise ConfigError("--reset-lr applies to single runs, not to --ensemble")
-            summary = train_ensemble(
-                args.ensemble,
-                args.network,
-                args.data,
-                out=args.out,
-                resume=args.resume,
-                config=config,
-                **common,
-            )
+            summary = train_ensemble(args.ensemble, args.network, args.data, spec, config, **common)
         else:
-            summary = train_network(
-                args.network, data=args.data, out=args.out, resume=args.resume, config=config,
-                reset_lr=args.reset_lr, **common,
-            )  # fmt: skip
+            summary = train_network(args.network, args.data, spec, config, reset_lr=args.reset_lr, **common)
     except KeyboardInterrupt:
         again = command if "--resume" in command else f"{command} --resume"
         print(

@@ -33,7 +33,7 @@ import io
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -42,93 +42,15 @@ from tqdm.auto import tqdm
 
 from qmlx._io import atomic_torch_save, safe_torch_load, write_text_atomic
 from qmlx.errors import ConfigError, DataFormatError, TrainingError
+from qmlx.metrics import metrics
 from qmlx.nn.batch import PairCache
 from qmlx.nn.io import CHECKPOINT_FORMAT, network_record, plain
 from qmlx.nn.models import InteractionNetwork, NetworkOutput
+from qmlx.train.config import TrainConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "model.pt"
 LOG_NAME = "log.csv"
-
-
-@dataclass
-class TrainConfig:
-    """Hyperparameters of a training run (energies in kcal/mol).
-
-    epochs : maximum number of epochs.
-    batch_size : molecules per gradient step.
-    lr, lr_factor, lr_patience, min_lr : Adam learning rate. With ``schedule="plateau"`` it is
-        multiplied by ``lr_factor`` when the validation MAE has not improved for ``lr_patience``
-        epochs, down to ``min_lr``.
-    schedule : ``"plateau"`` (above) or ``"cosine"``: the learning rate follows half a cosine
-        from ``lr`` at the first epoch to ``min_lr`` after ``epochs`` epochs, whatever the
-        validation MAE does (a schedule for a fixed budget; a resumed run keeps it).
-    weight_decay : decoupled weight decay per step (AdamW, Loshchilov & Hutter, ICLR 2019): every
-        step multiplies the weights by ``1 - lr * weight_decay`` besides the Adam update; 0 is
-        plain Adam.
-    loss : ``"mse"`` (mean squared error of the molecules' energies, the default) or ``"mae"``
-        (mean absolute error: weighs the many small errors more and the few large ones less; see
-        docs/networks.md for its effect on QM7).
-    early_stop_patience : stop after this many epochs without a better validation MAE.
-    ema_decay : decay of the exponential moving average of the weights, or ``None`` for no EMA;
-        with EMA, validation and the saved best model use the averaged weights.
-    seed : seed of initialization, splits and batch order.
-    max_minutes : wall-clock budget; the run stops after the epoch that exceeds it.
-    threads : torch CPU threads.
-    eval_batch_size : molecules per batch for validation and testing.
-    device : ``cpu``, ``cuda`` or ``cuda:N`` (see `qmlx.nn.batch.resolve_device`).
-    precision : ``"32"`` (float32) or ``"bf16"`` (bfloat16 autocast in the forward pass).
-    compile : run the training step's forward and backward through ``torch.compile`` (inductor,
-        dynamic shapes), which fuses the elementwise pair operations: the same model and the same
-        numbers to float32 rounding, faster steps after a one-off compilation of about a minute.
-        Needs a C++ compiler on CPU (Triton on CUDA). Validation and testing stay eager.
-    tables : let training steps read the distance factors from a table built from the weights in
-        every step (for batches with at least two pairs per grid point; see `qmlx.nn.models`);
-        ``False`` computes them at every pair in every step.
-    """
-
-    epochs: int = 1000
-    batch_size: int = 32
-    lr: float = 1e-3
-    lr_factor: float = 0.5
-    lr_patience: int = 25
-    min_lr: float = 1e-5
-    schedule: str = "plateau"
-    weight_decay: float = 0.0
-    loss: str = "mse"
-    early_stop_patience: int = 100
-    ema_decay: float | None = None
-    seed: int = 0
-    max_minutes: float | None = None
-    threads: int = 1
-    eval_batch_size: int = 512
-    device: str = "cpu"
-    precision: str = "32"
-    compile: bool = False
-    tables: bool = True
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
-            "lr_factor": 0 < self.lr_factor < 1, "lr_patience": self.lr_patience >= 0, "min_lr": self.min_lr >= 0,
-            "early_stop_patience": self.early_stop_patience >= 1, "threads": self.threads >= 1,
-            "ema_decay": self.ema_decay is None or 0 <= self.ema_decay < 1,
-            "max_minutes": self.max_minutes is None or self.max_minutes >= 0,
-            "eval_batch_size": self.eval_batch_size >= 1, "precision": self.precision in PRECISIONS,
-            "schedule": self.schedule in SCHEDULES, "weight_decay": self.weight_decay >= 0,
-            "loss": self.loss in LOSSES,
-        }  # fmt: skip
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ConfigError(
-                f"invalid training settings: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}"
-            )
-
-
-PRECISIONS = ("32", "bf16")
-SCHEDULES = ("plateau", "cosine")
-LOSSES = ("mse", "mae")
 
 
 def _distributed() -> tuple[int, int]:
@@ -334,7 +256,7 @@ class Trainer:
             self.model.load_state_dict(self.ema)
             pred, ref = evaluate(self.model, self.val_cache, self.config.eval_batch_size)
             self.model.load_state_dict(backup)
-        return float(np.mean(np.abs(pred - ref)))
+        return metrics(pred, ref)["mae"]
 
     def _forward(self, batch) -> NetworkOutput:
         """The training forward pass; a failing ``torch.compile`` (no compiler, say) is one line."""

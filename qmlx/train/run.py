@@ -1,4 +1,5 @@
-"""A complete training run: data, split, model, reference fit, training, test evaluation.
+"""One training run of a network: data, split, model, reference fit, training, test evaluation;
+and the checks that a resumed run continues the same run.
 
 Every run directory holds ``checkpoint.pt``, ``model.pt`` (best validation weights with metadata),
 ``log.csv``, ``result.json`` and ``test_predictions.npz``. The metadata says what the model
@@ -8,9 +9,10 @@ predicts (target, its description and unit), which data and split it was trained
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,11 +23,12 @@ from qmlx._io import safe_torch_load, write_text_atomic
 from qmlx.data.domain import Domain
 from qmlx.data.io import load_dataset
 from qmlx.data.molecules import Molecules
-from qmlx.data.splits import Split, split, split_from_record
 from qmlx.errors import ConfigError
+from qmlx.metrics import metrics
 from qmlx.nn.batch import PairCache, resolve_device
 from qmlx.nn.models import build_model
-from qmlx.train.engine import BEST_NAME, CHECKPOINT_NAME, TrainConfig, Trainer, evaluate
+from qmlx.train.config import SplitSpec, TrainConfig
+from qmlx.train.engine import CHECKPOINT_NAME, Trainer, evaluate
 
 ENERGY_UNIT = "kcal/mol"
 #: training settings that may change when a run is resumed (everything else must match)
@@ -108,37 +111,34 @@ def check_resume(checkpoint: Path, metadata: dict, model_name: str, model_config
 
 
 def train_network(
-    model_name: str,
+    model: str,
     data: str | os.PathLike | Molecules = "qm7",
+    split: SplitSpec | None = None,
+    config: TrainConfig | None = None,
+    *,
     target: str | None = None,
-    split_method: str = "auto",
-    fold: int | None = None,
-    n_folds: int = 5,
-    n_train: int | None = None,
-    n_val: int | None = None,
-    n_test: int | None = None,
+    model_config: dict | None = None,
     out: str | os.PathLike | None = None,
     resume: bool = False,
-    config: TrainConfig | None = None,
-    model_config: dict | None = None,
+    reset_lr: float | None = None,
     progress: bool = True,
     command: str | None = None,
-    reset_lr: float | None = None,
-    split_seed: int | None = None,
 ) -> dict:
-    """Train ``model_name`` (schnet or dtnn) on ``data`` and return a summary (energies kcal/mol).
+    """Train ``model`` (schnet or dtnn) on ``data`` and return a summary (energies kcal/mol).
 
     ``data`` is ``qm7``, ``qm9``, a qmlx ``.h5`` store, any ASE-readable file, or `Molecules`.
-    ``target`` defaults to ``atomization_energy`` or the only target; it is converted to kcal/mol,
-    and total energies are fine (the output head fits per-element reference energies on the
-    training part). The split comes from `qmlx.data.splits.split` (official folds where the data
-    set has them, else seeded random K-fold; ``"none"``: no test set).
+    ``split`` says how it is split (`SplitSpec`; default: official folds where the data set has
+    them, else seeded random K-fold, seeded by ``config.seed`` unless ``split.seed`` is given);
+    ``config`` how to train (`TrainConfig`). ``target`` defaults to ``atomization_energy`` or the
+    only target; it is converted to kcal/mol, and total energies are fine (the output head fits
+    per-element reference energies on the training part). ``model_config`` overrides the network's
+    sizes (`qmlx.nn.models.build_model`).
 
     Writes ``checkpoint.pt``, ``model.pt``, ``log.csv``, ``result.json`` and
     ``test_predictions.npz`` into ``out`` (default ``runs/<data>-<model>-fold<K>``). With
-    ``resume`` the checkpoint must exist and match the data, target, split and settings.
-    ``split_seed`` seeds the split when it should differ from ``config.seed`` (ensemble members
-    share one split and differ in initialization and batch order).
+    ``resume`` the checkpoint must exist and match the data, target, split and settings;
+    ``reset_lr`` then starts a second phase at that learning rate (`Trainer.fit`). ``command`` is
+    recorded in the metadata (default: this process's command line).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the run is distributed data
     parallel: gloo on CPU, nccl on CUDA (each rank on ``cuda:LOCAL_RANK``); rank 0 alone writes
@@ -146,98 +146,94 @@ def train_network(
     """
     from qmlx import __version__
 
+    spec = split or SplitSpec()
     config = config or TrainConfig()
     torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    started_group = _init_distributed(device)
-    try:
-        return _train(
-            model_name, data, target, split_method, fold, n_folds, n_train, n_val, n_test, out, resume,
-            config, model_config, progress, command, reset_lr, device, __version__,
-            config.seed if split_seed is None else split_seed,
-        )  # fmt: skip
-    finally:
-        if started_group:
-            torch.distributed.destroy_process_group()
+    with _process_group(device):
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        if device.type == "cuda" and world > 1:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        mols = data if isinstance(data, Molecules) else load_dataset(data)
+        target = choose_target(mols, target)
+        sp = spec.split(mols, default_seed=config.seed)
+        if len(sp.val) == 0:
+            raise ConfigError("networks need a validation set for early stopping; --n-val must be at least 1")
+        torch.manual_seed(config.seed)
+        net = build_model(model, **dict(model_config or {}))
+        label = data_label(data)
+        stem = Path(label).stem if label not in ("qm7", "qm9") else label
+        out = Path(out or f"runs/{stem}-{model.lower()}-fold{sp.fold if sp.fold is not None else 0}")
+        train_m = mols.subset(sp.train)
+        metadata = {
+            "data": label,
+            "dataset": mols.name,
+            "model": type(net).__name__,
+            "target": target,
+            "target_description": describe_target(mols, target),
+            "energy_unit": ENERGY_UNIT,
+            "length_unit": "Angstrom",
+            "split": sp.record,
+            "fold": sp.fold,
+            "n_train": int(len(sp.train)),
+            "n_val": int(len(sp.val)),
+            "n_test": int(len(sp.test)),
+            "seed": config.seed,
+            "domain": Domain.from_molecules(train_m).to_dict(),
+            "command": command or " ".join(sys.argv),
+            "qmlx_version": __version__,
+            "processes": world,
+            "torch_version": str(torch.__version__),
+            "train_config": {k: v for k, v in asdict(config).items() if k != "extra"},
+        }
+        if resume:
+            check_resume(out / CHECKPOINT_NAME, metadata, type(net).__name__, dict(net.config))
+        net.fit_reference(train_m.Z, train_m.n_atoms, train_m.target(target, ENERGY_UNIT))
+        net.to(device)
+        train_cache, val_cache = (
+            _cache(mols, idx, net.cutoff, target).to(device) for idx in (sp.train, sp.val)
+        )
+        trainer = Trainer(net, train_cache, val_cache, config, out, metadata=metadata, progress=progress)
+        trainer.fit(resume=resume, reset_lr=reset_lr)
+        if rank != 0:
+            return {}
+        return _finish(trainer, mols, sp.test, target, out)
 
 
-def _init_distributed(device: torch.device) -> bool:
-    """Join the process group ``torchrun`` describes (environment variables); ``True`` if it did."""
+@contextmanager
+def _process_group(device: torch.device) -> Iterator[None]:
+    """Inside: the process group ``torchrun`` describes (environment variables), joined here and
+    left on exit; without ``torchrun`` (or with a group already joined) nothing happens."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
-        return False
+        yield
+        return
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return True
+    try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group()
 
 
-def _train(
-    model_name, data, target, split_method, fold, n_folds, n_train, n_val, n_test, out, resume, config,
-    model_config, progress, command, reset_lr, device, version, split_seed,
-) -> dict:  # fmt: skip
-    """`train_network` after the device and process group are set up."""
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    mols = data if isinstance(data, Molecules) else load_dataset(data)
-    target = choose_target(mols, target)
-    sp = split(mols, split_method, fold, n_folds, split_seed, n_train, n_val, n_test)
-    if len(sp.val) == 0:
-        raise ConfigError("networks need a validation set for early stopping; --n-val must be at least 1")
-    model_config = dict(model_config or {})
-    torch.manual_seed(config.seed)
-    model = build_model(model_name, **model_config)
-    label = data_label(data)
-    stem = Path(label).stem if label not in ("qm7", "qm9") else label
-    out = Path(out or f"runs/{stem}-{model_name.lower()}-fold{sp.fold if sp.fold is not None else 0}")
-    train_m = mols.subset(sp.train)
-    metadata = {
-        "data": label,
-        "dataset": mols.name,
-        "model": type(model).__name__,
-        "target": target,
-        "target_description": describe_target(mols, target),
-        "energy_unit": ENERGY_UNIT,
-        "length_unit": "Angstrom",
-        "split": sp.record,
-        "fold": sp.fold,
-        "n_train": int(len(sp.train)),
-        "n_val": int(len(sp.val)),
-        "n_test": int(len(sp.test)),
-        "seed": config.seed,
-        "domain": Domain.from_molecules(train_m).to_dict(),
-        "command": command or " ".join(sys.argv),
-        "qmlx_version": version,
-        "processes": world,
-        "torch_version": str(torch.__version__),
-        "train_config": {k: v for k, v in asdict(config).items() if k != "extra"},
-    }
-    if resume:
-        check_resume(out / CHECKPOINT_NAME, metadata, type(model).__name__, dict(model.config))
-    model.fit_reference(train_m.Z, train_m.n_atoms, train_m.target(target, ENERGY_UNIT))
-    model.to(device)
-    train_cache, val_cache = (
-        _cache(mols, idx, model.cutoff, target).to(device) for idx in (sp.train, sp.val)
-    )
-    trainer = Trainer(model, train_cache, val_cache, config, out, metadata=metadata, progress=progress)
-    trainer.fit(resume=resume, reset_lr=reset_lr)
-    if rank != 0:
-        return {}
+def _finish(trainer: Trainer, mols: Molecules, test: np.ndarray, target: str, out: Path) -> dict:
+    """Best weights, test errors and the run's files after training (rank 0); returns the summary."""
+    net = trainer.model
     trainer.load_best()
-    metadata = {**metadata, **trainer.metadata}  # the trainer keeps the original command on resume
+    metadata = dict(trainer.metadata)  # the trainer keeps the original command on resume
     metadata.update(
         epochs_run=trainer.epoch, best_epoch=trainer.best_epoch, val_mae_kcal_mol=trainer.best_val,
         stop_reason=trainer.stop_reason, train_minutes=round(trainer.elapsed / 60.0, 2),
     )  # fmt: skip
-    metrics = {"test_mae_kcal_mol": None, "test_rmse_kcal_mol": None}
-    if len(sp.test):
-        pred, ref = evaluate(
-            model, _cache(mols, sp.test, model.cutoff, target).to(device), config.eval_batch_size
-        )
-        metrics = test_metrics(pred, ref)
-        np.savez(out / "test_predictions.npz", index=sp.test, pred=pred, ref=ref)
-    metadata.update(metrics)
+    errors = {"test_mae_kcal_mol": None, "test_rmse_kcal_mol": None}
+    if len(test):
+        device = next(net.parameters()).device
+        cache = _cache(mols, test, net.cutoff, target).to(device)
+        pred, ref = evaluate(net, cache, trainer.config.eval_batch_size)
+        errors = summary_metrics(pred, ref)
+        np.savez(out / "test_predictions.npz", index=test, pred=pred, ref=ref)
+    metadata.update(errors)
     trainer.metadata = metadata
     trainer.save_best()
     summary = {k: v for k, v in metadata.items() if k != "domain"} | {"out": str(out)}
@@ -253,122 +249,11 @@ def _cache(mols: Molecules, idx: np.ndarray, cutoff: float, target: str) -> Pair
     return PairCache(sub, cutoff, target)
 
 
-def train_ensemble(
-    n_members: int,
-    model_name: str,
-    data: str | os.PathLike | Molecules = "qm7",
-    out: str | os.PathLike | None = None,
-    resume: bool = False,
-    config: TrainConfig | None = None,
-    **kwargs,
-) -> dict:
-    """Train ``n_members`` networks on one split (seeded by ``config.seed``) with initialization and
-    batch-order seeds ``config.seed + k``, each in ``out/member-k/`` (resumable), and save them as
-    one ensemble file ``out/model.pt`` (`qmlx.nn.models.Ensemble`).
-
-    The reported uncertainty is s·σ, the members' spread σ times one factor s fitted on the
-    validation molecules (`uncertainty_calibration`'s ``scale_for_1sigma``; stored as
-    ``uncertainty_scale``, 1 without validation molecules). The summary holds the ensemble's test
-    MAE/RMSE (mean prediction), each member's test MAE, and the calibration on the test set of s·σ
-    (``uncertainty``) and of the raw σ (``uncertainty_raw``).
-    ``kwargs`` go to `train_network` (target, split, sizes, model_config, progress, command).
-    """
-    from dataclasses import replace
-
-    from qmlx.nn.io import load_network, predict_ensemble, save_network
-    from qmlx.nn.models import Ensemble
-
-    if n_members < 2:
-        raise ConfigError(f"--ensemble needs at least 2 members, got {n_members}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("ensembles are trained one member at a time; launch them without torchrun")
-    config = config or TrainConfig()
-    mols = data if isinstance(data, Molecules) else load_dataset(data)
-    label = data_label(data)
-    out = Path(
-        out or f"runs/{Path(label).stem if label not in ('qm7', 'qm9') else label}-{model_name}-ensemble"
-    )
-    summaries = []
-    for k in range(n_members):
-        member_out = out / f"member-{k}"
-        if resume and (member_out / "result.json").exists():  # finished in an earlier call
-            summaries.append(json.loads((member_out / "result.json").read_text()))
-            continue
-        member_resume = resume and (member_out / CHECKPOINT_NAME).exists()
-        summaries.append(
-            train_network(
-                model_name,
-                mols,
-                out=member_out,
-                resume=member_resume,
-                config=replace(config, seed=config.seed + k),
-                split_seed=config.seed,
-                **kwargs,
-            )  # fmt: skip
-        )
-    members = [load_network(out / f"member-{k}" / BEST_NAME) for k in range(n_members)]
-    ensemble = Ensemble(members)
-    meta = {k: v for k, v in members[0].metadata.items() if k not in MEMBER_KEYS}
-    meta.update(
-        data=label, members=n_members, member_seeds=[config.seed + k for k in range(n_members)],
-        member_test_mae_kcal_mol=[s.get("test_mae_kcal_mol") for s in summaries],
-    )  # fmt: skip
-    ensemble.metadata = meta
-    target = meta["target"]
-    sp = recorded_split(mols, meta)
-    if len(sp.val):  # the members' validation molecules (seen only for early stopping)
-        val = mols.subset(sp.val)
-        mean, std, _ = predict_ensemble(ensemble, val)
-        scale = uncertainty_calibration(mean - val.target(target, ENERGY_UNIT), std)["scale_for_1sigma"]
-        meta.update(uncertainty_scale=scale, uncertainty_scale_n_val=len(sp.val))
-    if len(sp.test):
-        test = mols.subset(sp.test)
-        mean, std, _ = predict_ensemble(ensemble, test)
-        ref = test.target(target, ENERGY_UNIT)
-        meta.update(test_metrics(mean, ref))
-        meta["uncertainty"] = uncertainty_calibration(mean - ref, std)
-        meta["uncertainty_raw"] = uncertainty_calibration(mean - ref, std / ensemble.uncertainty_scale)
-        np.savez(out / "test_predictions.npz", index=sp.test, pred=mean, std=std, ref=ref)
-    save_network(ensemble, out / BEST_NAME, metadata=meta)
-    summary = {k: v for k, v in meta.items() if k not in ("train_config", "domain")} | {"out": str(out)}
-    write_result(out / "result.json", summary)
-    return summary
-
-
-#: metadata of one member that does not describe the ensemble
-MEMBER_KEYS = {
-    "seed", "test_mae_kcal_mol", "test_rmse_kcal_mol", "val_mae_kcal_mol", "epochs_run", "best_epoch",
-    "stop_reason", "train_minutes", "resume_commands", "lr_resets",
-}  # fmt: skip
-
-
-def uncertainty_calibration(err: np.ndarray, std: np.ndarray) -> dict:
-    """How well a predicted spread ``std`` (n,) tracks the actual errors ``err`` (n,), kcal/mol.
-
-    ``spearman``: rank correlation of ``|err|`` with ``std``; ``coverage_1sigma`` and
-    ``coverage_2sigma``: fractions with ``|err| <= k std`` (0.683 and 0.954 for calibrated
-    Gaussian errors); ``scale_for_1sigma``: the factor that would make the ±1σ coverage 0.683.
-    """
-    from scipy.stats import spearmanr
-
-    err, std = np.abs(np.asarray(err, dtype=np.float64)), np.asarray(std, dtype=np.float64)
-    ratio = err / np.maximum(std, 1e-12)
-    return {
-        "spearman": float(spearmanr(err, std).statistic),
-        "coverage_1sigma": float(np.mean(err <= std)),
-        "coverage_2sigma": float(np.mean(err <= 2 * std)),
-        "scale_for_1sigma": float(np.quantile(ratio, 0.6827)),
-        "mean_std_kcal_mol": float(std.mean()),
-    }
-
-
-def test_metrics(pred: np.ndarray, ref: np.ndarray) -> dict:
-    """``test_mae_kcal_mol`` and ``test_rmse_kcal_mol`` of predictions against references."""
-    err = np.asarray(pred, dtype=np.float64) - np.asarray(ref, dtype=np.float64)
-    return {
-        "test_mae_kcal_mol": float(np.mean(np.abs(err))),
-        "test_rmse_kcal_mol": float(np.sqrt(np.mean(err**2))),
-    }
+def summary_metrics(pred: np.ndarray, ref: np.ndarray) -> dict:
+    """``test_mae_kcal_mol`` and ``test_rmse_kcal_mol`` of predictions (n,) against references (n,),
+    both in kcal/mol: the test errors a run's ``result.json`` and a model's metadata hold."""
+    m = metrics(pred, ref)
+    return {"test_mae_kcal_mol": m["mae"], "test_rmse_kcal_mol": m["rmse"]}
 
 
 def write_result(path: str | os.PathLike, summary: dict) -> Path:
@@ -376,61 +261,3 @@ def write_result(path: str | os.PathLike, summary: dict) -> Path:
     from qmlx._io import json_dumps
 
     return write_text_atomic(path, json_dumps(summary) + "\n")
-
-
-def model_file(run_dir: str | os.PathLike) -> Path:
-    """The best-weights network file of a run directory."""
-    return Path(run_dir) / BEST_NAME
-
-
-def recorded_split(mols: Molecules, meta: dict) -> Split:
-    """The split a model's metadata records (``split``; older files: fold, seed and sizes)."""
-    if "split" in meta:
-        return split_from_record(mols, meta["split"])
-    method = "official" if mols.folds else "random"
-    n_test = None if mols.folds else meta.get("n_test")
-    fold = meta.get("fold") if mols.folds else None
-    return split(
-        mols, method, fold, seed=meta["seed"], n_train=meta.get("n_train"), n_val=meta["n_val"], n_test=n_test
-    )
-
-
-def export_shipped(
-    run_dir: str | os.PathLike, name: str, models_dir: str | os.PathLike | None = None
-) -> dict:
-    """Copy a run's best weights into ``qmlx/pretrained/NAME.pt`` with ``NAME.json`` metadata.
-
-    The test MAE is measured again on the run's test set (QM7: the fold's official test part)
-    from the exported file itself, so the metadata always matches the shipped weights.
-    """
-    from qmlx.pretrained import MODELS_DIR
-    from qmlx.nn.io import load_network, predict_network, save_network
-
-    run_dir = Path(run_dir)
-    models_dir = Path(models_dir or MODELS_DIR)
-    model = load_network(model_file(run_dir))
-    meta = dict(model.metadata)
-    dest = models_dir / f"{name}.pt"
-    save_network(model, dest, metadata=meta)
-    shipped = load_network(dest)
-    mols = load_dataset(meta.get("data") or meta["dataset"])
-    target = meta.get("target", "atomization_energy")
-    sp = recorded_split(mols, meta)
-    test = mols.subset(sp.test)
-    pred, _ = predict_network(shipped, test)
-    err = pred - test.target(target, ENERGY_UNIT)
-    meta.setdefault("target_description", describe_target(mols, target))
-    meta.setdefault("domain", Domain.from_molecules(mols.subset(sp.train)).to_dict())
-    meta.update(
-        cli_command=str(meta.get("command", "")).replace("python -m qmlx.train.cli", "qmlx train"),
-        name=name,
-        model=type(shipped).__name__,
-        model_config=dict(shipped.config),
-        test_mae_kcal_mol=float(np.mean(np.abs(err))),
-        test_rmse_kcal_mol=float(np.sqrt(np.mean(err**2))),
-        n_parameters=int(sum(p.numel() for p in shipped.parameters())),
-    )
-    save_network(shipped, dest, metadata=meta)
-    meta["file_bytes"] = dest.stat().st_size
-    write_result(models_dir / f"{name}.json", meta)
-    return meta
