@@ -1,6 +1,6 @@
 """Do networks rate aromatic rings as more stable? Held-out molecules, composition controls, intervals.
 
-For every 5- and 6-membered ring (bonds and aromaticity from RDKit, see `qmlx.explain.rings`), the
+For every 5- and 6-membered ring (bonds and aromaticity from RDKit, see `qmlx.chem.rings`), the
 ring energy is the sum over the ring's atoms and their hydrogens of each atom's contribution
 relative to its element's reference energy (kcal/mol; lower is more stable), from two
 explanations: ``decomposition`` (the network's atom energies E_i - ref(Z_i)) and ``lrp`` (LRP
@@ -47,22 +47,17 @@ import numpy as np
 import torch
 
 from qmlx._io import savefig_atomic, write_text_atomic
+from qmlx.chem.rings import Perception, Ring, composition_features, perceive_rings
 from qmlx.data import load_dataset
 from qmlx.data.molecules import Molecules
-from qmlx.explain.rings import (
-    Perception,
-    Ring,
-    atom_contributions,
+from qmlx.explain.rings import atom_contributions, element_references, ring_energies
+from qmlx.insight.statistics import (
     bootstrap_draws,
-    composition_features,
     composition_residual,
     composition_scores,
-    element_references,
     group_codes,
     pair_fraction,
-    perceive_rings,
     percentile_intervals,
-    ring_energies,
 )
 from qmlx.nn import load_network
 from qmlx.train.config import recorded_split

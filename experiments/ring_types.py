@@ -1,6 +1,6 @@
 """Which ring types does a network rate most stable? A ranking on molecules it never saw.
 
-Every ring of 3 to 8 atoms is typed from RDKit's perception (`qmlx.explain.rings.ring_type_name`:
+Every ring of 3 to 8 atoms is typed from RDKit's perception (`qmlx.chem.rings.ring_type_name`:
 element sequence around the ring, aromaticity, double bonds inside the ring, and whether a ring
 atom carries an exocyclic double bond such as C=O). Its energy per ring atom is the network's atom
 energies (``decomposition``) minus the element references, summed over the ring's atoms and their
@@ -37,22 +37,11 @@ import numpy as np
 import torch
 
 from qmlx._io import savefig_atomic, write_text_atomic
+from qmlx.chem.rings import RING_TYPE_NAMES, Ring, per_atom_composition, perceive_rings, ring_type_name
 from qmlx.data import load_dataset
 from qmlx.data.molecules import Molecules
-from qmlx.explain.rings import (
-    RING_TYPE_NAMES,
-    Ring,
-    atom_contributions,
-    bootstrap_draws,
-    element_references,
-    group_codes,
-    matched_difference,
-    per_atom_composition,
-    perceive_rings,
-    percentile_intervals,
-    ring_energies,
-    ring_type_name,
-)
+from qmlx.explain.rings import atom_contributions, element_references, ring_energies
+from qmlx.insight.statistics import bootstrap_draws, group_codes, matched_difference, percentile_intervals
 from qmlx.nn import load_network
 from qmlx.nn.io import predict_network
 from qmlx.train.config import recorded_split

@@ -150,7 +150,7 @@ def test_flipping_an_additive_model_ranks_true_contributions_best(random_molecul
 def test_rings_find_aromatic_benzene_and_its_hydrogens():
     from ase.build import molecule
 
-    from qmlx.explain.rings import _fallback_rings, find_rings
+    from qmlx.chem.rings import _fallback_rings, find_rings
 
     benzene = molecule("C6H6")
     (ring,) = find_rings(benzene)
@@ -166,7 +166,7 @@ def test_rings_find_aromatic_benzene_and_its_hydrogens():
 
 
 def test_saturated_ring_is_not_aromatic():
-    from qmlx.explain.rings import _fallback_rings, find_rings
+    from qmlx.chem.rings import _fallback_rings, find_rings
 
     # cyclopentane: a puckered ring of sp3 carbons (positions in Å)
     angles = np.arange(5) * 2 * np.pi / 5

@@ -1,4 +1,5 @@
-"""Ring perception, ring types and the statistics of `qmlx.explain.rings` on hand-made molecules."""
+"""Ring perception and types (`qmlx.chem.rings`), ring energies (`qmlx.explain.rings`) and their
+statistics (`qmlx.insight.statistics`) on hand-made molecules."""
 
 from __future__ import annotations
 
@@ -6,18 +7,20 @@ import ase
 import numpy as np
 import pytest
 
-from qmlx.explain.rings import (
+from qmlx.chem.rings import (
     Ring,
-    bootstrap,
     canonical_sequence,
     composition_features,
+    per_atom_composition,
+    perceive_rings,
+)
+from qmlx.explain.rings import ring_energies
+from qmlx.insight.statistics import (
+    bootstrap,
     composition_residual,
     composition_scores,
     matched_difference,
     pair_fraction,
-    per_atom_composition,
-    perceive_rings,
-    ring_energies,
 )
 
 
