@@ -248,6 +248,11 @@ def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def format_number(v: Any, spec: str = ".3f", missing: str = "–") -> str:
+    """``format(v, spec)``, or ``missing`` if ``v`` is undefined (``None``, NaN)."""
+    return format(v, spec) if is_number(v) else missing
+
+
 def format_interval(v: Any, digits: int = 3, missing: str = "–") -> str:
     """``0.842 [0.707, 0.937]`` from an interval: a dict or object with ``value``, ``low`` and
     ``high``. ``missing`` if it or its value is undefined (``None``, NaN); a trailing ``*`` if

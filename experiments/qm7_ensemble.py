@@ -12,7 +12,8 @@ run as the fold-0 SchNet of ``experiments/qm7_networks.py``; ``--member-zero DIR
 finished run in instead of training it again (its settings are checked). The members live in
 ``runs/qm7-schnet-ensemble/member-k`` (resumable); `qmlx.train.ensemble.train_ensemble` assembles them
 into one ensemble file, which this script ships as ``qmlx/pretrained/qm7-schnet-ensemble.pt``. Writes
-``results/qm7_ensemble.{json,md}`` and ``results/qm7_ensemble_calibration.png``.
+``qm7_ensemble.{json,md}`` and ``qm7_ensemble_calibration.png`` to ``--out-dir`` (default
+``results/``).
 """
 
 from __future__ import annotations
@@ -26,10 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from qmlx._io import json_dumps, savefig_atomic, write_text_atomic
+from qmlx._io import json_dumps, write_text_atomic
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "results"
+try:
+    from experiments import _report as report
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import _report as report
+
+ROOT = report.ROOT
 N_MEMBERS = 5
 #: training settings of every member: those of the five-fold SchNet table in results/qm7_networks.md
 RECIPE = dict(
@@ -84,12 +89,9 @@ def seed_member_zero(out: Path, run: Path) -> None:
     write_text_atomic(member / "result.json", json_dumps(meta) + "\n")
 
 
-def calibration_plot(pred: np.ndarray, std: np.ndarray, ref: np.ndarray) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def calibration_plot(pred: np.ndarray, std: np.ndarray, ref: np.ndarray, path: Path) -> None:
+    """Error against uncertainty and RMSE per decile of the uncertainty, (n_test,) arrays in kcal/mol."""
+    plt = report.pyplot()
     err = np.abs(pred - ref)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     ax = axes[0]
@@ -115,12 +117,11 @@ def calibration_plot(pred: np.ndarray, std: np.ndarray, ref: np.ndarray) -> None
     ax.legend(fontsize=8)
     ax.set_title("calibration by decile of s·σ", fontsize=9)
     fig.tight_layout()
-    savefig_atomic(fig, RESULTS / "qm7_ensemble_calibration.png", dpi=120)
-    plt.close(fig)
+    report.save_figure(fig, path)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = report.make_parser(__doc__)
     parser.add_argument("--jobs", type=int, default=1, help="members trained at once (one thread each)")
     parser.add_argument("--max-minutes", type=float, default=None, help="time budget per member and call")
     parser.add_argument("--evaluate-only", action="store_true")
@@ -128,7 +129,12 @@ def main() -> None:
     parser.add_argument(
         "--member-zero", type=Path, default=None, help="a finished run to copy in as member 0"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def compute(args: argparse.Namespace) -> dict:
+    """Train the missing members, assemble and ship the ensemble; its summary, with the members'
+    test RMSEs and (under ``_calibration``, for the figure) the test predictions."""
     out = args.runs / "qm7-schnet-ensemble"
     if args.member_zero is not None:
         seed_member_zero(out, args.member_zero)
@@ -147,26 +153,40 @@ def main() -> None:
     from qmlx.train.ensemble import train_ensemble
 
     config, model_config = settings()
+    command = report.command(args)
     summary = train_ensemble(
         N_MEMBERS, "schnet", "qm7", SplitSpec(fold=0), config, model_config=model_config, out=out, resume=True,
-        progress=False, command="python " + " ".join(sys.argv),
+        progress=False, command=command,
     )  # fmt: skip
     shutil.copyfile(out / "model.pt", MODELS_DIR / "qm7-schnet-ensemble.pt")
-    summary["command"] = "python " + " ".join(sys.argv)  # not member 0's own command
+    summary["command"] = command  # not member 0's own command
     meta = dict(
         summary, name="qm7-schnet-ensemble", file_bytes=(MODELS_DIR / "qm7-schnet-ensemble.pt").stat().st_size
     )
     write_text_atomic(MODELS_DIR / "qm7-schnet-ensemble.json", json_dumps(meta) + "\n")
-    data = np.load(out / "test_predictions.npz")
-    calibration_plot(data["pred"], data["std"], data["ref"])
-    write_text_atomic(RESULTS / "qm7_ensemble.json", json_dumps(summary) + "\n")
-    u, raw = summary["uncertainty"], summary["uncertainty_raw"]
-    scale = summary["uncertainty_scale"]
-    maes = summary["member_test_mae_kcal_mol"]
-    rmses = [
+    summary["member_test_rmse_kcal_mol"] = [
         json.loads((out / f"member-{k}" / "result.json").read_text())["test_rmse_kcal_mol"]
         for k in range(N_MEMBERS)
     ]
+    summary["member_mean_test_rmse_kcal_mol"] = float(np.mean(summary["member_test_rmse_kcal_mol"]))
+    data = np.load(out / "test_predictions.npz")
+    summary["_calibration"] = {k: data[k] for k in ("pred", "std", "ref")}
+    return summary
+
+
+def render(result: dict, out_dir: Path) -> None:
+    """``qm7_ensemble.md`` and, when the result holds the test predictions (not after
+    ``--report-only``), ``qm7_ensemble_calibration.png``."""
+    if "_calibration" in result:
+        c = result["_calibration"]
+        calibration_plot(c["pred"], c["std"], c["ref"], out_dir / "qm7_ensemble_calibration.png")
+    summary = result
+    u, raw = summary["uncertainty"], summary["uncertainty_raw"]
+    scale = summary["uncertainty_scale"]
+    maes = summary["member_test_mae_kcal_mol"]
+    rmses = summary.get("member_test_rmse_kcal_mol", [None] * len(maes))  # "–" for older files
+    mean_rmse = summary.get("member_mean_test_rmse_kcal_mol")
+    rmse = report.format_number
     lines = [
         "# QM7 fold 0: an ensemble of five SchNets",
         "",
@@ -182,8 +202,8 @@ def main() -> None:
         "",
         "| model | test MAE | test RMSE |",
         "|---|---|---|",
-        *[f"| member {k} (seed {k}) | {m:.3f} | {r:.3f} |" for k, (m, r) in enumerate(zip(maes, rmses))],
-        f"| mean over the members | {np.mean(maes):.3f} | {np.mean(rmses):.3f} |",
+        *[f"| member {k} (seed {k}) | {m:.3f} | {rmse(r)} |" for k, (m, r) in enumerate(zip(maes, rmses))],
+        f"| mean over the members | {np.mean(maes):.3f} | {rmse(mean_rmse)} |",
         f"| **ensemble (mean prediction)** | **{summary['test_mae_kcal_mol']:.3f}** | "
         f"{summary['test_rmse_kcal_mol']:.3f} |",
         "",
@@ -205,10 +225,13 @@ def main() -> None:
         "test molecules above played no part in it. One factor cannot change the ranking (the Spearman "
         "correlation), only the coverage. The ±2 coverage stays below 0.954 because the errors have "
         "heavier tails than a Gaussian of width s·σ. See `results/qm7_ensemble_calibration.png`.",
-        "",
+        *report.run_lines(result),
     ]
-    write_text_atomic(RESULTS / "qm7_ensemble.md", "\n".join(lines))
-    print("\n".join(lines))
+    report.write_markdown(out_dir / "qm7_ensemble.md", lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return report.main(compute, render, build_parser(), "qm7_ensemble", argv)
 
 
 if __name__ == "__main__":

@@ -8,25 +8,26 @@ Training uses `qmlx.train.train_network` with the network sizes of the shipped `
 (its ``qmlx/pretrained/*.json``) and the protocol given here: by default a cosine learning rate from
 1e-3 to 1e-6 over 300 epochs with an EMA of the weights, no early stopping; ``--schedule plateau``
 takes the shipped models' plateau decay and early stopping instead. Each run lives in
-``runs/qm7-<model>-fold<K>/`` and is resumable. Writes ``results/qm7_networks.json``,
-``results/qm7_networks.md``, ``results/qm7_networks_learning_curve.png`` and
-``results/qm7_networks_parity.png``.
+``runs/qm7-<model>-fold<K>/`` and is resumable. Writes ``qm7_networks.json``, ``qm7_networks.md``,
+``qm7_networks_learning_curve.png`` and ``qm7_networks_parity.png`` to ``--out-dir`` (default
+``results/``); ``--report-only`` rewrites the Markdown only (the JSON holds no predictions).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from qmlx._io import savefig_atomic, write_text_atomic
+try:
+    from experiments import _report as report
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import _report as report
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "results"
+ROOT = report.ROOT
 PAPER_MAE = {"dtnn": 1.0, "schnet": None}  # DTNN: Schütt et al., Nat. Commun. 2017 (QM7, ~1.0 kcal/mol)
 
 
@@ -101,11 +102,9 @@ def evaluate(model: str, fold: int, args, qm7) -> dict:
     }
 
 
-def plots(rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plots(rows: list[dict], out_dir: Path) -> None:
+    """Learning curves (from ``_log``) and parity plots (``_pred``, ``_ref``) of ``rows``."""
+    plt = report.pyplot()
 
     models = sorted({r["model"] for r in rows})
     colors = {fold: f"C{fold}" for fold in sorted({r["fold"] for r in rows})}
@@ -125,8 +124,7 @@ def plots(rows: list[dict]) -> None:
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("MAE (kcal/mol)")
     fig.tight_layout()
-    savefig_atomic(fig, RESULTS / "qm7_networks_learning_curve.png", dpi=120)
-    plt.close(fig)
+    report.save_figure(fig, out_dir / "qm7_networks_learning_curve.png")
 
     # one parity panel per model, all folds' test molecules together
     fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 4.2), squeeze=False)
@@ -144,8 +142,7 @@ def plots(rows: list[dict]) -> None:
         ax.set_title(f"{model}: test MAE {mean:.2f} kcal/mol ({len(mine)} fold(s))", fontsize=9)
         ax.legend(fontsize=7, markerscale=3)
     fig.tight_layout()
-    savefig_atomic(fig, RESULTS / "qm7_networks_parity.png", dpi=120)
-    plt.close(fig)
+    report.save_figure(fig, out_dir / "qm7_networks_parity.png")
 
 
 def _protocol(tc: dict) -> str:
@@ -158,21 +155,36 @@ def _protocol(tc: dict) -> str:
     return ", ".join(parts)
 
 
-def write(rows: list[dict], args) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+def ensemble_summary(path: Path) -> dict | None:
+    """Test MAE (kcal/mol) and Spearman correlation of the ensemble in ``path``
+    (``qm7_ensemble.json``, written by experiments/qm7_ensemble.py), if it exists."""
+    if not path.exists():
+        return None
+    e = report.read_json(path)
+    return {"test_mae_kcal_mol": e["test_mae_kcal_mol"], "spearman": e["uncertainty"]["spearman"]}
+
+
+def summarize(rows: list[dict], out_dir: Path) -> dict:
+    """The result: ``rows`` (one per model and fold), mean MAE per model, and the ensemble's
+    summary from ``out_dir``."""
     summary = {}
     for model in sorted({r["model"] for r in rows}):
         maes = [r["mae_kcal_mol"] for r in rows if r["model"] == model]
         summary[model] = {"folds": len(maes), "mean_mae_kcal_mol": float(np.mean(maes))}
-    out = {
+    return {
         "dataset": "qm7",
         "target": "atomization_energy",
         "unit": "kcal/mol",
-        "runs": public,
+        "runs": rows,
         "summary": summary,
+        "ensemble": ensemble_summary(out_dir / "qm7_ensemble.json"),
     }
-    write_text_atomic(RESULTS / "qm7_networks.json", json.dumps(out, indent=2) + "\n")
+
+
+def render(result: dict, out_dir: Path) -> None:
+    """``qm7_networks.md`` and, when the rows hold predictions and logs (not after
+    ``--report-only``), the learning-curve and parity figures."""
+    public, summary = result["runs"], result["summary"]
     lines = [
         "# QM7: DTNN and SchNet (official folds)",
         "",
@@ -193,13 +205,12 @@ def write(rows: list[dict], args) -> None:
         )
     lines += ["", "Mean over folds: " + ", ".join(f"{m} {s['mean_mae_kcal_mol']:.3f} kcal/mol ({s['folds']} folds)"
                                               for m, s in summary.items()), ""]  # fmt: skip
-    ensemble = RESULTS / "qm7_ensemble.json"
-    if ensemble.exists():  # written by experiments/qm7_ensemble.py
-        e = json.loads(ensemble.read_text())
+    e = result.get("ensemble") or ensemble_summary(out_dir / "qm7_ensemble.json")
+    if e:
         lines += [
             f"An ensemble of five SchNets trained like the fold-0 SchNet above (seeds 0-4, member 0 is that run) "
             f"reaches {e['test_mae_kcal_mol']:.3f} kcal/mol on fold 0, with an uncertainty per molecule whose "
-            f"Spearman correlation with the absolute error is {e['uncertainty']['spearman']:.2f}; its calibration "
+            f"Spearman correlation with the absolute error is {e['spearman']:.2f}; its calibration "
             "(coverage of ±1 and ±2 uncertainties, calibration plot) is in `qm7_ensemble.md`.",
             "",
         ]
@@ -207,15 +218,15 @@ def write(rows: list[dict], args) -> None:
         "![learning curves](qm7_networks_learning_curve.png)",
         "",
         "![parity](qm7_networks_parity.png)",
-        "",
+        *report.run_lines(result),
     ]
-    write_text_atomic(RESULTS / "qm7_networks.md", "\n".join(lines))
-    plots(rows)
-    print("\n".join(lines))
+    report.write_markdown(out_dir / "qm7_networks.md", lines)
+    if any("_pred" in r for r in public):
+        plots(public, out_dir)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    ap = report.make_parser(__doc__, seed_help="seed of the network initialization and shuffling")
     ap.add_argument("--folds", type=int, nargs="+", default=[0])
     ap.add_argument("--models", nargs="+", default=["schnet", "dtnn"], choices=["schnet", "dtnn"])
     ap.add_argument("--schedule", choices=["cosine", "plateau"], default="cosine")
@@ -224,11 +235,13 @@ def main() -> None:
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--loss", choices=["mse", "mae"], default="mse")
     ap.add_argument("--max-minutes", type=float, default=95.0, help="wall-clock budget per run")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", type=Path, default=ROOT / "runs")
     ap.add_argument("--evaluate-only", action="store_true", help="no training; evaluate finished runs")
-    args = ap.parse_args()
+    return ap
+
+
+def compute(args: argparse.Namespace) -> dict:
+    """Train (unless ``--evaluate-only``) and evaluate every model on every fold."""
     if args.epochs is None:
         args.epochs = 300 if args.schedule == "cosine" else 3000
     from qmlx.data import load_qm7
@@ -243,7 +256,11 @@ def main() -> None:
                 print(f"no finished {model} run for fold {fold} in {args.runs}; left out", file=sys.stderr)
                 continue
             rows.append(evaluate(model, fold, args, qm7))
-    write(rows, args)
+    return summarize(rows, Path(args.out_dir))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return report.main(compute, render, build_parser(), "qm7_networks", argv)
 
 
 if __name__ == "__main__":

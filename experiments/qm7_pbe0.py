@@ -13,24 +13,25 @@ There are no official folds, so every model uses seeded random 5-fold CV (seed 0
 shuffled ``KFold``): Bag of Bonds + Laplacian KRR on all five folds (hyperparameters by 3-fold
 inner CV on the training part), SchNet on fold 0 with the shipped ``qm7-schnet`` settings (its
 run in ``runs/qm7-pbe0-schnet-fold0/`` resumes where it stopped). Writes
-``results/qm7_pbe0.json`` (updated after every model) and ``results/qm7_pbe0.md``.
+``qm7_pbe0.json`` (updated after every model) and ``qm7_pbe0.md`` to ``--out-dir`` (default
+``results/``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from qmlx._io import json_dumps, write_text_atomic
+try:
+    from experiments import _report as report
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import _report as report
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "results"
-OUT_JSON = RESULTS / "qm7_pbe0.json"
+ROOT = report.ROOT
 SEED, N_FOLDS = 0, 5
 DESCRIPTION = "PBE0/def2-TZVP atomization energy"
 # the same models on the official qm7.mat (results/qm7_kernels.md, results/qm7_networks.md)
@@ -59,17 +60,19 @@ def load_pbe0(cache: Path):
     return mols
 
 
-def load_results() -> dict:
-    return json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+def load_results(out_dir: Path) -> dict:
+    """The results file ``qm7_pbe0.json`` in ``out_dir`` as it is now (empty if there is none)."""
+    path = Path(out_dir) / "qm7_pbe0.json"
+    return report.read_json(path) if path.exists() else {}
 
 
-def update_results(res: dict, key: str, value: dict) -> None:
+def update_results(res: dict, key: str, value: dict, out_dir: Path) -> None:
     """Set ``res[key]`` and merge it into the results file as it is now (the kernel and network
     parts may run as two processes at once)."""
     res[key] = value
-    current = load_results()
+    current = load_results(out_dir)
     current[key] = value
-    write_text_atomic(OUT_JSON, json_dumps(current) + "\n")
+    report.write_json(Path(out_dir) / "qm7_pbe0.json", current)
 
 
 def run_krr(mols, res: dict, args) -> None:
@@ -97,7 +100,7 @@ def run_krr(mols, res: dict, args) -> None:
             "split": sp.record,
         }
         print(f"BoB KRR fold {fold}: MAE {info['test_mae_kcal_mol']:.3f} kcal/mol", file=sys.stderr)
-        update_results(res, "krr_bob_laplacian", rows)
+        update_results(res, "krr_bob_laplacian", rows, args.out_dir)
 
 
 def run_schnet(mols, res: dict, args) -> None:
@@ -124,14 +127,16 @@ def run_schnet(mols, res: dict, args) -> None:
         "val_mae_kcal_mol": summary["val_mae_kcal_mol"],
         "model_config": shipped["model_config"],
     }
-    update_results(res, "schnet_fold0", row)
+    update_results(res, "schnet_fold0", row, args.out_dir)
 
 
-def report(mols, res: dict) -> None:
+def render(res: dict, out_dir: Path) -> None:
+    """``qm7_pbe0.md`` from the results (the parts that have run)."""
+    data = res["data"]
     lines = [
         "# QM7 relaxed at PBE0/def2-TZVP: an imported data set",
         "",
-        f"Data: `qm7-pbe0/` ({len(mols)} molecules, {len(mols.Z)} atoms), imported from a folder of xyz files "
+        f"Data: `qm7-pbe0/` ({data['n_molecules']} molecules, {data['n_atoms']} atoms), imported from a folder of xyz files "
         "and `hof_qm7.txt` with `qmlx data import`. Target: PBE0/def2-TZVP atomization energy (kcal/mol). "
         f"Split: seeded random {N_FOLDS}-fold CV (seed {SEED}, scikit-learn's shuffled KFold); test MAE "
         "in kcal/mol. Written by `experiments/qm7_pbe0.py`.",
@@ -189,30 +194,39 @@ def report(mols, res: dict) -> None:
         "",
         "Wall times were measured on 2 cores shared with other jobs (the kernel folds and the network "
         "ran at the same time, one thread each), so they are upper bounds.",
-        "",
+        *report.run_lines(res),
     ]
-    write_text_atomic(RESULTS / "qm7_pbe0.md", "\n".join(lines))
+    report.write_markdown(out_dir / "qm7_pbe0.md", lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = report.make_parser(__doc__)
     parser.add_argument("--folds", type=int, nargs="+", default=list(range(N_FOLDS)), help="KRR folds")
     parser.add_argument("--skip-krr", action="store_true")
     parser.add_argument("--skip-schnet", action="store_true")
     parser.add_argument("--redo", action="store_true", help="recompute KRR folds already in the results")
     parser.add_argument("--schnet-minutes", type=float, default=45.0, help="SchNet time budget of this call")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
-    args = parser.parse_args()
+    return parser
+
+
+def compute(args: argparse.Namespace) -> dict:
+    """Import the data set (or read the cache), then SchNet and the KRR folds not yet in the
+    results file of ``args.out_dir``; the results file as it is afterwards."""
     args.runs.mkdir(parents=True, exist_ok=True)
     mols = load_pbe0(args.runs / "qm7-pbe0.h5")
-    res = load_results()
-    update_results(res, "data", {"name": "qm7-pbe0", "n_molecules": len(mols), "n_atoms": int(len(mols.Z))})
+    res = load_results(args.out_dir)
+    data = {"name": "qm7-pbe0", "n_molecules": len(mols), "n_atoms": int(len(mols.Z))}
+    update_results(res, "data", data, args.out_dir)
     if not args.skip_schnet:
         run_schnet(mols, res, args)
     if not args.skip_krr:
         run_krr(mols, res, args)
-    report(mols, load_results())
+    return load_results(args.out_dir)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return report.main(compute, render, build_parser(), "qm7_pbe0", argv)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python experiments/qm9_networks.py --n-train 1000 --epochs 300
     python experiments/qm9_networks.py --n-train 10000 --epochs 130
     python experiments/qm9_networks.py --from-run runs/qm9-schnet-110k --ship qm9-schnet
-    python experiments/qm9_networks.py --report                          # tables and figure only
+    python experiments/qm9_networks.py --report-only                     # tables and figure only
 
 Split: a seeded permutation (``--seed``, default 0) holds out the test set first, by default
 everything that 110,000 training and 10,000 validation molecules leave of QM9 (10,831 of
@@ -14,9 +14,9 @@ everything that 110,000 training and 10,000 validation molecules leave of QM9 (1
 Protocol: SchNet with the shipped settings (64 features, 3 interactions, cutoff 5 Å, 51 Gaussians),
 batches of 32, Adam with a cosine learning rate from 1e-3 to 1e-6 over ``--epochs``, EMA 0.999 of
 the weights (validated and saved), the best validation epoch kept. Runs live in
-``runs/qm9-<model>-n<N>/`` and resume. Results go to ``results/qm9_networks.json`` (one entry per
-model and size: ``n_train``, ``epochs``, ``test_mae_kcal_mol`` and the full run record),
-``results/qm9_networks.md`` and ``results/qm9_networks.png``.
+``runs/qm9-<model>-n<N>/`` and resume. Results go to ``qm9_networks.json`` (one entry per model
+and size: ``n_train``, ``epochs``, ``test_mae_kcal_mol`` and the full run record),
+``qm9_networks.md`` and ``qm9_networks.png`` in ``--out-dir`` (default ``results/``).
 
 Published U0 test MAEs (kcal/mol), drawn in the figure: SchNet 0.59 at 50k and 0.31 at 110k
 (Schütt et al., NeurIPS 2017 and JCP 2018); DTNN 0.94 at 50k and 0.84 at 100k (as reported in
@@ -26,21 +26,22 @@ Schütt et al., NeurIPS 2017).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from qmlx._io import savefig_atomic, write_text_atomic
+try:
+    from experiments import _report as report
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import _report as report
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "results"
+ROOT = report.ROOT
 PAPER = {"schnet": {50000: 0.59, 110000: 0.31}, "dtnn": {50000: 0.94, 100000: 0.84}}
 QM9_SIZE = 130831  # molecules in the qm9pack release that `load_dataset("qm9")` reads
 DEFAULT_N_TEST = QM9_SIZE - 110000 - 10000
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    ap = report.make_parser(__doc__, threads=2, seed_help="seed of the split and of the training")
     ap.add_argument("--model", default="schnet", choices=["schnet", "dtnn"])
     ap.add_argument("--n-train", type=int, default=10000)
     ap.add_argument(
@@ -49,8 +50,6 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=DEFAULT_N_TEST)
     ap.add_argument("--epochs", type=int, default=130, help="length of the cosine schedule")
     ap.add_argument("--max-minutes", type=float, default=None)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", type=Path, default=ROOT / "runs")
     ap.add_argument(
         "--from-run", type=Path, default=None, help="no training: add a finished run's result.json"
@@ -58,11 +57,17 @@ def main() -> None:
     ap.add_argument(
         "--ship", default=None, metavar="NAME", help="with --from-run: ship the run as qmlx/pretrained/NAME"
     )
-    ap.add_argument("--report", action="store_true", help="no training: rewrite the table and figure")
-    args = ap.parse_args()
+    ap.add_argument("--report", dest="report_only", action="store_true", help="the same as --report-only")
+    return ap
+
+
+def compute(args: argparse.Namespace) -> dict:
+    """Train one model and size (or take ``--from-run``'s result) and put it into the runs of the
+    JSON in ``args.out_dir``; returns all runs."""
+    path = Path(args.out_dir) / "qm9_networks.json"
     if args.from_run is not None:
-        summary = json.loads((args.from_run / "result.json").read_text())
-        add_run(summary.get("model", args.model).lower(), summary)
+        summary = report.read_json(args.from_run / "result.json")
+        doc = add_run(path, summary.get("model", args.model).lower(), summary)
         if args.ship:
             from qmlx.train.export import export_shipped
 
@@ -70,9 +75,8 @@ def main() -> None:
             print(
                 f"shipped {args.ship}: test MAE {meta['test_mae_kcal_mol']:.3f} kcal/mol from the shipped file"
             )
-    elif not args.report:
-        add_run(args.model, train(args))
-    report()
+        return doc
+    return add_run(path, args.model, train(args))
 
 
 def train(args) -> dict:
@@ -91,10 +95,10 @@ def train(args) -> dict:
     )  # fmt: skip
 
 
-def add_run(model: str, summary: dict) -> None:
-    """Put ``summary`` into results/qm9_networks.json, replacing the entry of the same model and size."""
-    path = RESULTS / "qm9_networks.json"
-    runs = json.loads(path.read_text())["runs"] if path.exists() else []
+def add_run(path: Path, model: str, summary: dict) -> dict:
+    """The runs of the JSON file ``path`` with ``summary`` put in, replacing the entry of the same
+    model and size."""
+    runs = report.read_json(path)["runs"] if path.exists() else []
     runs = [r for r in runs if (r["model"], r["n_train"]) != (model, summary["n_train"])]
     config = summary.get("train_config")
     if config is None and (Path(summary["out"]) / "model.pt").exists():  # result.json of older runs
@@ -105,19 +109,17 @@ def add_run(model: str, summary: dict) -> None:
     runs.append({**summary, "model": model, "epochs": summary["epochs_run"], "schedule": schedule,
                  "paper_mae_kcal_mol": PAPER[model].get(summary["n_train"])})  # fmt: skip
     runs.sort(key=lambda r: (r["model"], r["n_train"]))
-    RESULTS.mkdir(exist_ok=True)
-    doc = {
+    return {
         "dataset": "qm9",
         "target": "U0 atomization energy, B3LYP/6-31G(2df,p)",
         "unit": "kcal/mol",
         "runs": runs,
     }
-    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
 
 
-def report() -> None:
-    """Rewrite results/qm9_networks.md and the learning-curve figure from the JSON."""
-    runs = json.loads((RESULTS / "qm9_networks.json").read_text())["runs"]
+def render(result: dict, out_dir: Path) -> None:
+    """``qm9_networks.md`` and the learning-curve figure ``qm9_networks.png``."""
+    runs = result["runs"]
     lines = [
         "# QM9: interaction networks on U0 atomization energies",
         "",
@@ -148,17 +150,15 @@ def report() -> None:
         "two CPU cores; epochs and minutes are in the table.",
         "",
         "![learning curve](qm9_networks.png)",
+        *report.run_lines(result),
     ]
-    write_text_atomic(RESULTS / "qm9_networks.md", "\n".join(lines) + "\n")
-    plot(runs)
-    print("\n".join(lines))
+    report.write_markdown(out_dir / "qm9_networks.md", lines)
+    plot(runs, out_dir / "qm9_networks.png")
 
 
-def plot(runs: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot(runs: list[dict], path: Path) -> None:
+    """Test MAE against training-set size, ours and published."""
+    plt = report.pyplot()
 
     fig, ax = plt.subplots(figsize=(5.4, 4.0))
     for k, model in enumerate(sorted(PAPER)):
@@ -177,8 +177,11 @@ def plot(runs: list[dict]) -> None:
     ax.set_title("QM9 learning curve (one held-out test set)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    savefig_atomic(fig, RESULTS / "qm9_networks.png", dpi=120)
-    plt.close(fig)
+    report.save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return report.main(compute, render, build_parser(), "qm9_networks", argv)
 
 
 if __name__ == "__main__":

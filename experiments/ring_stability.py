@@ -31,22 +31,20 @@ rings of the covalent-radius fallback instead).
     python experiments/ring_stability.py --dataset qm7     # qm7-schnet and qm7-dtnn
     python experiments/ring_stability.py --dataset qm9     # qm9-schnet-50k
 
-Writes ``results/ring_stability_<dataset>.json``, ``.md`` and ``_hist.png``.
+Writes ``ring_stability_<dataset>.json``, ``.md`` and ``_hist.png`` to ``--out-dir`` (default
+``results/``; ``--report-only`` rewrites the Markdown only, the JSON holds no ring energies).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from qmlx._io import savefig_atomic, write_text_atomic
 from qmlx.chem.rings import Perception, Ring, composition_features, perceive_rings
 from qmlx.data import load_dataset
 from qmlx.data.molecules import Molecules
@@ -62,7 +60,11 @@ from qmlx.insight.statistics import (
 from qmlx.nn import load_network
 from qmlx.train.config import recorded_split
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+try:
+    from experiments import _report as report
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import _report as report
+
 MODELS = {"qm7": ("qm7-schnet", "qm7-dtnn"), "qm9": ("qm9-schnet-50k",)}
 METHODS = ("decomposition", "lrp")
 RING_SETS: dict[str, Callable[[Ring], bool]] = {
@@ -251,20 +253,17 @@ def analyse_part(part: Part, models: dict, resamples: int, seed: int) -> dict:
                 }
         per_model["by_composition"] = composition_groups(part, energies["decomposition"], resamples, seed)
         per_model["seconds_statistics"] = time.perf_counter() - t1
-        per_model["energies"] = {m: e.tolist() for m, e in energies.items()}
+        per_model["_energies"] = {m: e.tolist() for m, e in energies.items()}  # for the figure only
         result[name] = per_model
-    result["ring_aromatic"] = [r.aromatic for r in part.rings]
-    result["ring_size"] = [r.size for r in part.rings]
+    result["_ring_aromatic"] = [r.aromatic for r in part.rings]
+    result["_ring_size"] = [r.size for r in part.rings]
     return result
 
 
 def fmt(v: dict | None, digits: int = 3) -> str:
-    """``0.842 [0.707, 0.937]`` from an interval dict; ``–`` if undefined; ``*`` if some resamples
-    were undefined (no aromatic or no non-aromatic ring drawn)."""
-    if not v or not np.isfinite(v["value"]):
-        return "–"
-    text = f"{v['value']:.{digits}f} [{v['low']:.{digits}f}, {v['high']:.{digits}f}]"
-    return text + ("*" if v.get("n_undefined") else "")
+    """``0.842 [0.707, 0.937]`` (`_report.format_interval`); ``–`` if undefined; ``*`` if some
+    resamples were undefined (no aromatic or no non-aromatic ring drawn)."""
+    return report.format_interval(v, digits)
 
 
 def markdown(result: dict) -> str:
@@ -378,9 +377,10 @@ def markdown(result: dict) -> str:
                 "",
                 "Without the molecules perceived on the second try (decomposition, point estimates): "
                 + "; ".join(
-                    f"{n} {sn}: pairs {w['pairs_decomposition']:.3f}, AUC {w['auc_decomposition']:.3f}"
+                    f"{n} {sn}: pairs {report.format_number(w['pairs_decomposition'])}, "
+                    f"AUC {report.format_number(w['auc_decomposition'])}"
                     for n, sn, w in retried
-                    if np.isfinite(w["pairs_decomposition"]) or np.isfinite(w["auc_decomposition"])
+                    if report.is_number(w["pairs_decomposition"]) or report.is_number(w["auc_decomposition"])
                 )
                 + ".",
             ]
@@ -398,20 +398,26 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render(result: dict, out_dir: Path) -> None:
+    """``STEM.md`` and, when the result holds the ring energies (not after ``--report-only``),
+    ``STEM_hist.png``."""
+    stem = result["stem"]
+    if "_ring_aromatic" in result["parts"][0]:
+        histogram(result, out_dir / f"{stem}_hist.png")
+    report.write_markdown(out_dir / f"{stem}.md", [markdown(result).rstrip("\n"), *report.run_lines(result)])
+
+
 def histogram(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Ring energies of the first part, by ring size and aromaticity, per model and method."""
+    plt = report.pyplot()
     part = result["parts"][0]
-    aromatic = np.array(part["ring_aromatic"], dtype=bool)
-    six = np.array(part["ring_size"]) == 6
+    aromatic = np.array(part["_ring_aromatic"], dtype=bool)
+    six = np.array(part["_ring_size"]) == 6
     names = result["models"]
     fig, axes = plt.subplots(len(names), 2, figsize=(10, 3.4 * len(names)), squeeze=False)
     for row, name in enumerate(names):
         for ax, m in zip(axes[row], METHODS):
-            e = np.array(part[name]["energies"][m])
+            e = np.array(part[name]["_energies"][m])
             if len(e) == 0:
                 continue
             bins = np.linspace(np.percentile(e, 0.5), np.percentile(e, 99.5), 50)
@@ -428,12 +434,11 @@ def histogram(result: dict, path: Path) -> None:
         axes[row][0].set_ylabel("density")
         axes[row][1].legend(fontsize=7)
     fig.tight_layout()
-    savefig_atomic(fig, path, dpi=110)
-    plt.close(fig)
+    report.save_figure(fig, path, dpi=110)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = report.make_parser(__doc__, seed_help="seed of the training subset and the bootstrap")
     parser.add_argument("--dataset", choices=sorted(MODELS), default="qm7")
     parser.add_argument("--models", nargs="+", default=None, help="networks sharing one recorded split")
     parser.add_argument(
@@ -441,13 +446,19 @@ def main() -> None:
     )
     parser.add_argument("--no-train", action="store_true", help="held-out molecules only")
     parser.add_argument("--resamples", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--use-fallback", action="store_true", help="keep rings of the covalent-radius fallback"
     )
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    return parser
+
+
+def stem(args: argparse.Namespace) -> str:
+    return f"ring_stability_{args.dataset}"
+
+
+def compute(args: argparse.Namespace) -> dict:
+    """Statistics of the held-out (and training) rings of every model; the ring energies, for the
+    figure, under ``_`` keys (not written to the JSON)."""
     start = time.perf_counter()
     names = args.models or list(MODELS[args.dataset])
     models = {n: load_network(n) for n in names}
@@ -485,19 +496,12 @@ def main() -> None:
         "parts": [analyse_part(p, models, args.resamples, args.seed) for p in parts],
     }
     result["seconds"] = time.perf_counter() - start
-    stem = f"ring_stability_{args.dataset}"
-    result["stem"] = stem
-    RESULTS.mkdir(exist_ok=True)
-    histogram(result, RESULTS / f"{stem}_hist.png")
-    slim = json.loads(json.dumps(result, default=float))
-    for part in slim["parts"]:
-        for n in names:
-            part[n].pop("energies", None)
-        part.pop("ring_aromatic", None)
-        part.pop("ring_size", None)
-    write_text_atomic(RESULTS / f"{stem}.json", json.dumps(slim, indent=1))
-    write_text_atomic(RESULTS / f"{stem}.md", markdown(result))
-    print((RESULTS / f"{stem}.md").read_text())
+    result["stem"] = stem(args)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return report.main(compute, render, build_parser(), stem, argv)
 
 
 if __name__ == "__main__":

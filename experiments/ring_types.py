@@ -22,21 +22,18 @@ energies.
 
     python experiments/ring_types.py
 
-Writes ``results/ring_types.json``, ``.md`` and ``.png``.
+Writes ``ring_types.json``, ``.md`` and ``.png`` to ``--out-dir`` (default ``results/``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from qmlx._io import savefig_atomic, write_text_atomic
 from qmlx.chem.rings import RING_TYPE_NAMES, Ring, per_atom_composition, perceive_rings, ring_type_name
 from qmlx.data import load_dataset
 from qmlx.data.molecules import Molecules
@@ -46,7 +43,11 @@ from qmlx.nn import load_network
 from qmlx.nn.io import predict_network
 from qmlx.train.config import recorded_split
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+try:
+    from experiments import _report as report
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import _report as report
+
 SIZES = (3, 4, 5, 6, 7, 8)
 STRAIN_PER_CH2 = {
     "cyclopropane": 27.5 / 3,
@@ -241,7 +242,8 @@ def contrasts(source: Source, resamples: int, seed: int, min_rings: int = 10) ->
 
 
 def fmt(v: dict, digits: int = 2) -> str:
-    return f"{v['value']:.{digits}f} [{v['low']:.{digits}f}, {v['high']:.{digits}f}]"
+    """``-1.23 [-1.40, -1.05]`` (`_report.format_interval` with two digits)."""
+    return report.format_interval(v, digits)
 
 
 def kind(row: dict) -> str:
@@ -369,11 +371,17 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(result: dict, path: Path) -> None:
-    import matplotlib
+def render(result: dict, out_dir: Path) -> None:
+    """``ring_types.md`` and ``ring_types.png``."""
+    figure(result, out_dir / "ring_types.png")
+    report.write_markdown(
+        out_dir / "ring_types.md", [markdown(result).rstrip("\n"), *report.run_lines(result)]
+    )
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def figure(result: dict, path: Path) -> None:
+    """Mean ring energy per ring atom of the named types with intervals, qm9-schnet-50k sources."""
+    plt = report.pyplot()
 
     main = result["order_by"]
     table = result["sources"][main]["types"]
@@ -414,19 +422,19 @@ def figure(result: dict, path: Path) -> None:
     ax.legend(handles=handles, fontsize=7, loc="upper right")
     ax.set_title(f"Ring types, 95% bootstrap intervals ({main}: circles)", fontsize=9)
     fig.tight_layout()
-    savefig_atomic(fig, path, dpi=120)
-    plt.close(fig)
+    report.save_figure(fig, path)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = report.make_parser(__doc__, seed_help="seed of the bootstrap")
     parser.add_argument("--min-count", type=int, default=30)
     parser.add_argument("--resamples", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-unseen", action="store_true", help="QM9 test molecules only")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    return parser
+
+
+def compute(args: argparse.Namespace) -> dict:
+    """Ring-type tables, Spearman correlations with the parents and contrasts of every source."""
     start = time.perf_counter()
     sources: list[Source] = []
 
@@ -491,11 +499,11 @@ def main() -> None:
             "all_counts": {str(n): int(c) for n, c in zip(names, counts)},
         }
     result["seconds"] = time.perf_counter() - start
-    RESULTS.mkdir(exist_ok=True)
-    figure(result, RESULTS / "ring_types.png")
-    write_text_atomic(RESULTS / "ring_types.json", json.dumps(result, indent=1, default=float))
-    write_text_atomic(RESULTS / "ring_types.md", markdown(result))
-    print((RESULTS / "ring_types.md").read_text())
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return report.main(compute, render, build_parser(), "ring_types", argv)
 
 
 if __name__ == "__main__":
