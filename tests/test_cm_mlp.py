@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -77,17 +76,19 @@ def test_training_reduces_error_and_predicts_kcal_per_mol():
 
 @pytest.mark.slow
 def test_quick_experiment_runs_on_qm7(qm7, tmp_path):
-    path = Path(__file__).resolve().parents[1] / "experiments" / "qm7_cm_mlp.py"
-    spec = importlib.util.spec_from_file_location("qm7_cm_mlp", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    report = module.main(["--quick", "--out-dir", str(tmp_path)])
-    saved = json.loads((tmp_path / "qm7_cm_mlp_quick.json").read_text())
-    assert saved["mae_mean"] == report["mae_mean"] and 0 < report["mae_mean"] < 100
-    assert (tmp_path / "qm7_cm_mlp_quick_training_curve.png").stat().st_size > 0
+    from experiments.qm7_cm_mlp import build_parser, compute
 
-    # folds in spawned worker processes (--jobs) train exactly as in this process
-    out = tmp_path / "jobs"
-    subprocess.run([sys.executable, str(path), "--quick", "--jobs", "2", "--out-dir", str(out)], check=True)
-    parallel = json.loads((out / "qm7_cm_mlp_quick.json").read_text())
-    assert parallel["mae_mean"] == report["mae_mean"] and parallel["environment"]["jobs"] == 2
+    result = compute(build_parser().parse_args(["--quick"]))
+    assert 0 < result["mae_mean"] < 100 and result["folds_done"] == "1 of 1" and result["jobs"] == 1
+
+    # folds in spawned worker processes (--jobs) train exactly as in this process; the script
+    # writes the JSON with its run record, the Markdown and the training curve
+    script = Path(__file__).resolve().parents[1] / "experiments" / "qm7_cm_mlp.py"
+    subprocess.run(
+        [sys.executable, str(script), "--quick", "--jobs", "2", "--out-dir", str(tmp_path)], check=True
+    )
+    parallel = json.loads((tmp_path / "qm7_cm_mlp_quick.json").read_text())
+    assert parallel["mae_mean"] == result["mae_mean"] and parallel["jobs"] == 2
+    assert parallel["run"]["command"].endswith(f"--quick --jobs 2 --out-dir {tmp_path}")
+    assert f"{result['mae_mean']:.2f}" in (tmp_path / "qm7_cm_mlp_quick.md").read_text()
+    assert (tmp_path / "qm7_cm_mlp_quick_training_curve.png").stat().st_size > 0

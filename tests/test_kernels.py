@@ -255,21 +255,19 @@ def test_train_krr_subcommand_trains_reports_and_saves(tmp_path, capsys):
 
 
 def test_quick_kernel_experiment_runs_on_qm7(qm7, tmp_path):
-    import importlib.util
-    import json
-    from pathlib import Path
+    from experiments._report import run_record
+    from experiments.qm7_kernels import build_parser, compute, render
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "qm7_kernels.py"
-    spec = importlib.util.spec_from_file_location("qm7_kernels", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    report = module.main(
-        ["--quick", "--out-dir", str(tmp_path), "--methods", "sorted-cm-laplacian", "bob-laplacian"]
-    )
-    saved = json.loads((tmp_path / "qm7_kernels_quick.json").read_text())
-    sorted_cm, bob = (saved["methods"][k]["mae_mean"] for k in ("sorted-cm-laplacian", "bob-laplacian"))
+    argv = ["--quick", "--out-dir", str(tmp_path), "--methods", "sorted-cm-laplacian", "bob-laplacian"]
+    result = compute(build_parser().parse_args(argv))
+    sorted_cm, bob = (result["methods"][k]["mae_mean"] for k in ("sorted-cm-laplacian", "bob-laplacian"))
     assert bob < sorted_cm < 15  # Bag of Bonds beats the sorted Coulomb matrix even on 1200 molecules
-    assert report["methods"]["bob-laplacian"]["folds"][0]["n_train"] == 1200
+    assert result["methods"]["bob-laplacian"]["folds"][0]["n_train"] == 1200
+    result["run"] = run_record("experiments/qm7_kernels.py", argv, threads=1, wall_time_s=1.0)
+    render(result, tmp_path)
+    md = (tmp_path / "qm7_kernels_quick.md").read_text()
+    assert "QUICK" in md and f"| bob-laplacian | {bob:.2f} ± 0.00 |" in md
+    assert (tmp_path / "qm7_kernels_quick_learning_curve.png").stat().st_size > 0
 
 
 def test_qm7_molecule_from_xyz_predicts_like_from_the_dataset(qm7, tmp_path):
