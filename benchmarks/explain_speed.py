@@ -11,13 +11,12 @@ Writes ``benchmarks/explain_speed.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 
-from qmlx._io import write_text_atomic
+from qmlx._io import json_dumps, write_text_atomic
 from qmlx.data import load_qm7
 from qmlx.explain import explain
 from qmlx.nn import load_network
@@ -57,7 +56,7 @@ def main() -> None:
         "integrated_gradients_50_per_s": ig,
         "speedup": lrp / ig,
     }
-    write_text_atomic(HERE / "explain_speed.json", json.dumps(result, indent=2))
+    write_text_atomic(HERE / "explain_speed.json", json_dumps(result, indent=2))
     md = (
         "# Explanation speed (QM7 test molecules, float64)\n\n"
         f"model {args.model}, {len(mols)} molecules, batch 64, {args.threads} threads, best of {args.repeats}\n\n"

@@ -24,7 +24,6 @@ Writes ``krr_qm7.json`` and ``krr_qm7.md`` next to this script.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qmlx._io import write_text_atomic
+from qmlx._io import json_dumps, write_text_atomic
 
 SIGMA = 1600.0  # atomic units; the value inner CV picks most often in results/qm7_kernels.json
 LAM = 1e-10
@@ -198,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"  speed-up ({p}) {summary[p]['speedup_vs_sklearn']:.1f}x; predictions agree to "
             f"{summary[p]['max_abs_prediction_difference_vs_sklearn_kcal_mol']:.1e} kcal/mol"
         )
-    write_text_atomic(args.out, json.dumps(report, indent=1) + "\n")
+    write_text_atomic(args.out, json_dumps(report, indent=1) + "\n")
     d, m = report["qmlx_double"], report["qmlx_mixed"]
     md = [
         "# KRR benchmark: QM7 5-fold CV, sorted CM + Laplacian kernel",

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qmlx._io import write_text_atomic
+from qmlx._io import json_dumps, write_text_atomic
 from qmlx.data import Molecules, load_qm7
 from qmlx.nn import PairCache, SchNet
 
@@ -293,7 +293,7 @@ def main() -> None:
     if args.qm9_memory:
         result["qm9_memory"] = qm9_memory()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out_dir / "nn_throughput.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(args.out_dir / "nn_throughput.json", json_dumps(result, indent=2) + "\n")
     load = lambda k: ", ".join(f"{x:.2f}" for x in result[k])  # noqa: E731
     lines = [
         "# SchNet throughput (64 features, 3 interactions, cutoff 5 Å)",
