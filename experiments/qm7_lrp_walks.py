@@ -175,7 +175,7 @@ def benzene_walks(bz: dict):
 
 def render(result: dict, out_dir: Path) -> None:
     """``qm7_lrp_walks.md`` and ``qm7_lrp_walks_benzene.png``."""
-    from qmlx.explain.walks import plot_walks
+    from qmlx.explain.plot import plot_walks
 
     rows, bz = result["rows"], result["benzene (qm7-schnet)"]
     walks = benzene_walks(bz)

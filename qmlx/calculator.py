@@ -8,36 +8,61 @@ atoms.get_forces()             # eV/Å, -dE/dR by autograd
 
 from __future__ import annotations
 
+import warnings
+
 from ase.calculators.calculator import Calculator, all_changes
 
 from qmlx.data.molecules import Molecules
+from qmlx.errors import DomainError, DomainWarning, QmlxError
 from qmlx.units import KCAL_MOL_TO_EV
 
 
 class QmlxCalculator(Calculator):
-    """ASE calculator around a qmlx network (a shipped name, a network file or a model object).
+    """ASE calculator around a trained qmlx network or ensemble (a shipped name, a file, or a model
+    from `qmlx.load_model`).
 
     ``results``: ``energy`` (eV), ``energies`` (per-atom, eV), ``forces`` (eV/Å), filled together
-    from one forward and backward pass. The energy is what the network was trained on (its
-    metadata's ``target_description``; QM7 models: PBE0 atomization energy). Atoms outside the
-    model's domain raise `qmlx.errors.DomainError` (unknown elements, atoms closer than 0.5 Å,
-    periodic cells, another charge or spin) or warn (see `qmlx.data.domain`).
+    from one forward and backward pass (an ensemble: the members' means), and for an ensemble
+    ``uncertainty`` (eV). The energy is what the network was trained on (its metadata's
+    ``target_description``; QM7 models: PBE0 atomization energy). Atoms outside the model's domain
+    raise `qmlx.errors.DomainError` (unknown elements, atoms closer than 0.5 Å, periodic cells,
+    another charge or spin). Softer flags (e.g. more atoms than any training molecule) raise one
+    `DomainWarning` per calculator, however many steps an optimisation or MD takes; every flagged
+    step's notes are kept in ``domain_notes``.
     """
 
     implemented_properties = ["energy", "energies", "forces"]
 
     def __init__(self, model="qm7-schnet", **kwargs) -> None:
         super().__init__(**kwargs)
-        from qmlx.nn.io import load_network
+        from qmlx.models import as_trained_model, load_model
 
-        self.model = load_network(model) if isinstance(model, str) else model.eval()
+        self.model = load_model(model) if isinstance(model, str) else as_trained_model(model)
+        if "forces" not in self.model.properties:
+            raise QmlxError(f"{self.model.name}: a {self.model.kind} model gives no forces; use a network")
+        self.domain_notes: list[str] = []
+        self._warned = False
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
-        from qmlx.nn.io import predict_forces
-
         mols = Molecules.from_atoms([self.atoms], targets={}, name=self.atoms.get_chemical_formula())
-        _, forces, atom_energies = predict_forces(self.model, mols)  # one pass for all three
-        self.results["forces"] = forces * KCAL_MOL_TO_EV
-        self.results["energies"] = atom_energies * KCAL_MOL_TO_EV
-        self.results["energy"] = float(atom_energies.sum()) * KCAL_MOL_TO_EV
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DomainWarning)  # warned once below
+            pred = self.model.predict(mols, forces=True)  # one pass for all three
+        if pred.errors[0] is not None:
+            raise DomainError(pred.errors[0])
+        if pred.notes[0]:
+            self.domain_notes = list(pred.notes[0])
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"{mols.name}: outside the training domain ({'; '.join(pred.notes[0])}); energies "
+                    "and forces are less reliable (warned once per calculator)",
+                    DomainWarning,
+                    stacklevel=2,
+                )
+        self.results["forces"] = pred.forces * KCAL_MOL_TO_EV
+        self.results["energies"] = pred.atom_energies * KCAL_MOL_TO_EV
+        self.results["energy"] = float(pred.atom_energies.sum()) * KCAL_MOL_TO_EV
+        if pred.uncertainty is not None:
+            self.results["uncertainty"] = float(pred.uncertainty[0]) * KCAL_MOL_TO_EV

@@ -15,7 +15,8 @@ from conftest import randomized
 from qmlx.data import Molecules
 from qmlx.errors import QmlxError
 from qmlx.explain import Epsilon, Gamma, explain
-from qmlx.explain.walks import lrp_walks, masked_walk_relevance, plot_walks
+from qmlx.explain.plot import plot_walks
+from qmlx.explain.walks import lrp_walks, masked_walk_relevance
 from qmlx.nn import DTNN, SchNet
 from qmlx.nn.batch import PairCache
 
@@ -146,7 +147,7 @@ def test_large_molecules_are_refused_before_any_work(molecules):
     with pytest.raises(QmlxError, match="7 atoms and 2 interaction blocks make 343 walks"):
         lrp_walks(model, molecules, max_walks=300)
     assert len(lrp_walks(model, molecules[[0, 1, 2]], max_walks=300)) == 3
-    with pytest.raises(QmlxError, match="SchNet or DTNN"):
+    with pytest.raises(QmlxError, match="explains interaction networks, not Linear"):
         lrp_walks(torch.nn.Linear(2, 2), molecules)
 
 

@@ -114,7 +114,9 @@ def _stream(args: argparse.Namespace, model, method: str, rule, unit: str | None
 
     chunks = [iter_molecules(path, args.chunk_size) for path in args.files]
     first = [next(it) for it in chunks]
-    checked = {id(c): model.check(c) for c in first}  # a file that fits one chunk fails before any output
+    checked = {
+        id(c): model.check_domain(c) for c in first
+    }  # a file that fits one chunk fails before any output
     if args.format == "json":
         head = json_dumps({"method": method, "quantity": model.quantity, "unit": unit}, indent=None)
         sys.stdout.write(head[:-1] + ', "molecules": [\n')
@@ -126,8 +128,8 @@ def _stream(args: argparse.Namespace, model, method: str, rule, unit: str | None
     for path, head_chunk, rest in zip(args.files, first, chunks):
         offset = 0
         for mols in _chain(head_chunk, rest):
-            report = checked.pop(id(mols), None) or model.check(mols)
-            result = explain(model.model, mols, method, rule=rule, steps=args.steps, top=args.top)
+            report = checked.pop(id(mols), None) or model.check_domain(mols)
+            result = explain(model, mols, method, rule=rule, steps=args.steps, top=args.top)
             n = len(mols)
             index = list(range(offset, offset + n))
             name = Path(path).name
@@ -162,31 +164,32 @@ def _chain(head, rest):
 
 def explain_command(args: argparse.Namespace) -> None:
     from qmlx._io import json_dumps
-    from qmlx.cli.predict import load_model, read_inputs, warn_domain
+    from qmlx.cli.predict import read_inputs, warn_domain
     from qmlx.data.molecules import Molecules
-    from qmlx.explain import Epsilon, Gamma, explain
+    from qmlx.explain import DEFAULT_METHOD, Epsilon, Gamma, explain, methods_for
+    from qmlx.models import load_model
 
     check_writable(args.png, "--png")
     check_writable(args.html, "--html")
     if args.method == "potential" and not args.png:
         raise QmlxError("--method potential draws a map: give --png FILE")
     model = load_model(args.model, args.device)
-    method = "lrp-pairs" if args.pairs and args.method == "lrp" else args.method
-    if model.kind == "krr":
-        if method not in ("lrp", "neuralized"):
-            raise QmlxError(
-                f"{args.model}: kernel models are explained with --method neuralized, not {method}"
-            )
-        method = "neuralized"
-    elif method == "neuralized":
-        raise QmlxError(f"{args.model}: --method neuralized explains kernel models (KRR .h5 files)")
+    method = args.method or DEFAULT_METHOD.get(model.kind)
+    method = "lrp-pairs" if args.pairs and method == "lrp" else method
+    if method == "potential" and model.kind != "network":
+        raise QmlxError(f"{args.model}: --method potential maps a single network (schnet or dtnn)")
+    if method != "potential" and method not in methods_for(model.kind):
+        usable = ", ".join(methods_for(model.kind)) or "none"
+        raise QmlxError(
+            f"{args.model}: --method {method} does not explain {model.kind} models (use: {usable})"
+        )
     rule = Gamma(args.gamma) if args.gamma > 0 else Epsilon(args.epsilon)
     unit = None if method == "gradient" else "kcal/mol"  # the gradient norm is an unsigned sensitivity
     if method != "potential" and not args.png and not args.html:
         _stream(args, model, method, rule, unit)
         return
     inputs = read_inputs(args.files)
-    reports = [(path, model.check(mols)) for path, mols in zip(args.files, inputs)]
+    reports = [(path, model.check_domain(mols)) for path, mols in zip(args.files, inputs)]
     if method == "potential":
         potential_maps(model, args, inputs)
         warn_domain(reports)
@@ -196,7 +199,7 @@ def explain_command(args: argparse.Namespace) -> None:
     mols = Molecules.concatenate(inputs, name=", ".join(args.files))
     in_domain = [bool(v) for _, r in reports for v in r.in_domain]
     notes = [n for _, r in reports for n in r.notes]
-    result = explain(model.model, mols, method, rule=rule, steps=args.steps, top=args.top)
+    result = explain(model, mols, method, rule=rule, steps=args.steps, top=args.top)
     warn_domain(reports)
     if args.format == "table":
         what = "gradient norm, unsigned, no unit" if unit is None else unit
@@ -211,8 +214,7 @@ def explain_command(args: argparse.Namespace) -> None:
                 json_dumps({"method": method, "quantity": model.quantity, "unit": unit, "molecules": items})
             )
     if args.png and result.walks is not None:
-        from qmlx.explain.plot import page_paths
-        from qmlx.explain.walks import plot_walks
+        from qmlx.explain.plot import page_paths, plot_walks
 
         for i, (atoms, out) in enumerate(zip(mols, page_paths(args.png, len(mols)))):
             plot_walks(
@@ -256,8 +258,8 @@ def potential_maps(model, args: argparse.Namespace, inputs) -> None:
 
     molecules = [(path, atoms) for path, mols in zip(args.files, inputs) for atoms in mols]
     for (path, atoms), out in zip(molecules, page_paths(args.png, len(molecules))):
-        plane = potential_plane(model.model, atoms, probe=args.probe, spacing=0.1, margin=2.0, offset=1.0)
-        surface = potential_surface(model.model, atoms, probe=args.probe, offset=1.0, density=10.0)
+        plane = potential_plane(model.estimator, atoms, probe=args.probe, spacing=0.1, margin=2.0, offset=1.0)
+        surface = potential_surface(model.estimator, atoms, probe=args.probe, offset=1.0, density=10.0)
         plot_potential(
             atoms, [plane, surface], out, probe=args.probe,
             titles=["plane 1 Å above the best-fit plane", "surface vdW + 1.0 Å, seen from above"],
@@ -276,9 +278,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="shipped model name (qm7-schnet, qm7-dtnn), network .pt or KRR .h5 file")
     p.add_argument("files", nargs="+", help="molecule files in any ASE format (positions in Å)")
     p.add_argument(
-        "--method", choices=[*EXPLAIN_METHODS, "neuralized", "potential"], default="lrp",
-        help="an explanation method (KRR models: neuralized), or potential: the local chemical potential "
-        "map of a probe atom",
+        "--method", choices=[*EXPLAIN_METHODS, "potential"], default=None,
+        help="an explanation method (default: lrp for networks, neuralized for kernel models), or "
+        "potential: the local chemical potential map of a probe atom",
     )  # fmt: skip
     p.add_argument("--probe", default="H", help="with --method potential: the probe element (default H)")
     p.add_argument(

@@ -9,84 +9,15 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from qmlx._io import json_dumps
 from qmlx.cli.common import add_device, add_progress, positive_int
-from qmlx.data.domain import DomainReport
-from qmlx.data.molecules import Molecules
-from qmlx.errors import DataFormatError, QmlxError
+from qmlx.errors import QmlxError
 
-
-@dataclass
-class LoadedModel:
-    """A network or KRR model behind one interface.
-
-    predict : ``mols -> (energies (n_mol,), atom energies (n_atoms_total,) or None, uncertainty
-        (n_mol,) or None)``, kcal/mol; the uncertainty is an ensemble's spread (standard deviation).
-    check : ``mols -> DomainReport``; raises `DomainError` for input the model cannot answer.
-    """
-
-    name: str
-    kind: str
-    model: object
-    metadata: dict
-    predict: Callable[[Molecules], tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]
-    check: Callable[[Molecules], DomainReport]
-
-    @property
-    def quantity(self) -> str:
-        """What the model predicts, e.g. ``PBE0 atomization energy``."""
-        meta = self.metadata
-        return meta.get("target_description") or str(meta.get("target", "energy")).replace("_", " ")
-
-
-def load_model(spec: str, device: str = "cpu") -> LoadedModel:
-    """A shipped model name, a network file (.pt, loaded onto ``device``) or a KRR model file (.h5,
-    which runs on the CPU)."""
-    from pathlib import Path
-
-    from qmlx.kernels import is_krr_file, load_krr
-    from qmlx.pretrained import SHIPPED
-    from qmlx.nn.io import (
-        check_network_domain,
-        is_network_file,
-        load_network,
-        predict_ensemble,
-        predict_network,
-    )
-    from qmlx.nn.models import Ensemble
-
-    if is_network_file(spec):
-        net = load_network(spec, device)
-        if isinstance(net, Ensemble):
-
-            def run(m):
-                mean, std, atom_energies = predict_ensemble(net, m)
-                return mean, atom_energies, std
-        else:
-
-            def run(m):
-                return (*predict_network(net, m), None)
-
-        return LoadedModel(
-            spec, "network", net, net.metadata, predict=run, check=lambda m: check_network_domain(net, m)
-        )
-    if is_krr_file(spec):
-        krr = load_krr(spec)
-        return LoadedModel(
-            spec, "krr", krr, krr.metadata,
-            predict=lambda m: (krr.predict_molecules(m), None, None), check=krr.check_domain,
-        )  # fmt: skip
-    if not Path(spec).exists():
-        raise DataFormatError(f"{spec}: no such file (and not a shipped model: {', '.join(SHIPPED)})")
-    raise DataFormatError(
-        f"{spec}: not a qmlx model (expected a shipped name such as qm7-schnet, a network .pt file "
-        "or a KRR .h5 file)"
-    )
+if TYPE_CHECKING:  # annotations only: the parser is built without NumPy
+    from qmlx.data.domain import DomainReport
+    from qmlx.data.molecules import Molecules
 
 
 def read_inputs(files: list[str]) -> list[Molecules]:
@@ -108,30 +39,31 @@ def warn_domain(reports: list[tuple[str, DomainReport]]) -> None:
         )
 
 
-def _rows(path: str, mols: Molecules, report: DomainReport, prediction: tuple, offset: int, args) -> list:
-    """Output rows of one chunk; ``prediction`` is what `LoadedModel.predict` returns."""
+def _rows(path: str, mols: Molecules, pred, offset: int, args) -> list:
+    """Output rows of one chunk from its `qmlx.models.Prediction`; a refused molecule's row has
+    ``energy`` ``None`` and an ``error``."""
     from ase.data import chemical_symbols
 
     from qmlx.units import convert_energy
 
-    energies, atom_energies, std = prediction
-    energies = convert_energy(energies, "kcal/mol", args.unit)
-    if std is not None:
-        std = convert_energy(std, "kcal/mol", args.unit)
+    energies = convert_energy(pred.energy, "kcal/mol", args.unit)
+    std = None if pred.uncertainty is None else convert_energy(pred.uncertainty, "kcal/mol", args.unit)
     rows = []
     for i in range(len(mols)):
         lo, hi = mols.offsets[i], mols.offsets[i + 1]
+        refused = pred.errors[i] is not None
         row = {
             "file": path,
             "molecule": offset + i,
             "formula": _formula(mols.Z[lo:hi]),
-            "energy": float(energies[i]),
-            **({} if std is None else {"uncertainty": float(std[i])}),
-            "in_domain": bool(report.in_domain[i]),
-            "domain_notes": report.notes[i],
+            "energy": None if refused else float(energies[i]),
+            **({} if std is None else {"uncertainty": None if refused else float(std[i])}),
+            "in_domain": bool(pred.in_domain[i]),
+            "domain_notes": pred.notes[i],
+            **({"error": pred.errors[i]} if refused else {}),
         }
-        if args.atoms:
-            ae = convert_energy(atom_energies[lo:hi], "kcal/mol", args.unit)
+        if args.atoms and not refused:
+            ae = convert_energy(pred.atom_energies[lo:hi], "kcal/mol", args.unit)
             row["atoms"] = [
                 {"atom": j, "element": chemical_symbols[z], "energy": float(e)}
                 for j, (z, e) in enumerate(zip(mols.Z[lo:hi], ae))
@@ -184,9 +116,9 @@ class _Writer:
         elif self.fmt == "csv":
             for r in rows:
                 common = [r["file"], r["molecule"], r["formula"]]
-                unc = [f"{r['uncertainty']:.6f}"] if self.spread else []
-                end = [f"{r['energy']:.6f}", *unc, str(r["in_domain"]).lower(), "; ".join(r["domain_notes"])]
-                if self.atoms:
+                unc = [_number(r["uncertainty"])] if self.spread else []
+                end = [_number(r["energy"]), *unc, str(r["in_domain"]).lower(), "; ".join(r["domain_notes"])]
+                if self.atoms and "atoms" in r:
                     for a in r["atoms"]:
                         self.csv.writerow(common + [a["atom"], a["element"], f"{a['energy']:.6f}"] + end)
                 else:
@@ -198,15 +130,17 @@ class _Writer:
                 print(f"{'file':<{self.width}}  {'mol':>4}  {'formula':<12} {'energy':>14}{unc}")
             w = self.width
             for r in rows:
+                head = f"{r['file']:<{w}}  {r['molecule']:>4}  {r['formula']:<12}"
+                if "error" in r:
+                    print(f"{head} {'refused':>14}  [{r['error']}]")
+                    continue
                 flag = (
                     ""
                     if r["in_domain"]
                     else "  [outside training domain: " + "; ".join(r["domain_notes"]) + "]"
                 )
                 unc = f" {r['uncertainty']:>10.4f}" if self.spread else ""
-                print(
-                    f"{r['file']:<{w}}  {r['molecule']:>4}  {r['formula']:<12} {r['energy']:>14.4f}{unc}{flag}"
-                )
+                print(f"{head} {r['energy']:>14.4f}{unc}{flag}")
                 for a in r.get("atoms", []):
                     print(f"{'':<{w}}  {'':>4}    atom {a['atom']:>3} {a['element']:<2} {a['energy']:>12.4f}")
 
@@ -216,31 +150,45 @@ class _Writer:
         sys.stdout.flush()
 
 
-def predict(args: argparse.Namespace) -> None:
+def predict(args: argparse.Namespace) -> int:
     """Predict every molecule of every file, chunk by chunk (`qmlx.data.io.iter_molecules`), writing
-    rows as they come; memory stays flat in the number of molecules. A file that fits in one chunk
-    is checked completely (domain included) before anything of it is predicted."""
+    rows as they come; memory stays flat in the number of molecules. Every file is opened and
+    parsed before anything is predicted.
+
+    A molecule the model cannot answer is refused alone: its row carries an ``error``, one line on
+    stderr names it, the other molecules are predicted, and the exit status is 1."""
+    import warnings
+
     from tqdm.auto import tqdm
 
     from qmlx.data.io import iter_molecules
+    from qmlx.errors import DomainWarning
+    from qmlx.models import load_model
 
     model = load_model(args.model, args.device)
-    if args.atoms and model.kind != "network":
+    if args.atoms and "atom_energies" not in model.properties:
         raise QmlxError(f"{args.model}: per-atom energies need a network model (schnet or dtnn)")
     chunks = [iter_molecules(path, args.chunk_size) for path in args.files]
     first = [(path, next(it)) for path, it in zip(args.files, chunks)]  # every file opens and parses
-    ensemble = model.kind == "network" and hasattr(model.model, "members")
-    writer = _Writer(args.format, args.model, model.quantity, args.unit, args.atoms, ensemble)
+    spread = "uncertainty" in model.properties
+    writer = _Writer(args.format, args.model, model.quantity, args.unit, args.atoms, spread)
     bar = tqdm(desc="predicting", unit="mol", disable=args.no_progress or None, mininterval=1.0)
-    flagged = total = 0
+    flagged = refused = total = 0
     try:
         for (path, head), rest in zip(first, chunks):
             offset = 0
             for mols in _chain(head, rest):
-                report = model.check(mols)
-                writer.write(_rows(path, mols, report, model.predict(mols), offset, args))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DomainWarning)  # reported once, below
+                    pred = model.predict(mols)
+                for error in pred.errors:
+                    if error is not None:
+                        print(f"qmlx: error: {error}", file=sys.stderr)
+                writer.write(_rows(path, mols, pred, offset, args))
                 offset += len(mols)
-                flagged, total = flagged + report.n_flagged, total + len(mols)
+                n_refused = int(pred.refused.sum())
+                refused, total = refused + n_refused, total + len(mols)
+                flagged += int((~pred.in_domain).sum()) - n_refused
                 bar.update(len(mols))
     finally:
         bar.close()
@@ -251,6 +199,11 @@ def predict(args: argparse.Namespace) -> None:
             "(see domain_notes); their predictions are less reliable",
             file=sys.stderr,
         )
+    return 1 if refused else 0
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
 
 
 def _chain(head: Molecules, rest):

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from qmlx.cli.common import (
+    REPRESENTATION_NAMES,
     add_data_options,
     add_device,
     add_progress,
@@ -50,11 +51,13 @@ def train_krr_command(args: argparse.Namespace) -> None:
     print(
         f"dataset         {mols.name}: {len(sp.fit)} training / {len(sp.test)} test molecules ({sp.describe()})"
     )
-    print(f"model           {args.representation} + {kernel} kernel; {mols.describe(target)}")
+    solver = f", Nyström with {args.centers} centres" if args.solver == "nystrom" else ""
+    print(f"model           {args.representation} + {kernel} kernel{solver}; {mols.describe(target)}")
     with threadpool_limits(args.threads):
         model, info = train_krr(
             mols, sp.fit, sp.test, args.representation, kernel, args.sigma, args.lam, target, params,
-            progress=not args.no_progress, baseline=args.baseline,
+            progress=not args.no_progress, baseline=args.baseline, solver=args.solver, n_centers=args.centers,
+            seed=args.seed,
             metadata={"data": data_label(args.data), "split": sp.record, "command": command_line()},
         )  # fmt: skip
     how = "inner CV on the training part" if "inner_cv" in info else "given"
@@ -64,6 +67,11 @@ def train_krr_command(args: argparse.Namespace) -> None:
             f"test MAE        {info['test_mae_kcal_mol']:.3f} kcal/mol  "
             f"(RMSE {info['test_rmse_kcal_mol']:.3f} kcal/mol)"
         )
+        if info.get("n_test_refused"):
+            print(
+                f"refused         {info['n_test_refused']} test molecules the model cannot answer "
+                "(not in the MAE; see qmlx predict)"
+            )
     else:
         print("test MAE        none (--split none: every molecule was used for training)")
     fold = f"-fold{sp.fold}" if sp.fold is not None else ""
@@ -74,15 +82,13 @@ def train_krr_command(args: argparse.Namespace) -> None:
 
 
 def add_krr(models: argparse._SubParsersAction) -> None:
-    from qmlx.represent import REPRESENTATIONS
-
     p = models.add_parser(
         "krr",
         help="kernel ridge regression on Coulomb-matrix / Bag-of-Bonds representations",
         description="Train kernel ridge regression, print the test MAE (kcal/mol) and save the model (HDF5).",
     )
     add_data_options(p)
-    p.add_argument("--representation", default="sorted-cm", choices=list(REPRESENTATIONS))
+    p.add_argument("--representation", default="sorted-cm", choices=REPRESENTATION_NAMES)
     p.add_argument(
         "--kernel", choices=["laplacian", "gaussian"], default=None,
         help="default: gaussian for eigenspectrum, laplacian otherwise",
@@ -90,6 +96,14 @@ def add_krr(models: argparse._SubParsersAction) -> None:
     p.add_argument("--sigma", type=positive_float, default=None, help="kernel width; default: inner CV")
     p.add_argument(
         "--lam", type=nonnegative_float, default=None, help="ridge regularization; default: inner CV"
+    )
+    p.add_argument(
+        "--solver", choices=["exact", "nystrom"], default="exact",
+        help="exact: Cholesky on all training molecules; nystrom: Nyström/FALKON on --centers centres "
+        "(for large training sets; hyperparameters from inner CV on at most 4,000 training molecules)",
+    )  # fmt: skip
+    p.add_argument(
+        "--centers", type=positive_int, default=1000, help="with --solver nystrom: Nyström centres M"
     )
     p.add_argument("--n-samples", type=positive_int, default=10, help="random Coulomb matrices per molecule")
     p.add_argument(

@@ -16,12 +16,16 @@ al., IEEE Signal Process. Mag. 2022: explain ``f(x) - f(x~)`` for a stated ``x~`
 | ``neuralized`` (KRR) | Kauffmann et al. 2020 neuralization against the empty molecule, features mapped onto atoms, symmetry-averaged | f(0), the prediction for all-zero features | exact (no remainder) |
 
 Explanations run on a float64 copy of the model; the model passed in is left unchanged.
+
+The methods are a registry, `METHODS`, from name to a `Method` that says which kinds of model it
+explains (`qmlx.models.TrainedModel.kind`) and how; `register_method` adds one. An ensemble is
+explained by the mean of its members' explanations, for every method that explains its members.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import ase
@@ -32,13 +36,9 @@ from qmlx.data.molecules import Molecules, as_molecules
 from qmlx.errors import QmlxError
 from qmlx.explain.lrp import Epsilon, Gamma, lrp_atoms, lrp_pairs
 from qmlx.nn.batch import Batch, PairCache
-from qmlx.nn.models import Ensemble, InteractionNetwork
+from qmlx.nn.ops import segment_sum
 
-METHODS = (
-    "decomposition", "lrp", "lrp-pairs", "lrp-walks", "gradient", "gradient-x-input", "integrated-gradients",
-)  # fmt: skip
-
-__all__ = ["METHODS", "Epsilon", "Explanation", "Gamma", "explain"]
+__all__ = ["METHODS", "Epsilon", "Explanation", "Gamma", "Method", "explain", "register_method"]
 
 
 @dataclass
@@ -87,52 +87,166 @@ class Explanation:
         return self.totals() - (self.prediction - self.reference)
 
 
+@dataclass(frozen=True)
+class Options:
+    """The settings a method may read: the LRP ``rule``, ``steps`` of integrated gradients,
+    ``batch_size`` (molecules per batch) and ``top`` (walks kept per molecule)."""
+
+    rule: Epsilon | Gamma
+    steps: int = 50
+    batch_size: int = 64
+    top: int | None = None
+
+
+@dataclass(frozen=True)
+class Method:
+    """An explanation method.
+
+    name : what ``explain(..., method=name)`` and ``qmlx explain --method`` call it.
+    kinds : the model kinds it explains (`qmlx.models.TrainedModel.kind`: ``network``, ``krr``,
+        ...); a method for ``network`` explains an ``ensemble`` member by member, averaged, unless
+        ``members`` is False.
+    run : ``(estimator, molecules, options) -> Explanation`` for one model of those kinds (the
+        domain was checked before).
+    members : whether an ensemble may be explained by averaging its members' explanations.
+    """
+
+    name: str
+    kinds: tuple[str, ...]
+    run: Callable[[object, Molecules, Options], Explanation]
+    members: bool = True
+
+
+#: name -> `Method`, in the order the command line lists them
+METHODS: dict[str, Method] = {}
+#: the method each model kind is explained with when none is named
+DEFAULT_METHOD = {"network": "lrp", "ensemble": "lrp", "krr": "neuralized"}
+_KIND_NAMES = {
+    "network": "network",
+    "ensemble": "ensemble",
+    "krr": "kernel",
+    "cm-network": "Coulomb-matrix network",
+}
+
+
+def register_method(name: str, kinds: Sequence[str], run: Callable, members: bool = True) -> Method:
+    """Add (or replace) the explanation method ``name``; returns it."""
+    METHODS[name] = Method(name, tuple(kinds), run, members)
+    return METHODS[name]
+
+
+# -- network methods, batch by batch ---------------------------------------------------------------
+
+#: one batch -> (relevance, prediction, reference, bias or None, pair matrix or None), as tensors
+BatchRun = Callable[[torch.nn.Module, Batch, Options], tuple]
+
+
 def _per_mol(values: torch.Tensor, batch: Batch) -> torch.Tensor:
-    return torch.zeros(batch.n_mol, dtype=values.dtype, device=values.device).index_add_(
-        0, batch.mol_index, values
-    )
+    return segment_sum(values, batch.mol_index, batch.n_mol)
 
 
-def _explain_batch(model, batch: Batch, method: str, rule, steps: int):
-    """(relevance, prediction, reference, bias or None, pair matrix or None) for one batch."""
-    if method in ("lrp", "lrp-pairs"):  # the relevance pass computes the energies too
-        relevance, bias, ref, atom_energies = lrp_atoms(model, batch, rule)
-        pairs = lrp_pairs(model, batch, rule) if method == "lrp-pairs" else None
-        return relevance, _per_mol(atom_energies, batch), _per_mol(ref, batch), bias, pairs
+def _batched(name: str, run_batch: BatchRun, one_at_a_time: bool = False) -> Callable:
+    """A network method from its batch function: a float64 copy of the network, batches of
+    ``options.batch_size`` molecules (of one with ``one_at_a_time``), results concatenated."""
+
+    def run(model, molecules: Molecules, options: Options) -> Explanation:
+        net = copy.deepcopy(model).double().eval()  # on the model's device
+        for p in net.parameters():
+            p.requires_grad_(False)
+        device = next(net.parameters()).device
+        cache = PairCache(molecules, net.cutoff, target=None, dtype=torch.float64).to(device)
+        size = 1 if one_at_a_time else options.batch_size
+        parts = [
+            run_batch(net, cache.batch(np.arange(start, min(start + size, len(molecules)))), options)
+            for start in range(0, len(molecules), size)
+        ]
+        cat = lambda k: np.concatenate([p[k].detach().cpu().numpy() for p in parts])  # noqa: E731
+        return Explanation(
+            method=name,
+            molecules=molecules,
+            relevance=cat(0),
+            prediction=cat(1),
+            reference=cat(2),
+            bias=cat(3) if parts[0][3] is not None else None,
+            pairs=[p[4].cpu().numpy() for p in parts] if parts[0][4] is not None else None,
+        )
+
+    return run
+
+
+def _lrp(net, batch: Batch, options: Options, pairs: bool = False) -> tuple:
+    relevance, bias, ref, atom_energies = lrp_atoms(net, batch, options.rule)  # energies come too
+    P = lrp_pairs(net, batch, options.rule) if pairs else None
+    return relevance, _per_mol(atom_energies, batch), _per_mol(ref, batch), bias, P
+
+
+def _decomposition(net, batch: Batch, options: Options) -> tuple:
     with torch.no_grad():
-        out = model(batch)
-    energy = out.energy
-    if method == "decomposition":
-        return out.atom_energies, energy, torch.zeros_like(energy), None, None
-    x0 = model.embed(batch.Z).detach()
-    if method in ("gradient", "gradient-x-input"):
-        x = x0.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(model.forward_from(x, batch).energy.sum(), x)
-        rel = g.norm(dim=-1) if method == "gradient" else (x0 * g).sum(-1)
-        return rel, energy, torch.full_like(energy, float("nan")), None, None
-    if method == "integrated-gradients":
-        total = torch.zeros_like(x0)
-        for alpha in (torch.arange(steps, dtype=x0.dtype, device=x0.device) + 0.5) / steps:  # midpoint rule
-            x = (alpha * x0).requires_grad_(True)
-            (g,) = torch.autograd.grad(model.forward_from(x, batch).energy.sum(), x)
-            total += g
-        with torch.no_grad():
-            baseline = model.forward_from(torch.zeros_like(x0), batch).energy
-        return (x0 * total / steps).sum(-1), energy, baseline, None, None
-    raise QmlxError(f"unknown explanation method {method!r}; expected one of {', '.join(METHODS)}")
+        out = net(batch)
+    return out.atom_energies, out.energy, torch.zeros_like(out.energy), None, None
 
 
-def _explain_ensemble(
-    model, molecules: Molecules, method: str, rule, steps: int, batch_size: int
-) -> Explanation:
+def _gradient(net, batch: Batch, times_input: bool) -> tuple:
+    with torch.no_grad():
+        energy = net(batch).energy
+    x0 = net.embed(batch.Z).detach()
+    x = x0.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(net.forward_from(x, batch).energy.sum(), x)
+    rel = (x0 * g).sum(-1) if times_input else g.norm(dim=-1)
+    return rel, energy, torch.full_like(energy, float("nan")), None, None
+
+
+def _integrated_gradients(net, batch: Batch, options: Options) -> tuple:
+    with torch.no_grad():
+        energy = net(batch).energy
+    x0 = net.embed(batch.Z).detach()
+    total = torch.zeros_like(x0)
+    steps = options.steps
+    for alpha in (torch.arange(steps, dtype=x0.dtype, device=x0.device) + 0.5) / steps:  # midpoint rule
+        x = (alpha * x0).requires_grad_(True)
+        (g,) = torch.autograd.grad(net.forward_from(x, batch).energy.sum(), x)
+        total += g
+    with torch.no_grad():
+        baseline = net.forward_from(torch.zeros_like(x0), batch).energy
+    return (x0 * total / steps).sum(-1), energy, baseline, None, None
+
+
+def _walks(net, molecules: Molecules, options: Options) -> Explanation:
+    from qmlx.explain.walks import lrp_walks
+
+    walks = lrp_walks(net, molecules, rule=options.rule, top=options.top)
+    atoms = METHODS["lrp"].run(net, molecules, options)
+    atoms.method, atoms.walks = "lrp-walks", walks
+    return atoms
+
+
+def _neuralized(krr, molecules: Molecules, options: Options) -> Explanation:
+    from qmlx.explain.kernel import explain_krr
+
+    relevance, padding, prediction, reference = explain_krr(krr, molecules)
+    return Explanation("neuralized", molecules, relevance, prediction, reference, padding=padding)
+
+
+register_method("decomposition", ["network"], _batched("decomposition", _decomposition))
+register_method("lrp", ["network"], _batched("lrp", _lrp))
+register_method(
+    "lrp-pairs",
+    ["network"],
+    _batched("lrp-pairs", lambda n, b, o: _lrp(n, b, o, pairs=True), one_at_a_time=True),
+)
+register_method("lrp-walks", ["network"], _walks, members=False)
+register_method("gradient", ["network"], _batched("gradient", lambda n, b, o: _gradient(n, b, False)))
+register_method(
+    "gradient-x-input", ["network"], _batched("gradient-x-input", lambda n, b, o: _gradient(n, b, True))
+)
+register_method("integrated-gradients", ["network"], _batched("integrated-gradients", _integrated_gradients))
+register_method("neuralized", ["krr"], _neuralized)
+
+
+def _explain_members(method: Method, members, molecules: Molecules, options: Options) -> Explanation:
     """The mean of the members' explanations (conserving, since every member's does and the sum
     is linear), with the members' standard deviation per atom as ``spread``."""
-    from qmlx.nn.io import check_network_domain
-
-    if method == "lrp-walks":
-        raise QmlxError("lrp-walks explains one network; explain an ensemble member, or use lrp-pairs")
-    check_network_domain(model, molecules)
-    parts = [explain(m, molecules, method, rule, steps, batch_size) for m in model.members]
+    parts = [method.run(m, molecules, options) for m in members]
 
     def mean(key: str) -> np.ndarray | None:
         return None if getattr(parts[0], key) is None else np.mean([getattr(p, key) for p in parts], 0)
@@ -141,16 +255,26 @@ def _explain_ensemble(
     if parts[0].pairs is not None:
         pairs = [np.mean([p.pairs[i] for p in parts], 0) for i in range(len(molecules))]
     return Explanation(
-        method=method, molecules=molecules, relevance=mean("relevance"), prediction=mean("prediction"),
+        method=method.name, molecules=molecules, relevance=mean("relevance"), prediction=mean("prediction"),
         reference=mean("reference"), bias=mean("bias"), pairs=pairs,
         spread=np.std([p.relevance for p in parts], 0),
     )  # fmt: skip
 
 
+def methods_for(kind: str) -> list[str]:
+    """The names of the methods that explain models of ``kind``."""
+    inner = "network" if kind == "ensemble" else kind
+    return [
+        name
+        for name, m in METHODS.items()
+        if kind in m.kinds or (inner in m.kinds and kind == "ensemble" and m.members)
+    ]
+
+
 def explain(
-    model: InteractionNetwork,
+    model,
     molecules: Molecules | Sequence[ase.Atoms],
-    method: str = "lrp",
+    method: str | None = None,
     rule: Epsilon | Gamma | None = None,
     steps: int = 50,
     batch_size: int = 64,
@@ -160,63 +284,40 @@ def explain(
 
     Parameters
     ----------
-    model : a trained `SchNet` or `DTNN` (left unchanged), or a `KRRModel` on cm, sorted-cm or
-        bob features (explained with ``neuralized``, see `qmlx.explain.kernel`).
+    model : a trained model (`qmlx.load_model`), or the estimator itself: an interaction network
+        (SchNet, DTNN), an `Ensemble` of them, or a `KRRModel` on cm, sorted-cm or bob features.
+        Left unchanged.
     molecules : `Molecules` or a list of ``ase.Atoms``, positions in Å. Molecules outside the
         model's domain raise `qmlx.errors.DomainError` as in prediction (unknown elements,
         atoms closer than 0.5 Å, periodic cells, another charge or spin).
-    method : one of `METHODS` (see the module docstring), or ``neuralized`` for kernel models.
+    method : a name in `METHODS` (see the module docstring); ``None``: ``lrp`` for networks,
+        ``neuralized`` for kernel models.
     rule : LRP rule for the linear layers: `Epsilon` (default, eps = 1e-9) or `Gamma`.
     steps : integration steps of ``integrated-gradients``.
     batch_size : molecules per batch (``lrp-pairs`` runs one molecule at a time).
     top : ``lrp-walks``: keep the ``top`` strongest walks per molecule (``None``: all); the atom
         relevances and ``walks_total`` are over all walks either way.
     """
-    from qmlx.kernels.model import KRRModel
-    from qmlx.nn.io import check_network_domain
+    from qmlx.models import as_trained_model
 
-    molecules = as_molecules(molecules)
-    if isinstance(model, KRRModel):
-        model.check_domain(molecules)
-        if method not in ("lrp", "neuralized"):
-            raise QmlxError(f"kernel models are explained with method 'neuralized', not {method!r}")
-        from qmlx.explain.kernel import explain_krr
-
-        relevance, padding, prediction, reference = explain_krr(model, molecules)
-        return Explanation("neuralized", molecules, relevance, prediction, reference, padding=padding)
+    trained = as_trained_model(model)
+    kind = trained.kind
+    method = method or DEFAULT_METHOD.get(kind)
     if method not in METHODS:
         raise QmlxError(f"unknown explanation method {method!r}; expected one of {', '.join(METHODS)}")
-    if isinstance(model, Ensemble):
-        return _explain_ensemble(model, molecules, method, rule, steps, batch_size)
-    if not isinstance(model, InteractionNetwork):
-        raise QmlxError(f"explain() needs a SchNet or DTNN model, got {type(model).__name__}")
-    check_network_domain(model, molecules)
-    if method == "lrp-walks":
-        from qmlx.explain.walks import lrp_walks
-
-        walks = lrp_walks(model, molecules, rule=rule, top=top)
-        atoms = explain(model, molecules, "lrp", rule=rule, batch_size=batch_size)
-        atoms.method, atoms.walks = "lrp-walks", walks
-        return atoms
-    net = copy.deepcopy(model).double().eval()  # on the model's device
-    for p in net.parameters():
-        p.requires_grad_(False)
-    rule = rule or Epsilon()
-    cache = PairCache(molecules, net.cutoff, target=None, dtype=torch.float64).to(
-        next(net.parameters()).device
-    )
-    size = 1 if method == "lrp-pairs" else batch_size
-    parts = []
-    for start in range(0, len(molecules), size):
-        batch = cache.batch(np.arange(start, min(start + size, len(molecules))))
-        parts.append(_explain_batch(net, batch, method, rule, steps))
-    cat = lambda k: np.concatenate([p[k].detach().cpu().numpy() for p in parts])  # noqa: E731
-    return Explanation(
-        method=method,
-        molecules=molecules,
-        relevance=cat(0),
-        prediction=cat(1),
-        reference=cat(2),
-        bias=cat(3) if parts[0][3] is not None else None,
-        pairs=[p[4].cpu().numpy() for p in parts] if method == "lrp-pairs" else None,
-    )
+    what = _KIND_NAMES.get(kind, kind)
+    usable = methods_for(kind)
+    if method not in usable:
+        if not usable:
+            raise QmlxError(f"no explanation method explains {what} models")
+        raise QmlxError(
+            f"method {method!r} does not explain {what} models; {what} models are explained with: "
+            + ", ".join(usable)
+        )
+    molecules = as_molecules(molecules)
+    trained.check_domain(molecules)
+    options = Options(rule or Epsilon(), steps, batch_size, top)
+    entry = METHODS[method]
+    if kind == "ensemble":
+        return _explain_members(entry, trained.estimator.members, molecules, options)
+    return entry.run(trained.estimator, molecules, options)

@@ -82,18 +82,20 @@ def flipping_curve(
 
 
 def relative_energy(model) -> Callable[[Molecules], np.ndarray]:
-    """``mols -> (n_mol,)`` energies relative to the model's per-element reference energies,
+    """``mols -> (n_mol,)`` energies relative to the network's per-element reference energies,
     ``E(x) - sum_i reference[Z_i]`` in kcal/mol: the quantity LRP explains.
 
-    Flipping on this function keeps a trivial effect out of the test: removing a carbon atom
-    removes its large reference energy whatever the explanation says.
+    ``model`` is a network from `qmlx.load_model` (or the network itself). Flipping on this
+    function keeps a trivial effect out of the test: removing a carbon atom removes its large
+    reference energy whatever the explanation says.
     """
-    from qmlx.nn.io import predict_network
+    from qmlx.models import as_trained_model
 
-    reference = model.head.reference.detach().double().numpy()
+    trained = as_trained_model(model)
+    reference = trained.estimator.head.reference.detach().double().cpu().numpy()
 
     def predict(mols: Molecules) -> np.ndarray:
-        energies, _ = predict_network(model, mols)
+        energies = trained.predict(mols).energy
         return energies - np.bincount(mols.mol_index, weights=reference[mols.Z], minlength=len(mols))
 
     return predict

@@ -22,39 +22,146 @@ biased layer computes), never hidden. What is explained is the energy relative t
 head's per-element reference energies (fitted on the training data); with ``eps -> 0`` in float64,
 ``sum(relevance) + sum(bias_relevance) == energy - sum(reference)`` for every molecule.
 
+How each type of interaction block runs in the relevance pass is a table, `BLOCK_RULES`, from
+block type to a `BlockRule`: the block's update split into a per-atom map of the sending atom, a
+message along each directed pair, and a per-atom map of the summed messages. A new architecture
+registers its block type once (`register_block`); `lrp`, `lrp-pairs` and `lrp-walks` then work on
+it unchanged.
+
 The model is never modified: parameters are read, not changed, and nothing is hooked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from qmlx.errors import QmlxError
 from qmlx.nn.batch import Batch
-from qmlx.nn.layers import DTNNInteraction, SchNetInteraction, _symmetric_sum
-from qmlx.nn.models import DTNN, InteractionNetwork, SchNet
+from qmlx.nn.layers import DTNNInteraction, SchNetInteraction
+from qmlx.nn.models import InteractionNetwork
+from qmlx.nn.ops import directed_pairs, segment_sum
+
+
+def _stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
+    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+
+
+class _Rule:
+    """What every rule shares: element-wise activations pass relevance through unchanged."""
+
+    eps: float
+
+    def linear(self, a: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``z = a W^T + b`` for ``a (rows, n_in)``, ``W (n_out, n_in)``, ``bias (rows, n_out)`` or
+        ``None``, written so that gradient x input of the result realizes the rule."""
+        raise NotImplementedError
+
+    def activation(self, act: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        """``act(z)`` with the ratio ``act(z) / z`` held fixed: relevance passes through unchanged."""
+        return z * (act(z) / _stabilize(z, self.eps)).detach()
 
 
 @dataclass(frozen=True)
-class Epsilon:
+class Epsilon(_Rule):
     """The epsilon rule: stabilize denominators by ``eps * sign(z)``."""
 
     eps: float = 1e-9
 
+    def linear(self, a: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return a @ W.T if bias is None else a @ W.T + bias
+
 
 @dataclass(frozen=True)
-class Gamma:
+class Gamma(_Rule):
     """The gamma rule for linear layers: contributions ``a_i w_ij`` with the sign of ``z_j`` are
     weighted by ``1 + gamma`` (for positive inputs: weights ``W + gamma * max(W, 0)``), then epsilon."""
 
     gamma: float = 0.25
     eps: float = 1e-9
 
+    def linear(self, a: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        z = a @ W.T if bias is None else a @ W.T + bias
+        if self.gamma <= 0:
+            return z
+        # generalized gamma rule for signed inputs: boost the contributions a_i w_ij (and b_j)
+        # that share the sign of z_j
+        ap, an, Wp, Wn = a.clamp(min=0), a.clamp(max=0), W.clamp(min=0), W.clamp(max=0)
+        pos, neg = ap @ Wp.T + an @ Wn.T, ap @ Wn.T + an @ Wp.T
+        if bias is not None:
+            pos, neg = pos + bias.clamp(min=0), neg + bias.clamp(max=0)
+        zg = z + self.gamma * torch.where(z.detach() >= 0, pos, neg)
+        return zg * (z / _stabilize(zg, self.eps)).detach()
 
-def _stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
-    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+
+# -- the block table ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlockRule:
+    """How the relevance pass runs one type of interaction block, whose update is
+    ``v_i = update(sum over pairs j -> i of message(source(x)_j, radial_ij))``.
+
+    source : ``(fwd, block, x (n_atoms, F), atoms (n_atoms,)) -> h (n_atoms, k)``, a per-atom map of
+        the sending atom's features.
+    message : ``(fwd, block, h_src (p, k), radial (p, r), dst (p,)) -> m (p, k')``, the message along
+        each directed pair; row-wise (row q depends on row q of ``h_src`` only). ``radial`` is the
+        model's distance factor of the pair (`InteractionNetwork.radial_functions`), held fixed;
+        ``dst`` owns the biases of the message.
+    update : ``(fwd, block, agg (n_atoms, k'), atoms) -> v (n_atoms, F)``, a per-atom map of the
+        summed messages, or ``None`` for ``v = agg``.
+
+    Every map runs its layers through ``fwd.linear``, ``fwd.dense`` and ``fwd.activation`` of the
+    `RelevanceForward` ``fwd``, so that the rules apply.
+    """
+
+    source: Callable
+    message: Callable
+    update: Callable | None = None
+
+
+#: interaction block type -> how the relevance pass runs it
+BLOCK_RULES: dict[type[nn.Module], BlockRule] = {
+    SchNetInteraction: BlockRule(
+        source=lambda fwd, block, x, atoms: fwd.linear(block.in2f, x, atoms),
+        message=lambda fwd, block, h, w, dst: h * w,  # the filter W(d): a fixed weight
+        update=lambda fwd, block, agg, atoms: fwd.dense(
+            block.dense, fwd.dense(block.f2out, agg, atoms), atoms
+        ),
+    ),
+    DTNNInteraction: BlockRule(
+        source=lambda fwd, block, x, atoms: fwd.linear(block.cf, x, atoms),
+        # the distance factor df(rbf(d)): a fixed weight
+        message=lambda fwd, block, c, d, dst: fwd.activation(torch.tanh, fwd.linear(block.fc, c * d, dst)),
+    ),
+}
+
+
+def register_block(block_type: type[nn.Module], rule: BlockRule) -> None:
+    """Teach the relevance pass (``lrp``, ``lrp-pairs``, ``lrp-walks``) a new interaction block type."""
+    BLOCK_RULES[block_type] = rule
+
+
+def block_rule(block: nn.Module) -> BlockRule:
+    """The `BlockRule` of ``block``'s type (or of its nearest registered base class)."""
+    for cls in type(block).__mro__:
+        if cls in BLOCK_RULES:
+            return BLOCK_RULES[cls]
+    raise QmlxError(
+        f"no relevance rule for interaction blocks of type {type(block).__name__}; register one with "
+        "qmlx.explain.lrp.register_block"
+    )
+
+
+def check_rules(model: nn.Module) -> None:
+    """Raise `QmlxError` unless ``model`` is an `InteractionNetwork` whose every block has a rule."""
+    if not isinstance(model, InteractionNetwork):
+        raise QmlxError(f"relevance propagation explains interaction networks, not {type(model).__name__}")
+    for block in model.interactions:
+        block_rule(block)
 
 
 class RelevanceForward:
@@ -62,76 +169,76 @@ class RelevanceForward:
 
     After `run`, ``x0`` (n_atoms, F) is the embedding leaf and ``biases`` lists ``(leaf, owner)``
     pairs: a bias broadcast to ``(rows, n)`` as its own leaf, and the atom index of each row.
+    Subclasses may override `message` (how the messages of a block leave the pass) and `residual`.
     """
 
     def __init__(self, model: InteractionNetwork, rule: Epsilon | Gamma) -> None:
-        if not isinstance(model, (SchNet, DTNN)):
-            raise TypeError(f"LRP has rules for SchNet and DTNN, not {type(model).__name__}")
+        check_rules(model)
         self.model = model
         self.rule = rule
         self.biases: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.t = 0  # the block being run
 
-    # -- rules for the layer types -------------------------------------------------------
+    # -- the layers, through the rule ----------------------------------------------------------------
     def linear(self, layer: nn.Linear, a: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
         """``layer(a)`` for ``a (rows, n_in)`` whose rows belong to atoms ``owner (rows,)``."""
-        W = layer.weight.detach()
         bias = None
         if layer.bias is not None:
             bias = layer.bias.detach().expand(a.shape[0], -1).clone().requires_grad_(True)
             self.biases.append((bias, owner))
-        z = a @ W.T if bias is None else a @ W.T + bias
-        if isinstance(self.rule, Gamma) and self.rule.gamma > 0:
-            # generalized gamma rule for signed inputs: boost the contributions a_i w_ij (and b_j)
-            # that share the sign of z_j
-            ap, an, Wp, Wn = a.clamp(min=0), a.clamp(max=0), W.clamp(min=0), W.clamp(max=0)
-            pos, neg = ap @ Wp.T + an @ Wn.T, ap @ Wn.T + an @ Wp.T
-            if bias is not None:
-                pos, neg = pos + bias.clamp(min=0), neg + bias.clamp(max=0)
-            zg = z + self.rule.gamma * torch.where(z.detach() >= 0, pos, neg)
-            return zg * (z / _stabilize(zg, self.rule.eps)).detach()
-        return z
+        return self.rule.linear(a, layer.weight.detach(), bias)
 
     def activation(self, act, z: torch.Tensor) -> torch.Tensor:
         """``act(z)`` with relevance passed through unchanged."""
-        return z * (act(z) / _stabilize(z, self.rule.eps)).detach()
+        return self.rule.activation(act, z)
 
     def dense(self, layer, a: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
         z = self.linear(layer, a, owner)
         return z if layer.activation is None else self.activation(layer.activation, z)
 
-    # -- the two architectures -----------------------------------------------------------
-    def schnet_update(self, block: SchNetInteraction, x, rbf, fcut, batch: Batch, atoms) -> torch.Tensor:
-        w = block.filter(rbf, fcut).detach()  # geometry-dependent factor: a fixed weight
-        h = self.linear(block.in2f, x, atoms)
-        agg = _symmetric_sum(h[batch.idx_i] * w, h[batch.idx_j] * w, batch.idx_i, batch.idx_j, x.shape[0])
-        return self.dense(block.dense, self.dense(block.f2out, agg, atoms), atoms)
+    # -- one block ---------------------------------------------------------------------------------
+    def message(
+        self,
+        rule: BlockRule,
+        block,
+        h: torch.Tensor,
+        radial: torch.Tensor,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+    ) -> torch.Tensor:
+        """The messages ``(p, k')`` along the directed pairs ``src -> dst``."""
+        return rule.message(self, block, h[src], radial, dst)
 
-    def dtnn_update(self, block: DTNNInteraction, x, rbf, batch: Batch, atoms) -> torch.Tensor:
-        d = block.df(rbf).detach()  # geometry-dependent factor: a fixed weight
-        c = self.linear(block.cf, x, atoms)
-        i, j = batch.idx_i, batch.idx_j
-        v_ji = self.activation(torch.tanh, self.linear(block.fc, c[j] * d, i))
-        v_ij = self.activation(torch.tanh, self.linear(block.fc, c[i] * d, j))
-        return _symmetric_sum(v_ij, v_ji, i, j, x.shape[0])
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """What the residual connection passes on (``x`` itself)."""
+        return x
+
+    def update(self, block, x: torch.Tensor, radial: torch.Tensor, src, dst, atoms) -> torch.Tensor:
+        """The block's update ``v (n_atoms, F)`` from ``x`` and the fixed per-directed-pair ``radial``."""
+        rule = block_rule(block)
+        h = rule.source(self, block, x, atoms)
+        agg = segment_sum(self.message(rule, block, h, radial, src, dst), dst, x.shape[0])
+        return agg if rule.update is None else rule.update(self, block, agg, atoms)
 
     def run(self, batch: Batch) -> torch.Tensor:
-        """Atom energies ``(n_atoms,)`` in kcal/mol, computed through the rules."""
+        """Atom energies ``(n_atoms,)`` in kcal/mol minus the element references, through the rules."""
         model = self.model
         atoms = torch.arange(len(batch.Z), device=batch.Z.device)
         self.x0 = model.embed(batch.Z).detach().requires_grad_(True)
         x = self.x0
+        src, dst = directed_pairs(batch.idx_i, batch.idx_j)
         with torch.no_grad():
-            _, rbf, fcut = model.pair_features(batch)
-        for block in model.interactions:
-            if isinstance(block, SchNetInteraction):
-                v = self.schnet_update(block, x, rbf, fcut, batch, atoms)
-            else:
-                v = self.dtnn_update(block, x, rbf, batch, atoms)
-            x = x + v
-        head = model.head
-        hidden, out = head.mlp
+            radial = [r.repeat(2, 1) for r in model.radial_functions(model.distances(batch))]
+        for t, block in enumerate(model.interactions):
+            self.t = t
+            x = self.residual(x) + self.update(block, x, radial[t], src, dst, atoms)
+        return self.head(x, batch.Z, atoms)
+
+    def head(self, x: torch.Tensor, Z: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
+        """The atom-wise output head ``(n_atoms,)`` (without the per-element reference)."""
+        hidden, out = self.model.head.mlp
         y = self.dense(out, self.dense(hidden, x, atoms), atoms).squeeze(-1)
-        return y * head.scale[batch.Z].detach()
+        return y * self.model.head.scale[Z].detach()
 
 
 def lrp_atoms(

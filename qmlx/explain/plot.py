@@ -35,6 +35,7 @@ import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ase
 import matplotlib
@@ -47,12 +48,16 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize, to_rgba
 from matplotlib.figure import Figure
-from matplotlib.patches import Circle
+from matplotlib.patches import Circle, FancyArrowPatch
+from matplotlib.path import Path as MplPath
 from matplotlib.text import Text
 
 from qmlx._io import atomic_path, savefig_atomic, write_text_atomic
 from qmlx.chem.bonds import bonds
 from qmlx.errors import QmlxError
+
+if TYPE_CHECKING:
+    from qmlx.explain.walks import WalkResult
 
 CMAP = "RdBu_r"  # signed relevance: red raises the energy (positive), blue lowers it (negative)
 CMAP_UNSIGNED = "Reds"  # unsigned sensitivity (``gradient``): white 0 to dark red
@@ -88,6 +93,7 @@ __all__ = [
     "label_color",
     "page_paths",
     "plot_explanation",
+    "plot_walks",
     "project_2d",
     "relative_luminance",
     "write_html_report",
@@ -646,3 +652,120 @@ def write_html_report(
         )
     parts.append("</body></html>")
     return write_text_atomic(path, "\n".join(parts) + "\n")
+
+
+# -- relevant walks ----------------------------------------------------------------------------------
+
+
+def _atom_label(atoms: ase.Atoms, i: int) -> str:
+    return f"{atoms[i].symbol}{i}"
+
+
+def _walk_curve(xy: np.ndarray, walk: np.ndarray, rank: int, radii: np.ndarray) -> np.ndarray:
+    """(m, 2) polyline of one walk on the 2-D drawing: a quadratic Bezier arc per step between two
+    atoms (curvature varied by ``rank`` so overlapping walks stay apart), one petal-shaped loop per
+    run of self-steps (longer for longer runs), trimmed where it enters the first and last atoms'
+    discs (``radii``)."""
+    centre = xy.mean(axis=0)
+    t = np.linspace(0.0, 1.0, 40)[:, None]
+    parts = []
+    s = 0
+    while s < len(walk) - 1:
+        a = xy[walk[s]]
+        run = 0
+        while s + run < len(walk) - 1 and walk[s + run + 1] == walk[s]:
+            run += 1
+        if run:  # the residual, ``run`` blocks in a row
+            out = a - centre
+            theta = np.arctan2(out[1], out[0]) if np.hypot(*out) > 1e-6 else np.pi / 2
+            theta += 0.5 * ((rank % 5) - 2) + 1.2 * s
+            angle = theta + (t - 0.5) * 1.4
+            length = (0.45 + 0.15 * run) * np.sin(np.pi * t)
+            parts.append(a + length * np.hstack([np.cos(angle), np.sin(angle)]))
+            s += run
+            continue
+        c = xy[walk[s + 1]]
+        d = c - a
+        rad = (0.12 + 0.06 * (rank % 4)) * (1 if rank % 2 == 0 else -1)
+        ctrl = (a + c) / 2 + rad * np.array([-d[1], d[0]])
+        parts.append((1 - t) ** 2 * a + 2 * (1 - t) * t * ctrl + t**2 * c)
+        s += 1
+    curve = np.concatenate(parts)
+    start = np.linalg.norm(curve - xy[walk[0]], axis=1) > radii[walk[0]]
+    end = np.linalg.norm(curve - xy[walk[-1]], axis=1) > radii[walk[-1]]
+    first = int(np.argmax(start))
+    last = len(curve) - int(np.argmax(end[::-1]))
+    return curve[first:last]
+
+
+def plot_walks(
+    atoms: ase.Atoms, result: WalkResult, path: str | os.PathLike, top: int = 12, title: str | None = None
+) -> None:
+    """Draw the ``top`` strongest walks of ``result`` on the molecule ``atoms`` (positions in Å) and
+    write a PNG (or PDF, by suffix) atomically.
+
+    Left: the molecule projected on its two principal axes (`qmlx.explain.plot.project_2d`), bonds
+    in grey, atoms labelled element + index; each walk one stroke from a dot at ``i_0`` through
+    ``i_1, ...`` to an arrowhead at ``i_T``, a run of self-steps (``i_t = i_{t+1}``, the residual) a
+    loop out of the atom and back, longer for more steps; red raises the energy, blue lowers it, width grows with ``|relevance|``,
+    colour bar in kcal/mol. Right: the same walks as a bar chart, labelled with their atoms.
+    """
+    k = min(top, len(result.relevance))
+    walks, rel = result.walks[:k], result.relevance[:k]
+    cmap = ScalarMappable(cmap=CMAP).get_cmap()
+    limit = float(np.abs(rel).max()) if k else 1.0
+    norm = Normalize(-limit, limit)  # centred at zero
+    xy = project_2d(atoms.positions)
+    radii = np.where(atoms.numbers == 1, 0.22, 0.3)
+    fig = Figure(figsize=(13, 6.2), layout="constrained")
+    ax, bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1.0]})
+    b = bonds(atoms)
+    if len(b):
+        ax.add_collection(LineCollection(xy[b], colors="0.8", linewidths=2.5, zorder=1))
+    for z, w in enumerate(range(k - 1, -1, -1)):  # strongest drawn last, on top
+        color = cmap(norm(rel[w]))
+        width = 0.8 + 3.2 * abs(rel[w]) / limit
+        curve = _walk_curve(xy, walks[w], w, radii)
+        if len(curve) < 2:
+            continue
+        ax.plot(*curve[0], "o", color=color, ms=2 + width, zorder=5 + z)
+        ax.add_patch(
+            FancyArrowPatch(
+                path=MplPath(curve),
+                arrowstyle="-|>",
+                mutation_scale=6 + 2.5 * width,
+                color=color,
+                lw=width,
+                alpha=0.9,
+                zorder=5 + z,
+                capstyle="round",
+                joinstyle="round",
+            )  # fmt: skip
+        )
+    for i in range(len(atoms)):
+        ax.add_patch(Circle(xy[i], radii[i], fc="white", ec="0.35", lw=1.0, zorder=100))
+        ax.text(*xy[i], _atom_label(atoms, i), ha="center", va="center", fontsize=7, zorder=101)
+    pad = 1.2
+    ax.set_xlim(xy[:, 0].min() - pad, xy[:, 0].max() + pad)
+    ax.set_ylim(xy[:, 1].min() - pad, xy[:, 1].max() + pad)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(
+        f"top {k} of {result.n_walks:,} walks i0 → … → i{result.order} (● start, ▶ end)", fontsize=10
+    )
+    fig.colorbar(
+        ScalarMappable(norm=norm, cmap=CMAP), ax=ax, location="bottom", shrink=0.6, pad=0.02,
+        label="walk relevance [kcal/mol]",
+    )  # fmt: skip
+    pos = np.arange(k)[::-1]
+    bar.barh(pos, rel, color=cmap(norm(rel)), edgecolor="0.3", lw=0.5)
+    bar.set_yticks(pos, [" → ".join(_atom_label(atoms, int(i)) for i in seq) for seq in walks], fontsize=8)
+    bar.axvline(0, color="0.3", lw=0.8)
+    bar.set_xlabel("walk relevance [kcal/mol]")
+    explained = result.prediction - result.reference
+    bar.set_title(
+        f"E − Σref = {explained:.2f} kcal/mol = all walks {result.walks_total:.2f} + bias {result.bias_total:.2f}",
+        fontsize=9,
+    )
+    fig.suptitle(title or f"{atoms.get_chemical_formula()}: relevant walks (GNN-LRP)", fontsize=11)
+    savefig_atomic(fig, path, dpi=130)

@@ -48,7 +48,6 @@ with a `QmlxError` (see `MAX_WALKS` for the measurement behind the number).
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,10 +57,10 @@ import torch
 
 from qmlx.data.molecules import Molecules, as_molecules
 from qmlx.errors import QmlxError
-from qmlx.explain.lrp import Epsilon, Gamma, RelevanceForward, lrp_atoms
+from qmlx.explain.lrp import BlockRule, Epsilon, Gamma, RelevanceForward, block_rule, check_rules, lrp_atoms
 from qmlx.nn.batch import Batch, PairCache
-from qmlx.nn.layers import SchNetInteraction, _symmetric_sum
-from qmlx.nn.models import DTNN, InteractionNetwork, SchNet
+from qmlx.nn.models import InteractionNetwork
+from qmlx.nn.ops import directed_pairs, segment_sum
 
 #: Largest number of dense walks ``n^(T+1)`` per molecule. Measured with qm7-schnet (F = 64, T = 3,
 #: float64, one thread on a shared 2-core machine): 23 atoms (279,841 walks, the largest QM7
@@ -70,10 +69,8 @@ from qmlx.nn.models import DTNN, InteractionNetwork, SchNet
 #: 0.4 us and 100 bytes per walk; 1e7 keeps one molecule near 5 s and 1 GB and admits every QM7
 #: and QM9 molecule at T <= 3 (QM9: 29 atoms, 7.1e5 walks).
 MAX_WALKS = 10_000_000
-#: diverging colormap of `plot_walks`: red raises the energy, blue lowers it
-CMAP = "RdBu_r"
 
-__all__ = ["MAX_WALKS", "WalkResult", "lrp_walks", "masked_walk_relevance", "plot_walks"]
+__all__ = ["MAX_WALKS", "WalkResult", "lrp_walks", "masked_walk_relevance"]
 
 
 @dataclass
@@ -128,50 +125,13 @@ class _MaskedForward(RelevanceForward):
     def __init__(self, model, rule, walk: Sequence[int]) -> None:
         super().__init__(model, rule)
         self.walk = [int(a) for a in walk]
-        self.t = 0
 
-    def _masks(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masks ``(n_pairs,)`` of the messages ``idx_j -> idx_i`` and ``idx_i -> idx_j`` kept at this
-        block (the residual is kept in `run`)."""
-        src, dst = self.walk[self.t], self.walk[self.t + 1]
-        return (batch.idx_j == src) & (batch.idx_i == dst), (batch.idx_i == src) & (batch.idx_j == dst)
+    def message(self, rule: BlockRule, block, h, radial, src, dst) -> torch.Tensor:
+        kept = (src == self.walk[self.t]) & (dst == self.walk[self.t + 1])
+        return _keep(super().message(rule, block, h, radial, src, dst), kept)
 
-    def schnet_update(self, block, x, rbf, fcut, batch, atoms):
-        to_i, to_j = self._masks(batch)
-        w = block.filter(rbf, fcut).detach()
-        h = self.linear(block.in2f, x, atoms)
-        msg_ji = _keep(h[batch.idx_j] * w, to_i)  # j -> i
-        msg_ij = _keep(h[batch.idx_i] * w, to_j)  # i -> j
-        agg = _symmetric_sum(msg_ij, msg_ji, batch.idx_i, batch.idx_j, x.shape[0])
-        return self.dense(block.dense, self.dense(block.f2out, agg, atoms), atoms)
-
-    def dtnn_update(self, block, x, rbf, batch, atoms):
-        to_i, to_j = self._masks(batch)
-        d = block.df(rbf).detach()
-        c = self.linear(block.cf, x, atoms)
-        i, j = batch.idx_i, batch.idx_j
-        v_ji = _keep(self.activation(torch.tanh, self.linear(block.fc, c[j] * d, i)), to_i)
-        v_ij = _keep(self.activation(torch.tanh, self.linear(block.fc, c[i] * d, j)), to_j)
-        return _symmetric_sum(v_ij, v_ji, i, j, x.shape[0])
-
-    def run(self, batch: Batch) -> torch.Tensor:
-        model = self.model
-        atoms = torch.arange(len(batch.Z))
-        self.x0 = model.embed(batch.Z).detach().requires_grad_(True)
-        x = self.x0
-        with torch.no_grad():
-            _, rbf, fcut = model.pair_features(batch)
-        for t, block in enumerate(model.interactions):
-            self.t = t
-            if isinstance(block, SchNetInteraction):
-                v = self.schnet_update(block, x, rbf, fcut, batch, atoms)
-            else:
-                v = self.dtnn_update(block, x, rbf, batch, atoms)
-            keep_self = self.walk[t] == self.walk[t + 1]
-            x = (x if keep_self else x.detach()) + v
-        hidden, out = model.head.mlp
-        y = self.dense(out, self.dense(hidden, x, atoms), atoms).squeeze(-1)
-        return y * model.head.scale[batch.Z].detach()
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.walk[self.t] == self.walk[self.t + 1] else x.detach()
 
 
 def masked_walk_relevance(
@@ -206,33 +166,25 @@ def _rowwise_jacobian(fn, a: torch.Tensor) -> torch.Tensor:
 
 
 def _message_jacobians(
-    fwd: RelevanceForward, block, x: torch.Tensor, rbf, fcut, src: torch.Tensor, dst: torch.Tensor
+    fwd: RelevanceForward, block, x: torch.Tensor, radial: torch.Tensor, src: torch.Tensor, dst: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Jacobians ``(n_directed, F, F)`` of the messages ``src -> dst`` of one block of the relevance
-    pass, ``d v_dst / d x_src``, at features ``x (n, F)``, and the block's update ``v (n, F)``."""
+    pass, ``d v_dst / d x_src``, at features ``x (n, F)``, and the block's update ``v (n, F)``.
+
+    A block's `BlockRule` has three parts, so ``J = update'[dst] . message'[pair] . source'[src]``, each
+    factor a row-wise Jacobian."""
     n = x.shape[0]
     atoms = torch.arange(n)
-    if isinstance(block, SchNetInteraction):
-        w = block.filter(rbf, fcut).detach().repeat(2, 1)  # (n_directed, n_filters), a fixed weight
-
-        def post_fn(a):
-            return fwd.dense(block.dense, fwd.dense(block.f2out, a, atoms), atoms)
-
-        pre = _rowwise_jacobian(lambda a: fwd.linear(block.in2f, a, atoms), x)  # (n, nf, F)
-        h = fwd.linear(block.in2f, x, atoms).detach()
-        agg = torch.zeros(n, w.shape[1], dtype=x.dtype).index_add_(0, dst, h[src] * w)
-        post = _rowwise_jacobian(post_fn, agg)  # (n, F, nf)
-        return torch.einsum("pfk,pk,pkg->pfg", post[dst], w, pre[src]), post_fn(agg).detach()
-    d = block.df(rbf).detach().repeat(2, 1)  # (n_directed, n_factors), a fixed weight
-
-    def pair_fn(a):
-        return fwd.activation(torch.tanh, fwd.linear(block.fc, a * d, dst))
-
-    pre = _rowwise_jacobian(lambda a: fwd.linear(block.cf, a, atoms), x)  # (n, nf, F)
-    c = fwd.linear(block.cf, x, atoms).detach()
-    pair = _rowwise_jacobian(pair_fn, c[src])  # (n_directed, F, nf)
-    v = torch.zeros_like(x).index_add_(0, dst, pair_fn(c[src]).detach())
-    return torch.einsum("pfk,pkg->pfg", pair, pre[src]), v
+    rule = block_rule(block)
+    pre = _rowwise_jacobian(lambda a: rule.source(fwd, block, a, atoms), x)  # (n, k, F)
+    h = rule.source(fwd, block, x, atoms).detach()
+    pair = _rowwise_jacobian(lambda a: rule.message(fwd, block, a, radial, dst), h[src])  # (p, k', k)
+    agg = segment_sum(rule.message(fwd, block, h[src], radial, dst).detach(), dst, n)
+    msg = torch.einsum("pkj,pjf->pkf", pair, pre[src])  # (p, k', F)
+    if rule.update is None:
+        return msg, agg
+    post = _rowwise_jacobian(lambda a: rule.update(fwd, block, a, atoms), agg)  # (n, F, k')
+    return torch.einsum("pfk,pkg->pfg", post[dst], msg), rule.update(fwd, block, agg, atoms).detach()
 
 
 def _block_jacobians(
@@ -241,28 +193,23 @@ def _block_jacobians(
     """The relevance pass of a one-molecule batch, block by block, as Jacobians.
 
     Returns ``x0 (n, F)``; per block ``J[i, j] = d x^t_i / d x^{t-1}_j`` ``(n, n, F, F)`` of the
-    relevance pass (`RelevanceForward`: the same rules and wiring), built from its factors: a block
-    sends the message ``j -> i`` through a per-atom map of ``x_j`` (SchNet: ``in2f``; DTNN: ``cf``),
-    a per-pair map (SchNet: the fixed filter ``W(d_ij)``; DTNN: ``tanh(fc(. * d_ij))``) and, for
-    SchNet, a per-atom map of the sum at ``i`` (``f2out``, ``dense``), so
-    ``J[i, j] = post_i . pair_ij . pre_j`` plus the identity (residual) for ``i = j``. Also returns
-    the head gradients ``g (n, F)`` (kcal/mol per unit of feature) of each atom's ``E_i - ref(Z_i)``
-    w.r.t. its own final features.
+    relevance pass (`RelevanceForward`: the same rules and wiring), built from the three parts of
+    the block's `BlockRule` (`_message_jacobians`) plus the identity (residual) for ``i = j``. Also
+    returns the head gradients ``g (n, F)`` (kcal/mol per unit of feature) of each atom's
+    ``E_i - ref(Z_i)`` w.r.t. its own final features.
     """
     fwd = RelevanceForward(model, rule)
     n = len(batch.Z)
     atoms = torch.arange(n)
     x0 = model.embed(batch.Z).detach()
     x = x0
+    src, dst = directed_pairs(batch.idx_i, batch.idx_j)
     with torch.no_grad():
-        _, rbf, fcut = model.pair_features(batch)
-    # directed messages src -> dst: each half pair in both directions
-    src = torch.cat([batch.idx_j, batch.idx_i])
-    dst = torch.cat([batch.idx_i, batch.idx_j])
+        radial = [r.repeat(2, 1) for r in model.radial_functions(model.distances(batch))]
     eye = torch.eye(x0.shape[1], dtype=x0.dtype)
     jacobians = []
-    for block in model.interactions:
-        msg, v = _message_jacobians(fwd, block, x, rbf, fcut, src, dst)
+    for t, block in enumerate(model.interactions):
+        msg, v = _message_jacobians(fwd, block, x, radial[t], src, dst)
         J = torch.zeros(n, n, *eye.shape, dtype=x.dtype)
         J.index_put_((dst, src), msg, accumulate=True)
         J[atoms, atoms] += eye  # the residual: the message i -> i
@@ -270,9 +217,7 @@ def _block_jacobians(
         x = x + v
         fwd.biases.clear()
     leaf = x.clone().requires_grad_(True)
-    hidden, out = model.head.mlp
-    scaled = fwd.dense(out, fwd.dense(hidden, leaf, atoms), atoms).squeeze(-1) * model.head.scale[batch.Z]
-    (g,) = torch.autograd.grad(scaled.sum(), leaf)  # atom-wise head: row i is d E_i / d x_i
+    (g,) = torch.autograd.grad(fwd.head(leaf, batch.Z, atoms).sum(), leaf)  # row i is d E_i / d x_i
     return x0, jacobians, g
 
 
@@ -352,7 +297,8 @@ def lrp_walks(
 
     Parameters
     ----------
-    model : a trained `SchNet` or `DTNN`; explained on a float64 copy, left unchanged.
+    model : a trained interaction network (SchNet, DTNN, or any whose blocks have a
+        `qmlx.explain.lrp.BlockRule`); explained on a float64 copy, left unchanged.
     molecules : `Molecules`, an ``ase.Atoms`` or a list of them, positions in Å; checked against
         the model's domain as in prediction (`qmlx.errors.DomainError`).
     rule : `Epsilon` (default, eps = 1e-9) or `Gamma`, as for ``lrp``.
@@ -366,8 +312,7 @@ def lrp_walks(
     """
     from qmlx.nn.io import check_network_domain
 
-    if not isinstance(model, (SchNet, DTNN)):
-        raise QmlxError(f"relevant walks need a SchNet or DTNN model, got {type(model).__name__}")
+    check_rules(model)
     if top is not None and top < 0:
         raise QmlxError(f"top must be a non-negative number of walks, got {top}")
     molecules = as_molecules(molecules)
@@ -384,131 +329,3 @@ def lrp_walks(
             _molecule_walks(net, cache.batch(np.array([k])), rule or Epsilon(), top, full)
             for k in range(len(cache))
         ]
-
-
-# -- picture ----------------------------------------------------------------------------------
-
-
-def _label(atoms: ase.Atoms, i: int) -> str:
-    return f"{atoms[i].symbol}{i}"
-
-
-def _walk_curve(xy: np.ndarray, walk: np.ndarray, rank: int, radii: np.ndarray) -> np.ndarray:
-    """(m, 2) polyline of one walk on the 2-D drawing: a quadratic Bezier arc per step between two
-    atoms (curvature varied by ``rank`` so overlapping walks stay apart), one petal-shaped loop per
-    run of self-steps (longer for longer runs), trimmed where it enters the first and last atoms'
-    discs (``radii``)."""
-    centre = xy.mean(axis=0)
-    t = np.linspace(0.0, 1.0, 40)[:, None]
-    parts = []
-    s = 0
-    while s < len(walk) - 1:
-        a = xy[walk[s]]
-        run = 0
-        while s + run < len(walk) - 1 and walk[s + run + 1] == walk[s]:
-            run += 1
-        if run:  # the residual, ``run`` blocks in a row
-            out = a - centre
-            theta = np.arctan2(out[1], out[0]) if np.hypot(*out) > 1e-6 else np.pi / 2
-            theta += 0.5 * ((rank % 5) - 2) + 1.2 * s
-            angle = theta + (t - 0.5) * 1.4
-            length = (0.45 + 0.15 * run) * np.sin(np.pi * t)
-            parts.append(a + length * np.hstack([np.cos(angle), np.sin(angle)]))
-            s += run
-            continue
-        c = xy[walk[s + 1]]
-        d = c - a
-        rad = (0.12 + 0.06 * (rank % 4)) * (1 if rank % 2 == 0 else -1)
-        ctrl = (a + c) / 2 + rad * np.array([-d[1], d[0]])
-        parts.append((1 - t) ** 2 * a + 2 * (1 - t) * t * ctrl + t**2 * c)
-        s += 1
-    curve = np.concatenate(parts)
-    start = np.linalg.norm(curve - xy[walk[0]], axis=1) > radii[walk[0]]
-    end = np.linalg.norm(curve - xy[walk[-1]], axis=1) > radii[walk[-1]]
-    first = int(np.argmax(start))
-    last = len(curve) - int(np.argmax(end[::-1]))
-    return curve[first:last]
-
-
-def plot_walks(
-    atoms: ase.Atoms, result: WalkResult, path: str | os.PathLike, top: int = 12, title: str | None = None
-) -> None:
-    """Draw the ``top`` strongest walks of ``result`` on the molecule ``atoms`` (positions in Å) and
-    write a PNG (or PDF, by suffix) atomically.
-
-    Left: the molecule projected on its two principal axes (`qmlx.explain.plot.project_2d`), bonds
-    in grey, atoms labelled element + index; each walk one stroke from a dot at ``i_0`` through
-    ``i_1, ...`` to an arrowhead at ``i_T``, a run of self-steps (``i_t = i_{t+1}``, the residual) a
-    loop out of the atom and back, longer for more steps; red raises the energy, blue lowers it, width grows with ``|relevance|``,
-    colour bar in kcal/mol. Right: the same walks as a bar chart, labelled with their atoms.
-    """
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.collections import LineCollection
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Circle, FancyArrowPatch
-    from matplotlib.path import Path as MplPath
-
-    from qmlx._io import savefig_atomic
-    from qmlx.chem.bonds import bonds
-    from qmlx.explain.plot import project_2d
-
-    k = min(top, len(result.relevance))
-    walks, rel = result.walks[:k], result.relevance[:k]
-    cmap = ScalarMappable(cmap=CMAP).get_cmap()
-    limit = float(np.abs(rel).max()) if k else 1.0
-    norm = Normalize(-limit, limit)  # centred at zero
-    xy = project_2d(atoms.positions)
-    radii = np.where(atoms.numbers == 1, 0.22, 0.3)
-    fig = Figure(figsize=(13, 6.2), layout="constrained")
-    ax, bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1.0]})
-    b = bonds(atoms)
-    if len(b):
-        ax.add_collection(LineCollection(xy[b], colors="0.8", linewidths=2.5, zorder=1))
-    for z, w in enumerate(range(k - 1, -1, -1)):  # strongest drawn last, on top
-        color = cmap(norm(rel[w]))
-        width = 0.8 + 3.2 * abs(rel[w]) / limit
-        curve = _walk_curve(xy, walks[w], w, radii)
-        if len(curve) < 2:
-            continue
-        ax.plot(*curve[0], "o", color=color, ms=2 + width, zorder=5 + z)
-        ax.add_patch(
-            FancyArrowPatch(
-                path=MplPath(curve),
-                arrowstyle="-|>",
-                mutation_scale=6 + 2.5 * width,
-                color=color,
-                lw=width,
-                alpha=0.9,
-                zorder=5 + z,
-                capstyle="round",
-                joinstyle="round",
-            )  # fmt: skip
-        )
-    for i in range(len(atoms)):
-        ax.add_patch(Circle(xy[i], radii[i], fc="white", ec="0.35", lw=1.0, zorder=100))
-        ax.text(*xy[i], _label(atoms, i), ha="center", va="center", fontsize=7, zorder=101)
-    pad = 1.2
-    ax.set_xlim(xy[:, 0].min() - pad, xy[:, 0].max() + pad)
-    ax.set_ylim(xy[:, 1].min() - pad, xy[:, 1].max() + pad)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    ax.set_title(
-        f"top {k} of {result.n_walks:,} walks i0 → … → i{result.order} (● start, ▶ end)", fontsize=10
-    )
-    fig.colorbar(
-        ScalarMappable(norm=norm, cmap=CMAP), ax=ax, location="bottom", shrink=0.6, pad=0.02,
-        label="walk relevance [kcal/mol]",
-    )  # fmt: skip
-    pos = np.arange(k)[::-1]
-    bar.barh(pos, rel, color=cmap(norm(rel)), edgecolor="0.3", lw=0.5)
-    bar.set_yticks(pos, [" → ".join(_label(atoms, int(i)) for i in seq) for seq in walks], fontsize=8)
-    bar.axvline(0, color="0.3", lw=0.8)
-    bar.set_xlabel("walk relevance [kcal/mol]")
-    explained = result.prediction - result.reference
-    bar.set_title(
-        f"E − Σref = {explained:.2f} kcal/mol = all walks {result.walks_total:.2f} + bias {result.bias_total:.2f}",
-        fontsize=9,
-    )
-    fig.suptitle(title or f"{atoms.get_chemical_formula()}: relevant walks (GNN-LRP)", fontsize=11)
-    savefig_atomic(fig, path, dpi=130)

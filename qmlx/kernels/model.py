@@ -115,17 +115,23 @@ class KRRModel:
             )
         return report
 
+    def energies(self, mols: Molecules) -> np.ndarray:
+        """(n_molecules,) predicted energies in kcal/mol of ``mols``, with no domain check (see
+        `predict_molecules`)."""
+        X = self.representation.transform(mols)
+        base = np.bincount(mols.mol_index, weights=self.baseline_energies(mols), minlength=len(mols))
+        return self.regressor.predict(X) + base
+
     def predict_molecules(self, mols: Molecules | Sequence[ase.Atoms]) -> np.ndarray:
         """(n_molecules,) predicted energies in kcal/mol for `Molecules` (positions in Å) or ase.Atoms.
 
         Input outside the training domain raises `DomainError` (see `check_domain`); molecules
-        with soft flags are predicted, with one warning.
+        with soft flags are predicted, with one warning. `qmlx.load_model` gives the same numbers
+        through the model protocol, refusing molecules one by one.
         """
         mols = as_molecules(mols)
         warn_if_flagged(self.check_domain(mols), mols, stacklevel=3)
-        X = self.representation.transform(mols)
-        base = np.bincount(mols.mol_index, weights=self.baseline_energies(mols), minlength=len(mols))
-        return self.regressor.predict(X) + base
+        return self.energies(mols)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model to ``path`` (HDF5, atomically); see the module docstring."""

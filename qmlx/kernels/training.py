@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 
 from qmlx.chem import element_counts, fit_element_energies
 from qmlx.data.domain import Domain
 from qmlx.data.molecules import Molecules
-from qmlx.errors import TrainingError
+from qmlx.errors import DomainWarning, TrainingError
 from qmlx.kernels.krr import KernelRidge
 from qmlx.kernels.model import KRRModel
+from qmlx.kernels.nystrom import NystromKernelRidge
 from qmlx.kernels.search import KernelProvider, select_hyperparameters
 from qmlx.metrics import metrics
 from qmlx.represent import make_representation
@@ -37,6 +39,10 @@ DEFAULT_KERNEL = {"eigenspectrum": "gaussian"}
 #: ``none``: regress the target itself (minus its mean); ``elements``: regress what is left after
 #: per-element reference energies fitted on the training part (`qmlx.chem`), for total energies
 BASELINES = ("none", "elements")
+#: kernel ridge solvers: exact (Cholesky) or Nyström (`NystromKernelRidge`)
+SOLVERS = ("exact", "nystrom")
+#: most training molecules the inner CV of a Nyström model runs on (exact kernels, n^2 memory)
+NYSTROM_CV_MOLECULES = 4000
 
 
 def default_kernel(representation: str) -> str:
@@ -58,8 +64,21 @@ def train_krr(
     progress: bool = False,
     metadata: dict | None = None,
     baseline: str = "none",
+    solver: str = "exact",
+    n_centers: int = 1000,
+    seed: int = 0,
 ) -> tuple[KRRModel, dict]:
-    """Fit a representation and a `KernelRidge` on ``mols[train]``; evaluate on ``mols[test]``.
+    """Fit a representation and a kernel ridge regressor on ``mols[train]``; evaluate on ``mols[test]``.
+
+    ``solver="exact"`` fits `KernelRidge` (Cholesky, all training molecules); ``"nystrom"`` fits
+    `NystromKernelRidge` on ``n_centers`` centres drawn with ``seed`` (at most the training size),
+    whose hyperparameters, when not given, come from the exact inner CV on at most
+    `NYSTROM_CV_MOLECULES` training molecules (also drawn with ``seed``).
+
+    The representation is sized for every molecule of ``mols`` (the largest molecule for
+    Coulomb matrices, the largest bags for Bag of Bonds), not only for the training part: sizes
+    depend on the compositions only, never on targets. A test molecule the model still cannot
+    answer is refused alone; ``n_test_refused`` counts them and the test metrics cover the rest.
 
     Targets are converted to kcal/mol. With ``baseline="elements"`` the regression learns what is
     left after per-element reference energies fitted on the training part (for total energies;
@@ -79,9 +98,11 @@ def train_krr(
     params = dict(representation_params or {})
     if representation == "random-cm":
         params.setdefault("random_state", 0)  # saved models must transform new molecules reproducibly
+    if solver not in SOLVERS:
+        raise TrainingError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     rep = make_representation(representation, **params)
     train_mols = mols.subset(train)
-    rep.fit(train_mols)
+    rep.fit(mols)
     X = rep.transform(train_mols)
     refs = None
     y_fit = y[train]
@@ -97,9 +118,13 @@ def train_krr(
         )
         sigmas = sigmas if sigma is None else [float(sigma)]
         lams = lams if lam is None else [float(lam)]
+        cv = np.arange(len(X))
+        if solver == "nystrom" and len(cv) > NYSTROM_CV_MOLECULES:
+            cv = np.sort(np.random.default_rng(seed).choice(len(X), NYSTROM_CV_MOLECULES, replace=False))
+            info["inner_cv_molecules"] = NYSTROM_CV_MOLECULES
         grid = select_hyperparameters(
-            KernelProvider(X, kernel, sigmas, progress=progress),
-            y_fit,
+            KernelProvider(X[cv], kernel, sigmas, progress=progress),
+            y_fit[cv],
             sigmas,
             lams,
             inner_splits,
@@ -107,8 +132,14 @@ def train_krr(
         )
         sigma, lam = grid.best_sigma, grid.best_lam
         info["inner_cv"] = grid.to_dict()
-    reg = KernelRidge(kernel=kernel, sigma=float(sigma), lam=float(lam)).fit(X, y_fit)
-    info.update(sigma=float(sigma), lam=float(lam))
+    if solver == "nystrom":
+        M = min(int(n_centers), len(X))
+        reg = NystromKernelRidge(kernel, sigma=float(sigma), lam=float(lam), n_centers=M, random_state=seed)
+        info["n_centers"] = M
+    else:
+        reg = KernelRidge(kernel=kernel, sigma=float(sigma), lam=float(lam))
+    reg.fit(X, y_fit)
+    info.update(sigma=float(sigma), lam=float(lam), solver=solver)
     meta = {
         **(metadata or {}),
         "dataset": mols.name,
@@ -120,8 +151,17 @@ def train_krr(
     }
     model = KRRModel(representation, rep, reg, target, meta, baseline=refs)
     if test is not None and len(test):
-        m = metrics(model.predict_molecules(mols.subset(test)), y[np.asarray(test)])
-        info.update(n_test=len(test), test_mae_kcal_mol=m["mae"], test_rmse_kcal_mol=m["rmse"])
+        from qmlx.models import KernelModel
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DomainWarning)  # soft flags do not change the test metrics
+            pred = KernelModel(model).predict(mols.subset(test))
+        kept = ~pred.refused
+        m = metrics(pred.energy[kept], y[np.asarray(test)][kept])
+        info.update(
+            n_test=len(test), n_test_refused=int((~kept).sum()),
+            test_mae_kcal_mol=m["mae"], test_rmse_kcal_mol=m["rmse"],
+        )  # fmt: skip
     info["wall_time_s"] = time.perf_counter() - t0
     model.metadata.update({k: v for k, v in info.items() if k != "inner_cv"})
     return model, info

@@ -25,17 +25,22 @@ kcal/mol.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from qmlx._io import atomic_torch_save
 from qmlx.chem import element_counts
+from qmlx.data.domain import Domain, DomainReport, check_domain, warn_if_flagged
 from qmlx.data.molecules import Molecules
+from qmlx.errors import DataFormatError, DomainError
 from qmlx.represent import coulomb_matrices
 
 
@@ -118,6 +123,18 @@ class InputEncoder(nn.Module):
             self.register_buffer("mean", samples.mean(0))
             self.register_buffer("std", samples.std(0).clamp_min(1e-3))
 
+    @classmethod
+    def from_state(cls, step: float, state: dict) -> InputEncoder:
+        """An encoder with the buffers of a saved state dict (keys ``encoder.*``), to load into."""
+        enc = cls.__new__(cls)
+        nn.Module.__init__(enc)
+        enc.step = float(step)
+        for name in ("feature", "thresholds", "mean", "std"):
+            key = f"encoder.{name}"
+            if key in state:
+                enc.register_buffer(name, torch.empty_like(state[key]))
+        return enc
+
     @property
     def n_out(self) -> int:
         return len(self.mean)
@@ -175,22 +192,86 @@ class CMMLP(nn.Module):
 
 
 class CMMLPRegressor:
-    """A trained `CMMLP` with its sampler settings; predicts energies of `Molecules` in kcal/mol."""
+    """A trained `CMMLP` with its sampler settings; predicts energies of `Molecules` in kcal/mol.
 
-    def __init__(self, model: CMMLP, n_max: int, config: CMMLPConfig):
+    ``metadata`` records the target, its description and unit, and the training domain
+    (``metadata["domain"]``, see `qmlx.data.domain.Domain`), as every saved qmlx model does.
+    """
+
+    def __init__(self, model: CMMLP, n_max: int, config: CMMLPConfig, metadata: dict | None = None):
         self.model = model
         self.n_max = n_max
         self.config = config
+        self.metadata = dict(metadata or {})
+
+    def check_domain(self, mols: Molecules) -> DomainReport:
+        """Soft domain flags of ``mols``; raises `DomainError` for an element the composition baseline
+        never saw, a molecule larger than the Coulomb matrices (``n_max`` atoms) and the other hard
+        cases of `qmlx.data.domain.check_domain`."""
+        domain = Domain.from_dict(self.metadata["domain"]) if "domain" in self.metadata else None
+        report = check_domain(domain, mols, elements=list(self.model.elements) or None)
+        if mols.max_atoms > self.n_max:
+            i = int(np.argmax(mols.n_atoms > self.n_max))
+            where = f"{mols.name}: molecule {i}" if len(mols) > 1 else mols.name
+            raise DomainError(
+                f"{where}: {int(mols.n_atoms[i])} atoms, but this network's Coulomb matrices hold at "
+                f"most {self.n_max}"
+            )
+        return report
 
     @torch.no_grad()
-    def predict_molecules(self, mols: Molecules, samples: int | None = None, seed: int = 12345) -> np.ndarray:
-        """(n,) energies in kcal/mol, averaged over ``samples`` random Coulomb matrices per molecule."""
+    def energies(self, mols: Molecules, samples: int | None = None, seed: int = 12345) -> np.ndarray:
+        """(n,) energies in kcal/mol, averaged over ``samples`` random Coulomb matrices per molecule
+        (default ``config.test_samples``), with no domain check."""
         samples = samples or self.config.test_samples
         sampler = RandomCoulombSampler(coulomb_matrices(mols, self.n_max), self.config.noise)
         counts = torch.as_tensor(
             element_counts(mols.Z, mols.n_atoms, self.model.elements), dtype=torch.float32
         )
         return predict_average(self.model, sampler, torch.arange(len(sampler)), samples, seed, counts)
+
+    def predict_molecules(self, mols: Molecules, samples: int | None = None, seed: int = 12345) -> np.ndarray:
+        """`energies` after the domain check (hard cases raise `DomainError`, soft ones warn)."""
+        warn_if_flagged(self.check_domain(mols), mols)
+        return self.energies(mols, samples, seed)
+
+
+def save_cm_network(regressor: CMMLPRegressor, path: str | os.PathLike) -> Path:
+    """Write ``regressor`` to ``path`` atomically: a ``torch.save``'d dictionary of plain data
+    (format ``qmlx-cm-network``: the training config, ``n_max``, the layer sizes, elements of the
+    composition baseline, the state dict and the metadata), read back by `qmlx.load_model`."""
+    from qmlx.nn.io import CM_NETWORK_FORMAT, plain
+
+    model = regressor.model
+    record = {
+        "format": CM_NETWORK_FORMAT,
+        "format_version": 1,
+        "n_max": int(regressor.n_max),
+        "config": plain(regressor.config.to_dict()),
+        "elements": list(model.elements),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "metadata": plain(regressor.metadata),
+    }
+    path = Path(path)
+    atomic_torch_save(record, path)
+    return path
+
+
+def cm_network_from_record(record: dict, path: str | os.PathLike) -> CMMLPRegressor:
+    """The `CMMLPRegressor` a ``qmlx-cm-network`` record holds (see `save_cm_network`); a record that
+    does not fit raises `DataFormatError` naming ``path``."""
+    try:
+        config = CMMLPConfig(**record["config"])
+        config.hidden = tuple(config.hidden)
+        state = record["state_dict"]
+        encoder = InputEncoder.from_state(config.expansion_step, state)
+        model = CMMLP(encoder, config.hidden, 0.0, 1.0, tuple(record["elements"]))
+        model.load_state_dict(state)
+        return CMMLPRegressor(model.eval(), int(record["n_max"]), config, record.get("metadata") or {})
+    except (KeyError, TypeError, RuntimeError, ValueError) as err:
+        raise DataFormatError(
+            f"{path}: not a readable Coulomb-matrix network ({type(err).__name__}: {err})"
+        ) from None
 
 
 @torch.no_grad()
@@ -224,8 +305,13 @@ def train_cm_mlp(
     config: CMMLPConfig,
     monitor: Callable[[CMMLPRegressor], dict] | None = None,
     progress: bool = False,
+    metadata: dict | None = None,
 ) -> tuple[CMMLPRegressor, list[dict]]:
     """Train on ``mols[train]`` with targets ``y`` (len(train),) in kcal/mol.
+
+    The Coulomb matrices are sized for the largest molecule of ``mols`` (not only of the training
+    part), so every molecule of the data set can be predicted. ``metadata`` (target, description,
+    data set, ...) is saved with the model, together with the training domain.
 
     Every epoch draws fresh random Coulomb matrices for all training molecules (the augmentation
     of Montavon et al.). Adam with a cosine learning-rate decay from ``lr`` to ``lr_final``.
@@ -235,7 +321,7 @@ def train_cm_mlp(
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     sub = mols.subset(train)
-    n_max = sub.max_atoms
+    n_max = mols.max_atoms
     sampler = RandomCoulombSampler(coulomb_matrices(sub, n_max), config.noise)
     # input statistics over a few random sortings of the training molecules
     with torch.no_grad():
@@ -271,7 +357,8 @@ def train_cm_mlp(
     )
     loss_fn = nn.MSELoss() if config.loss == "mse" else nn.L1Loss()
     target = (y_t - y_mean) / y_std
-    regressor = CMMLPRegressor(model, n_max, config)
+    meta = {"energy_unit": "kcal/mol", **(metadata or {}), "domain": Domain.from_molecules(sub).to_dict()}
+    regressor = CMMLPRegressor(model, n_max, config, meta)
     history: list[dict] = []
     t0 = time.perf_counter()
     bar = tqdm(range(config.epochs), desc="CM-MLP", disable=not progress, leave=False)

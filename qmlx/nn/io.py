@@ -28,6 +28,8 @@ NETWORK_FORMAT = "qmlx-network"
 ENSEMBLE_FORMAT = "qmlx-ensemble"
 #: the format tag of training checkpoints (`qmlx.train.engine`), which `load_network` also reads
 CHECKPOINT_FORMAT = "qmlx-checkpoint"
+#: the format tag of a network on random Coulomb matrices (`qmlx.nn.cm_mlp`), read by `qmlx.load_model`
+CM_NETWORK_FORMAT = "qmlx-cm-network"
 
 
 def network_record(model: InteractionNetwork, state_dict=None, metadata: dict | None = None) -> dict:
@@ -94,14 +96,10 @@ def save_network(
     return path
 
 
-def load_network(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> InteractionNetwork:
-    """A trained network in eval mode, from a shipped name (``"qm7-schnet"``), a network file
-    (``model.pt``) or a training checkpoint (``checkpoint.pt``: its best-validation weights),
-    on ``device`` (``cpu``, ``cuda[:N]`` or ``auto``; predictions run where the model is).
-
-    The model's metadata is attached as ``model.metadata``. Raises `DataFormatError` naming the
-    file if it cannot be read, and `QmlxError` for an unknown name.
-    """
+def read_network_file(name_or_path: str | os.PathLike) -> tuple[dict, Path]:
+    """``(record, path)`` of a shipped name or a network file: the plain dictionary it holds, read
+    with ``weights_only=True``. Raises `QmlxError` for an unknown name and `DataFormatError` naming
+    the file if it cannot be read."""
     path = _resolve(name_or_path)
     if path is None:
         from qmlx.pretrained import SHIPPED
@@ -109,7 +107,23 @@ def load_network(name_or_path: str | os.PathLike, device: str | torch.device = "
         raise QmlxError(
             f"{name_or_path}: neither a shipped model ({', '.join(sorted(SHIPPED))}) nor an existing file"
         )
-    rec = safe_torch_load(path, "network file")
+    return safe_torch_load(path, "network file"), path
+
+
+def load_network(
+    name_or_path: str | os.PathLike, device: str | torch.device = "cpu", record: dict | None = None
+) -> InteractionNetwork | Ensemble:
+    """A trained network in eval mode, from a shipped name (``"qm7-schnet"``), a network file
+    (``model.pt``), an ensemble file or a training checkpoint (``checkpoint.pt``: its
+    best-validation weights), on ``device`` (``cpu``, ``cuda[:N]`` or ``auto``; predictions run
+    where the model is). ``record``: the file's contents if already read (`read_network_file`).
+
+    The model's metadata is attached as ``model.metadata``. Raises `DataFormatError` naming the
+    file if it cannot be read, and `QmlxError` for an unknown name.
+    """
+    rec, path = read_network_file(name_or_path) if record is None else (record, _resolve(name_or_path))
+    if rec.get("format") == CM_NETWORK_FORMAT:
+        raise DataFormatError(f"{path}: a Coulomb-matrix network; load it with qmlx.load_model")
     if rec.get("format") == ENSEMBLE_FORMAT:
         members = rec.get("members")
         if not isinstance(members, list) or not members:
@@ -174,6 +188,25 @@ def check_network_domain(model: InteractionNetwork, mols: Molecules) -> DomainRe
 
 
 @torch.no_grad()
+def network_energies(
+    model: InteractionNetwork, mols: Molecules, batch_size: int = 256, tabulated: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(energies (n_mol,), atom_energies (n_atoms_total,))`` in kcal/mol of ``mols``, with no
+    domain check (`predict_network` and `qmlx.models.NetworkModel` check first).
+
+    ``tabulated`` (default) reads the interactions' distance factors from tables over distance
+    (`InteractionNetwork.inference_tables`), two to three times as fast for SchNet on one CPU thread
+    and equal to the exact forward pass to float32 rounding; ``False`` runs the exact pass.
+    """
+    model.eval()
+    e, ae = [], []
+    for b in _batches(model, mols, batch_size):
+        out = model(b, tabulated=tabulated)
+        e.append(out.energy.double().cpu().numpy())
+        ae.append(out.atom_energies.double().cpu().numpy())
+    return np.concatenate(e), np.concatenate(ae)
+
+
 def predict_network(
     model: InteractionNetwork,
     mols: Molecules | Sequence[ase.Atoms],
@@ -184,24 +217,15 @@ def predict_network(
 
     ``mols`` is `Molecules` or a list of ``ase.Atoms`` (positions in Å). Atom energies follow
     the flat atom order; per molecule they sum to its energy. Input outside the training domain
-    raises `DomainError` (hard cases) or warns (soft cases, see `check_network_domain`).
-
-    ``tabulated`` (default) reads the interactions' distance factors from tables over distance
-    (`InteractionNetwork.inference_tables`), two to three times as fast for SchNet on one CPU thread and
-    equal to the exact forward pass to float32 rounding; ``False`` runs the exact pass.
+    raises `DomainError` (hard cases) or warns (soft cases, see `check_network_domain`);
+    ``tabulated``: see `network_energies`. `qmlx.load_model` gives the same numbers through the
+    model protocol, refusing molecules one by one.
     """
     mols = as_molecules(mols)
     warn_if_flagged(check_network_domain(model, mols), mols)
-    model.eval()
-    e, ae = [], []
-    for b in _batches(model, mols, batch_size):
-        out = model(b, tabulated=tabulated)
-        e.append(out.energy.double().cpu().numpy())
-        ae.append(out.atom_energies.double().cpu().numpy())
-    return np.concatenate(e), np.concatenate(ae)
+    return network_energies(model, mols, batch_size, tabulated)
 
 
-@torch.no_grad()
 def predict_ensemble(
     model: Ensemble,
     mols: Molecules | Sequence[ase.Atoms],
@@ -216,15 +240,10 @@ def predict_ensemble(
     about 68% of errors fall within ±1 uncertainty (1 for ensembles assembled without one)."""
     mols = as_molecules(mols)
     warn_if_flagged(check_network_domain(model, mols), mols)
-    model.eval()
-    mean, std, ae = [], [], []
-    for b in _batches(model, mols, batch_size):
-        outs = [m(b, tabulated=tabulated) for m in model.members]
-        e = torch.stack([o.energy for o in outs]).double()
-        mean.append(e.mean(0).cpu().numpy())
-        std.append(e.std(0, unbiased=False).cpu().numpy() * model.uncertainty_scale)
-        ae.append(torch.stack([o.atom_energies for o in outs]).double().mean(0).cpu().numpy())
-    return np.concatenate(mean), np.concatenate(std), np.concatenate(ae)
+    runs = [network_energies(m, mols, batch_size, tabulated) for m in model.members]
+    energies = np.array([e for e, _ in runs])
+    std = energies.std(0) * model.uncertainty_scale
+    return energies.mean(0), std, np.mean([ae for _, ae in runs], 0)
 
 
 def energy_and_forces(
@@ -239,22 +258,17 @@ def energy_and_forces(
     return out.energy.detach(), -grad, out.atom_energies.detach()
 
 
-def predict_forces(
-    model: InteractionNetwork,
-    mols: Molecules | Sequence[ase.Atoms],
-    batch_size: int = 256,
-    dtype: torch.dtype = torch.float32,
+def network_forces(
+    model: InteractionNetwork, mols: Molecules, batch_size: int = 256, dtype: torch.dtype = torch.float32
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(energies (n_mol,) kcal/mol, forces (n_atoms_total, 3) kcal/mol/Å, atom energies
-    (n_atoms_total,) kcal/mol)`` for ``mols``, all from one pass per batch.
+    (n_atoms_total,) kcal/mol)`` of ``mols``, all from one pass per batch, with no domain check.
 
     ``dtype=torch.float64`` runs the model in double precision (on a copy), e.g. for finite
     difference checks.
     """
     import copy
 
-    mols = as_molecules(mols)
-    warn_if_flagged(check_network_domain(model, mols), mols)
     net = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
     net.eval()
     e, f, ae = [], [], []
@@ -264,3 +278,15 @@ def predict_forces(
         f.append(forces.double().cpu().numpy())
         ae.append(atom_energies.double().cpu().numpy())
     return np.concatenate(e), np.concatenate(f), np.concatenate(ae)
+
+
+def predict_forces(
+    model: InteractionNetwork,
+    mols: Molecules | Sequence[ase.Atoms],
+    batch_size: int = 256,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`network_forces` of ``mols`` after the domain checks of `predict_network`."""
+    mols = as_molecules(mols)
+    warn_if_flagged(check_network_domain(model, mols), mols)
+    return network_forces(model, mols, batch_size, dtype)

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from qmlx.nn.ops import symmetric_sum
+
 LOG2 = math.log(2.0)
 #: exponent below which `GaussianRBF` returns exactly 0 instead of a subnormal float
 UNDERFLOW_ARG = -40.0
@@ -110,20 +112,6 @@ class ElementEmbedding(nn.Embedding):
         super().__init__(max_z + 1, n_features, padding_idx=0)
 
 
-def _symmetric_sum(
-    x_i_msg: torch.Tensor, x_j_msg: torch.Tensor, idx_i: torch.Tensor, idx_j: torch.Tensor, n_atoms: int
-) -> torch.Tensor:
-    """Sum messages over a half pair list (i < j) in both directions.
-
-    ``x_j_msg`` (n_half, F) is the message from j to i, ``x_i_msg`` the one from i to j.
-    Returns ``(n_atoms, F)`` with ``out[i] = sum_j msg(j -> i)``.
-    """
-    out = torch.zeros(n_atoms, x_j_msg.shape[1], dtype=x_j_msg.dtype, device=x_j_msg.device)
-    out.index_add_(0, idx_i, x_j_msg)
-    out.index_add_(0, idx_j, x_i_msg)
-    return out
-
-
 class SchNetInteraction(nn.Module):
     """SchNet interaction block with a continuous-filter convolution (Schütt et al., JCP 2018).
 
@@ -173,7 +161,7 @@ class SchNetInteraction(nn.Module):
         h = self.in2f(x)
         # index_select rather than h[idx]: its backward is an index_add, not a much slower index_put
         h_i, h_j = h.index_select(0, idx_i), h.index_select(0, idx_j)
-        agg = _symmetric_sum(h_i * w, h_j * w, idx_i, idx_j, x.shape[0])
+        agg = symmetric_sum(h_i * w, h_j * w, idx_i, idx_j, x.shape[0])
         return self.dense(self.f2out(agg))
 
 
@@ -210,7 +198,7 @@ class DTNNInteraction(nn.Module):
         c = self.cf(x)
         v_ji = torch.tanh(self.fc(c.index_select(0, idx_j) * d))  # message from j to i
         v_ij = torch.tanh(self.fc(c.index_select(0, idx_i) * d))  # message from i to j
-        return _symmetric_sum(v_ij, v_ji, idx_i, idx_j, x.shape[0])
+        return symmetric_sum(v_ij, v_ji, idx_i, idx_j, x.shape[0])
 
 
 class AtomwiseHead(nn.Module):

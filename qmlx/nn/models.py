@@ -53,6 +53,7 @@ from qmlx.nn.layers import (
     RadialTables,
     SchNetInteraction,
 )
+from qmlx.nn.ops import segment_sum
 
 #: grid points of the tabulated inference tables per Gaussian width of the radial basis
 TABLE_POINTS_PER_WIDTH = 400
@@ -203,8 +204,7 @@ class InteractionNetwork(nn.Module):
             x = x + block.propagate(x, radial[t], batch.idx_i, batch.idx_j)
             features.append(x)
         atom_e = self.head(x, batch.Z)
-        energy = torch.zeros(batch.n_mol, dtype=atom_e.dtype, device=atom_e.device)
-        energy.index_add_(0, batch.mol_index, atom_e)
+        energy = segment_sum(atom_e, batch.mol_index, batch.n_mol)
         return NetworkOutput(energy=energy, atom_energies=atom_e, features=features)
 
     def fit_reference(self, Z, n_atoms, energies) -> dict[int, float]:

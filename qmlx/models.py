@@ -1,0 +1,324 @@
+"""The trained-model protocol: one interface for every model qmlx trains, saves and explains.
+
+``load_model(name_or_path)`` returns a `TrainedModel` for a shipped name (``qm7-schnet``,
+``qm7-schnet-ensemble``, ...), a network file (``.pt``: SchNet, DTNN or an ensemble of them), a
+Coulomb-matrix network file (``.pt``, Montavon et al. 2012) or a kernel ridge file (``.h5``, exact
+or Nyström). Every one of them offers
+
+- ``predict(molecules) -> Prediction``: energies (n_mol,) in kcal/mol and, where the model has
+  them, atom energies (n_atoms_total,), an uncertainty (n_mol,) and forces (n_atoms_total, 3) in
+  kcal/mol/Å; with each molecule's domain verdict;
+- ``check_domain(molecules) -> DomainReport``: raises `DomainError` for input the model cannot
+  answer, returns soft flags otherwise (`qmlx.data.domain`);
+- ``metadata``: target, description, unit, split and training domain, as recorded at training;
+- ``save(path)``: the model's own file format, written atomically.
+
+A molecule the model cannot answer (an unknown element, atoms closer than 0.5 Å, a representation
+it does not fit, ...) is refused alone: its energy is NaN and ``Prediction.errors`` says why, and
+every other molecule of the batch is predicted.
+
+The wrapped objects stay reachable as ``model.estimator`` (an `InteractionNetwork`, an
+`Ensemble`, a `KRRModel` or a `CMMLPRegressor`) for the explanation code and for training.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qmlx.data.domain import DomainReport, warn_if_flagged
+from qmlx.data.molecules import Molecules, as_molecules
+from qmlx.errors import DataFormatError, DomainError, QmlxError
+
+ENERGY_UNIT = "kcal/mol"
+
+__all__ = [
+    "CoulombNetworkModel",
+    "KernelModel",
+    "NetworkModel",
+    "Prediction",
+    "TrainedModel",
+    "as_trained_model",
+    "load_model",
+]
+
+
+@dataclass
+class Prediction:
+    """What a model predicts for a batch of molecules (energies in kcal/mol).
+
+    energy : (n_mol,) predicted energies; NaN for refused molecules.
+    in_domain : (n_mol,) False where a molecule carries a domain flag or was refused.
+    notes : per molecule, the domain notes (empty when nothing was flagged).
+    errors : per molecule, why it was refused (``DomainError`` text), or ``None``.
+    atom_energies : (n_atoms_total,) atom energies summing per molecule to ``energy`` (networks),
+        NaN on the atoms of refused molecules; ``None`` for models without them.
+    uncertainty : (n_mol,) the ensemble's calibrated spread (see `qmlx.nn.io.predict_ensemble`),
+        or ``None``.
+    forces : (n_atoms_total, 3) ``-dE/dR`` in kcal/mol/Å when asked for, else ``None``.
+    """
+
+    energy: np.ndarray
+    in_domain: np.ndarray
+    notes: list[list[str]]
+    errors: list[str | None]
+    atom_energies: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+    forces: np.ndarray | None = None
+    unit: str = ENERGY_UNIT
+
+    @property
+    def refused(self) -> np.ndarray:
+        """(n_mol,) True for the molecules that were refused."""
+        return np.array([e is not None for e in self.errors], dtype=bool)
+
+    @property
+    def domain(self) -> DomainReport:
+        """The domain verdict as a `DomainReport`."""
+        return DomainReport(self.in_domain, self.notes)
+
+
+class TrainedModel:
+    """Base of every trained model; subclasses implement `check_domain`, `_predict` and `save`.
+
+    kind : ``network``, ``ensemble``, ``krr`` or ``cm-network``.
+    estimator : the wrapped object.
+    source : the file it was loaded from, or ``None``.
+    """
+
+    kind: str = ""
+    #: what `predict` can give besides the energy
+    properties: tuple[str, ...] = ("energy",)
+
+    def __init__(self, estimator, source: str | None = None) -> None:
+        self.estimator = estimator
+        self.source = source
+
+    # -- what was recorded at training ------------------------------------------------------------
+    @property
+    def metadata(self) -> dict:
+        """Target, description, unit, split, training domain and test metrics, as recorded."""
+        return self.estimator.metadata
+
+    @property
+    def unit(self) -> str:
+        return ENERGY_UNIT
+
+    @property
+    def quantity(self) -> str:
+        """What the model predicts, e.g. ``PBE0 atomization energy``."""
+        meta = self.metadata
+        return meta.get("target_description") or str(meta.get("target", "energy")).replace("_", " ")
+
+    @property
+    def name(self) -> str:
+        return self.source or type(self.estimator).__name__
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}: {self.quantity} [{self.unit}])"
+
+    # -- the protocol -----------------------------------------------------------------------------
+    def check_domain(self, molecules: Molecules | Sequence) -> DomainReport:
+        """Soft domain flags of ``molecules``; raises `DomainError` for input the model cannot answer."""
+        raise NotImplementedError
+
+    def _predict(self, mols: Molecules, forces: bool) -> dict[str, np.ndarray]:
+        """``energy`` (n_mol,) and whichever of ``atom_energies``, ``uncertainty``, ``forces`` the
+        model gives, for molecules that passed `check_domain`."""
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model to ``path`` atomically in its own format."""
+        raise NotImplementedError
+
+    def predict(self, molecules: Molecules | Sequence, forces: bool = False) -> Prediction:
+        """Energies of ``molecules`` (`Molecules` or ``ase.Atoms``, positions in Å) in kcal/mol.
+
+        Each molecule is checked against the training domain first. Refused molecules get NaN and
+        an entry in ``errors``; flagged ones are predicted, marked in ``in_domain`` and ``notes``
+        and announced by one `DomainWarning`. ``forces=True`` adds ``-dE/dR`` (networks only).
+        """
+        if forces and "forces" not in self.properties:
+            raise QmlxError(f"{self.name}: a {self.kind} model gives no forces")
+        mols = as_molecules(molecules)
+        report, errors = self.screen(mols)
+        n = len(mols)
+        ok = np.array([e is None for e in errors], dtype=bool)
+        energy = np.full(n, np.nan)
+        extra: dict[str, np.ndarray] = {}
+        if ok.any():
+            part = mols if ok.all() else mols.subset(np.flatnonzero(ok))
+            out = self._predict(part, forces)
+            energy[ok] = out.pop("energy")
+            atom_ok = ok[mols.mol_index]
+            for key, values in out.items():
+                mask = atom_ok if key in ("atom_energies", "forces") else ok
+                extra[key] = np.full((len(mask), *values.shape[1:]), np.nan)
+                extra[key][mask] = values
+            kept = np.flatnonzero(ok)
+            warn_if_flagged(DomainReport(report.in_domain[kept], [report.notes[i] for i in kept]), part)
+        return Prediction(energy, report.in_domain, report.notes, errors, **extra)
+
+    def screen(self, mols: Molecules) -> tuple[DomainReport, list[str | None]]:
+        """`check_domain` of every molecule: the soft flags, and per molecule the reason it is
+        refused (or ``None``). The whole batch is checked at once; only when that raises is each
+        molecule checked alone, so one refused molecule never stops the others."""
+        try:
+            return self.check_domain(mols), [None] * len(mols)
+        except DomainError:
+            pass
+        in_domain = np.ones(len(mols), dtype=bool)
+        notes: list[list[str]] = [[] for _ in range(len(mols))]
+        errors: list[str | None] = [None] * len(mols)
+        for i in range(len(mols)):
+            one = mols.subset([i])
+            if len(mols) > 1:
+                one.name = f"{mols.name}: molecule {i}"
+            try:
+                r = self.check_domain(one)
+                in_domain[i], notes[i] = bool(r.in_domain[0]), r.notes[0]
+            except DomainError as err:
+                in_domain[i], notes[i], errors[i] = False, [str(err)], str(err)
+        return DomainReport(in_domain, notes), errors
+
+
+class NetworkModel(TrainedModel):
+    """A SchNet or DTNN (`qmlx.nn`), or an `Ensemble` of them (kind ``ensemble``, with an
+    uncertainty and per-atom energies averaged over the members)."""
+
+    properties = ("energy", "atom_energies", "forces")
+
+    def __init__(self, network, source: str | None = None) -> None:
+        from qmlx.nn.models import Ensemble
+
+        super().__init__(network, source or getattr(network, "source", None))
+        self.kind = "ensemble" if isinstance(network, Ensemble) else "network"
+        if self.kind == "ensemble":
+            self.properties = (*self.properties, "uncertainty")
+
+    @property
+    def metadata(self) -> dict:
+        return getattr(self.estimator, "metadata", None) or {}
+
+    def check_domain(self, molecules) -> DomainReport:
+        from qmlx.nn.io import check_network_domain
+
+        return check_network_domain(self.estimator, as_molecules(molecules))
+
+    def _predict(self, mols: Molecules, forces: bool) -> dict[str, np.ndarray]:
+        from qmlx.nn.io import network_energies, network_forces
+
+        if forces:
+            members = self.estimator.members if self.kind == "ensemble" else [self.estimator]
+            runs = [network_forces(m, mols) for m in members]
+            out = {
+                "energy": np.mean([r[0] for r in runs], 0),
+                "forces": np.mean([r[1] for r in runs], 0),
+                "atom_energies": np.mean([r[2] for r in runs], 0),
+            }
+            if self.kind == "ensemble":
+                out["uncertainty"] = _spread(self.estimator, np.array([r[0] for r in runs]))
+            return out
+        if self.kind == "ensemble":
+            energies, atom_energies = zip(*(network_energies(m, mols) for m in self.estimator.members))
+            return {
+                "energy": np.mean(energies, 0),
+                "atom_energies": np.mean(atom_energies, 0),
+                "uncertainty": _spread(self.estimator, np.array(energies)),
+            }
+        energy, atom_energies = network_energies(self.estimator, mols)
+        return {"energy": energy, "atom_energies": atom_energies}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        from qmlx.nn.io import save_network
+
+        return save_network(self.estimator, path, metadata=self.metadata)
+
+
+def _spread(ensemble, energies: np.ndarray) -> np.ndarray:
+    """(n_mol,) the members' standard deviation (``ddof=0``) of ``energies (n_members, n_mol)`` times
+    the ensemble's calibrated `uncertainty_scale`."""
+    return energies.std(0) * ensemble.uncertainty_scale
+
+
+class KernelModel(TrainedModel):
+    """A kernel ridge model (`qmlx.kernels.KRRModel`, exact or Nyström) on any representation."""
+
+    kind = "krr"
+
+    def check_domain(self, molecules) -> DomainReport:
+        return self.estimator.check_domain(as_molecules(molecules))
+
+    def _predict(self, mols: Molecules, forces: bool) -> dict[str, np.ndarray]:
+        return {"energy": self.estimator.energies(mols)}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return self.estimator.save(path)
+
+
+class CoulombNetworkModel(TrainedModel):
+    """The network on random Coulomb matrices (Montavon et al. 2012, `qmlx.nn.cm_mlp`)."""
+
+    kind = "cm-network"
+
+    def check_domain(self, molecules) -> DomainReport:
+        return self.estimator.check_domain(as_molecules(molecules))
+
+    def _predict(self, mols: Molecules, forces: bool) -> dict[str, np.ndarray]:
+        return {"energy": self.estimator.energies(mols)}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        from qmlx.nn.cm_mlp import save_cm_network
+
+        return save_cm_network(self.estimator, path)
+
+
+def as_trained_model(model) -> TrainedModel:
+    """``model`` as a `TrainedModel`: returned as it is if it already is one, else wrapped (a network,
+    an ensemble, a `KRRModel` or a `CMMLPRegressor`)."""
+    if isinstance(model, TrainedModel):
+        return model
+    from qmlx.kernels.model import KRRModel
+    from qmlx.nn.cm_mlp import CMMLPRegressor
+    from qmlx.nn.models import Ensemble, InteractionNetwork
+
+    if isinstance(model, (InteractionNetwork, Ensemble)):
+        return NetworkModel(model)
+    if isinstance(model, KRRModel):
+        return KernelModel(model)
+    if isinstance(model, CMMLPRegressor):
+        return CoulombNetworkModel(model)
+    raise QmlxError(f"not a trained qmlx model: {type(model).__name__}")
+
+
+def load_model(name_or_path: str | os.PathLike, device: str = "cpu") -> TrainedModel:
+    """A trained model from a shipped name (``qm7-schnet``, ``qm7-schnet-ensemble``, ...), a network
+    or Coulomb-matrix network file (``.pt``, loaded onto ``device``: ``cpu``, ``cuda[:N]`` or
+    ``auto``) or a kernel ridge file (``.h5``, on the CPU).
+
+    A missing file, an unknown name or a file of another kind raises `DataFormatError` naming it.
+    """
+    from qmlx.kernels.model import is_krr_file, load_krr
+    from qmlx.nn.io import CM_NETWORK_FORMAT, is_network_file, load_network, read_network_file
+    from qmlx.pretrained import SHIPPED
+
+    spec = str(name_or_path)
+    if is_network_file(spec):
+        record, path = read_network_file(spec)
+        if record.get("format") == CM_NETWORK_FORMAT:
+            from qmlx.nn.cm_mlp import cm_network_from_record
+
+            return CoulombNetworkModel(cm_network_from_record(record, path), str(path))
+        return NetworkModel(load_network(spec, device, record=record), str(path))
+    if is_krr_file(spec):
+        return KernelModel(load_krr(spec), spec)
+    if not Path(spec).exists():
+        raise DataFormatError(f"{spec}: no such file (and not a shipped model: {', '.join(SHIPPED)})")
+    raise DataFormatError(
+        f"{spec}: not a qmlx model (expected a shipped name such as qm7-schnet, a network .pt file "
+        "or a KRR .h5 file)"
+    )
