@@ -106,13 +106,12 @@ def krr_models():
 
 @pytest.mark.parametrize("name", sorted(REPRESENTATIONS))
 def test_feature_atoms_point_at_the_coulomb_entries(name, krr_models):
-    from qmlx.explain.kernel import feature_atoms
     from qmlx.represent._base import coulomb_matrices
 
     models, mols = krr_models
     model = models[name]
     X = model.representation.transform(mols)
-    owners = feature_atoms(model, mols)
+    owners = model.representation.feature_atoms(mols)
     M = coulomb_matrices(mols)
     for m in range(len(mols)):
         a, b = owners[m, :, 0], owners[m, :, 1]

@@ -302,14 +302,14 @@ def explain(
 
     trained = as_trained_model(model)
     kind = trained.kind
-    method = method or DEFAULT_METHOD.get(kind)
-    if method not in METHODS:
-        raise QmlxError(f"unknown explanation method {method!r}; expected one of {', '.join(METHODS)}")
     what = _KIND_NAMES.get(kind, kind)
     usable = methods_for(kind)
+    if not usable:
+        raise QmlxError(f"no explanation method explains {what} models")
+    method = method or DEFAULT_METHOD.get(kind, usable[0])
+    if method not in METHODS:
+        raise QmlxError(f"unknown explanation method {method!r}; expected one of {', '.join(METHODS)}")
     if method not in usable:
-        if not usable:
-            raise QmlxError(f"no explanation method explains {what} models")
         raise QmlxError(
             f"method {method!r} does not explain {what} models; {what} models are explained with: "
             + ", ".join(usable)

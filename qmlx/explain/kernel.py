@@ -59,62 +59,6 @@ DEFAULT_RTOL = 1e-3
 _BLOCK = 1024
 
 
-def feature_atoms(model, mols: Molecules) -> np.ndarray:
-    """(n_mol, n_features, 2) atom indices (within each molecule) that each feature is made of.
-
-    ``[a, a]`` for a diagonal entry, ``[a, b]`` for a pair, ``[-1, -1]`` for padding.
-    """
-    name = model.representation_name
-    rep = model.representation
-    if name in ("cm", "sorted-cm"):
-        n_max = rep.n_max_
-        M = coulomb_matrices(mols, n_max)
-        norms = np.linalg.norm(M, axis=-1)
-        pad = norms == 0
-        if name == "sorted-cm":  # the order `sort_by_row_norm` uses
-            order = np.argsort(np.where(pad, np.inf, -norms), axis=1, kind="stable")
-        else:
-            order = np.broadcast_to(np.arange(n_max), pad.shape)
-        atom = np.where(np.take_along_axis(pad, order, axis=1), -1, order)
-        if rep.flatten == "triangle":
-            i, j = np.tril_indices(n_max)
-        else:
-            i, j = (g.ravel() for g in np.meshgrid(np.arange(n_max), np.arange(n_max), indexing="ij"))
-        a, b = atom[:, i], atom[:, j]
-        pad_pair = (a < 0) | (b < 0)
-        return np.stack([np.where(pad_pair, -1, a), np.where(pad_pair, -1, b)], axis=-1)
-    if name == "bob":
-        return _bob_feature_atoms(rep, mols)
-    raise QmlxError(f"explaining KRR needs a cm, sorted-cm or bob representation, not {name}")
-
-
-def _bob_feature_atoms(rep, mols: Molecules) -> np.ndarray:
-    """The Bag-of-Bonds layout of `qmlx.represent.BagOfBonds`, with atom indices instead of values."""
-    M = coulomb_matrices(mols)
-    Z = mols.padded()[0]
-    n_max = M.shape[-1]
-    idx = np.arange(n_max)
-    iu, ju = np.triu_indices(n_max, 1)
-    z_lo, z_hi = np.minimum(Z[:, iu], Z[:, ju]), np.maximum(Z[:, iu], Z[:, ju])
-    out = np.full((len(mols), rep.n_features_out_, 2), -1, dtype=np.int64)
-    start = 0
-    rows = np.arange(len(mols))[:, None]
-    for key, size in rep.bags_:
-        if len(key) == 1:
-            member, values, first, second = Z == key[0], M[:, idx, idx], idx, idx
-        else:
-            member = (z_lo == key[0]) & (z_hi == key[1])
-            values, first, second = M[:, iu, ju], iu, ju
-        order = np.argsort(-np.where(member, values, 0.0), axis=1, kind="stable")
-        width = min(size, order.shape[1])
-        order = order[:, :width]
-        ok = member[rows, order]
-        out[:, start : start + width, 0] = np.where(ok, first[order], -1)
-        out[:, start : start + width, 1] = np.where(ok, second[order], -1)
-        start += size
-    return out
-
-
 def _close(a: np.ndarray, b: np.ndarray, rtol: float) -> np.ndarray:
     return np.abs(a - b) <= rtol * np.maximum(np.abs(a), np.abs(b))
 
@@ -191,16 +135,15 @@ def molecule_symmetry_classes(mols: Molecules, rtol: float = DEFAULT_RTOL) -> np
     return labels
 
 
-def _pool_bag_ties(rep, X: np.ndarray, R: np.ndarray, rtol: float) -> np.ndarray:
-    """(n_mol, n_features) ``R`` with the relevance of equal entries of a bag shared equally.
+def _pool_ties(groups: np.ndarray, X: np.ndarray, R: np.ndarray, rtol: float) -> np.ndarray:
+    """(n_mol, n_features) ``R`` with the relevance of equal entries within a feature group (a Bag
+    of Bonds bag, `FittedState.feature_groups`) shared equally.
 
-    Bag entries are sorted in descending order, so equal values are neighbours; padding zeros
-    stay alone (and carry no relevance).
+    Entries of a group are sorted in descending order, so equal values are neighbours; padding
+    zeros stay alone (and carry no relevance).
     """
-    sizes = np.array([size for _, size in rep.bags_])
-    bag = np.repeat(np.arange(len(sizes)), sizes)
     tied = np.zeros(X.shape, dtype=bool)
-    tied[:, 1:] = (bag[1:] == bag[:-1]) & (X[:, 1:] > 0) & (X[:, :-1] - X[:, 1:] <= rtol * X[:, :-1])
+    tied[:, 1:] = (groups[1:] == groups[:-1]) & (X[:, 1:] > 0) & (X[:, :-1] - X[:, 1:] <= rtol * X[:, :-1])
     group = np.cumsum(~tied, axis=1) + np.arange(len(X))[:, None] * (X.shape[1] + 1)
     sums = np.bincount(group.ravel(), weights=R.ravel())
     counts = np.bincount(group.ravel())
@@ -219,7 +162,7 @@ def feature_relevance(model, X: np.ndarray) -> tuple[np.ndarray, float]:
 
     Parameters
     ----------
-    model : a `qmlx.kernels.model.KRRModel` whose regressor has 2-D training features.
+    model : a `qmlx.kernels.model.KRRModel` (exact or Nyström) on 2-D features.
     X : (n_mol, n_features) features of the molecules, atomic units.
 
     Returns
@@ -229,7 +172,7 @@ def feature_relevance(model, X: np.ndarray) -> tuple[np.ndarray, float]:
     f0 : the kernel part's prediction for the empty molecule ``x = 0``, kcal/mol.
     """
     reg = model.regressor
-    Xf, alpha = reg.X_fit_, reg.alpha_
+    Xf, alpha = model.support, reg.alpha_
     if X.ndim != 2 or Xf.ndim != 2:
         raise QmlxError("explaining KRR needs one feature vector per molecule")
     laplacian = reg.kernel == "laplacian"
@@ -260,7 +203,8 @@ def explain_krr(
 
     Parameters
     ----------
-    model : a KRR model on ``cm``, ``sorted-cm`` or ``bob`` features.
+    model : a KRR model (exact or Nyström) on a representation whose features map onto atoms
+        (``cm``, ``sorted-cm``, ``bob``: `FittedState.feature_atoms`).
     mols : the molecules (positions in Å).
     rtol : relative tolerance for equal Coulomb-matrix entries and bag values (symmetry
         classes and bag ties).
@@ -274,11 +218,13 @@ def explain_krr(
 
     ``relevance`` summed per molecule plus ``remainder`` equals ``prediction - reference``.
     """
-    owners = feature_atoms(model, mols)
-    X = model.representation.transform(mols)
+    rep = model.representation
+    owners = rep.feature_atoms(mols)
+    X = rep.transform(mols)
     R, f0 = feature_relevance(model, X)
-    if model.representation_name == "bob":
-        R = _pool_bag_ties(model.representation, X, R, rtol)
+    groups = rep.feature_groups()
+    if groups is not None:
+        R = _pool_ties(groups, X, R, rtol)
     relevance = model.baseline_energies(mols)  # each atom carries its element reference, if any
     a, b = owners[..., 0], owners[..., 1]
     real = a >= 0
@@ -291,5 +237,5 @@ def explain_krr(
     n = len(relevance)
     counts = np.maximum(np.bincount(labels, minlength=n), 1)
     relevance = (np.bincount(labels, weights=relevance, minlength=n) / counts)[labels]
-    prediction = model.predict_molecules(mols)
+    prediction = model.energies(mols)  # the domain was checked by `qmlx.explain.explain`
     return relevance, remainder, prediction, np.full(len(mols), f0)

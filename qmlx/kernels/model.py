@@ -10,8 +10,9 @@ in the same folder, then ``os.replace``):
   hyperparameters), ``kernel``, ``sigma``, ``lam``, ``y_mean``, ``target``,
   ``unit`` (of predictions, ``kcal/mol``), ``representation_unit`` (``atomic units (Bohr)``),
   ``metadata`` (JSON: data set, fold, sizes, test metrics, ...)
-- ``representation/n_max`` (Coulomb-matrix family) or ``representation/bags`` (Bag of Bonds:
-  rows ``(Z_a, Z_b, size)``, ``Z_b = 0`` for element bags): what the representation learned
+- ``representation/``: the representation's fitted state, one dataset per array of its
+  ``fitted_state()`` (``n_max`` for the Coulomb-matrix family; ``bags`` for Bag of Bonds, rows
+  ``(Z_a, Z_b, size)``, ``Z_b = 0`` for element bags)
 - ``X_fit``: the rows the kernel expansion runs over: training representations, (n, d) or
   (n, L, d) for random Coulomb matrix sets, or the M Nyström centres, (M, d) or (M, L, d)
 - ``alpha``: (n,) or (M,) regression weights; predictions are ``y_mean + k(x, X_fit) @ alpha``
@@ -37,7 +38,7 @@ from qmlx.data.molecules import Molecules, as_molecules
 from qmlx.errors import DataFormatError, DomainError
 from qmlx.kernels.krr import KernelRidge
 from qmlx.kernels.nystrom import NystromKernelRidge
-from qmlx.represent import BagOfBonds, make_representation
+from qmlx.represent import RepresentationError, make_representation
 
 SCHEMA = "qmlx.krr"
 SCHEMA_VERSION = 1
@@ -100,19 +101,11 @@ class KRRModel:
         `qmlx.data.domain.check_domain`).
         """
         mols = as_molecules(mols)
-        rep = self.representation
-        elements = None
-        if isinstance(rep, BagOfBonds) and hasattr(rep, "bags_"):
-            elements = sorted(k[0] for k, _ in rep.bags_ if len(k) == 1)
-        report = check_domain(self.domain, mols, elements=elements)
-        n_max = getattr(rep, "n_max_", None)
-        if n_max is not None and mols.max_atoms > n_max:
-            i = int(np.argmax(mols.n_atoms > n_max))
-            where = f"{mols.name}: molecule {i}" if len(mols) > 1 else mols.name
-            raise DomainError(
-                f"{where}: {int(mols.n_atoms[i])} atoms, but this model's {self.representation_name} "
-                f"representation holds at most {n_max}"
-            )
+        report = check_domain(self.domain, mols, elements=self.representation.known_elements())
+        try:
+            self.representation.check_fits(mols)
+        except RepresentationError as err:
+            raise DomainError(str(err)) from None
         return report
 
     def energies(self, mols: Molecules) -> np.ndarray:
@@ -137,6 +130,27 @@ class KRRModel:
         """Write the model to ``path`` (HDF5, atomically); see the module docstring."""
         return save_krr(self, path)
 
+    @property
+    def support(self) -> np.ndarray:
+        """The rows the kernel expansion runs over: the training features (exact) or the Nyström
+        centres, (n, d) or (n, L, d); predictions are ``y_mean + k(x, support) @ alpha``."""
+        reg = self.regressor
+        return reg.centers_ if isinstance(reg, NystromKernelRidge) else reg.X_fit_
+
+    @classmethod
+    def from_pipeline(cls, pipeline, target: str = "energy", metadata: dict | None = None) -> KRRModel:
+        """A model from a fitted scikit-learn ``Pipeline([(name, representation), (name, regressor)])``
+        of a qmlx representation and a `KernelRidge` or `NystromKernelRidge` trained on kcal/mol."""
+        from qmlx.represent import REPRESENTATIONS
+
+        steps = [step for _, step in pipeline.steps]
+        names = {cls_: name for name, cls_ in REPRESENTATIONS.items()}
+        if len(steps) != 2 or type(steps[0]) not in names or type(steps[1]) not in REGRESSORS.values():
+            raise DataFormatError(
+                "a saveable pipeline is a qmlx representation followed by KernelRidge or NystromKernelRidge"
+            )
+        return cls(names[type(steps[0])], steps[0], steps[1], target, metadata)
+
     def __repr__(self) -> str:
         r = self.regressor
         size = (
@@ -150,10 +164,14 @@ class KRRModel:
         )
 
 
-def save_krr(model: KRRModel, path: str | os.PathLike) -> Path:
-    """Write ``model`` to ``path`` (HDF5, schema ``qmlx.krr``) through a temporary file and ``os.replace``."""
+def save_krr(model, path: str | os.PathLike) -> Path:
+    """Write ``model`` (a `KRRModel`, or a fitted scikit-learn pipeline of a representation and a
+    kernel ridge regressor, see `KRRModel.from_pipeline`) to ``path`` (HDF5, schema ``qmlx.krr``)
+    through a temporary file and ``os.replace``."""
     from qmlx import __version__
 
+    if not isinstance(model, KRRModel):
+        model = KRRModel.from_pipeline(model)
     path = Path(path)
     rep, reg = model.representation, model.regressor
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
@@ -175,13 +193,9 @@ def save_krr(model: KRRModel, path: str | os.PathLike) -> Path:
             metadata=json.dumps(_jsonable(model.metadata)),
         )
         group = f.create_group("representation")
-        if isinstance(rep, BagOfBonds):
-            rows = [(k[0], k[1] if len(k) == 2 else 0, size) for k, size in rep.bags_]
-            group.create_dataset("bags", data=np.array(rows, dtype=np.int64).reshape(-1, 3))
-        else:
-            group.create_dataset("n_max", data=int(rep.n_max_))
-        support = reg.centers_ if isinstance(reg, NystromKernelRidge) else reg.X_fit_
-        f.create_dataset("X_fit", data=support, compression="gzip", compression_opts=1)
+        for key, value in rep.fitted_state().items():
+            group.create_dataset(key, data=value)
+        f.create_dataset("X_fit", data=model.support, compression="gzip", compression_opts=1)
         f.create_dataset("alpha", data=reg.alpha_)
         if model.baseline is not None:
             rows = np.array([[z, e] for z, e in sorted(model.baseline.items())], dtype=np.float64)
@@ -221,13 +235,9 @@ def load_krr(path: str | os.PathLike) -> KRRModel:
                     f"{path}: KRR model schema version {version}, but this qmlx reads version {SCHEMA_VERSION}"
                 )
             rep_name = _str(attrs["representation"])
-            rep = make_representation(rep_name, **json.loads(_str(attrs["representation_params"])))
-            if "bags" in f["representation"]:
-                rows = f["representation/bags"][()]
-                rep.bags_ = [((int(a),) if b == 0 else (int(a), int(b)), int(s)) for a, b, s in rows]
-                rep.n_features_out_ = int(rows[:, 2].sum())
-            else:
-                rep.n_max_ = int(f["representation/n_max"][()])
+            params = json.loads(_str(attrs["representation_params"]))
+            state = {key: data[()] for key, data in f["representation"].items()}
+            rep = type(make_representation(rep_name)).from_fitted_state(params, state)
             reg_name = _str(attrs.get("regressor", "KernelRidge"))
             if reg_name not in REGRESSORS:
                 raise DataFormatError(

@@ -16,6 +16,54 @@ class RepresentationError(QmlxError, ValueError):
     """Molecules do not fit a fitted representation (too many atoms, unseen elements, ...)."""
 
 
+class FittedState:
+    """What every representation offers besides ``fit``/``transform``: its fitted state as plain
+    arrays (what a model file stores), the atoms each feature comes from, and a check that new
+    molecules fit.
+
+    Subclasses implement `fitted_state`, `set_fitted_state` and `check_fits`; those whose features
+    map onto atoms implement `feature_atoms` (and `feature_groups` where equal features may be
+    told apart only by their order).
+    """
+
+    def fitted_state(self) -> dict[str, np.ndarray]:
+        """The learned state as named numpy arrays (e.g. ``n_max``, ``bags``)."""
+        raise NotImplementedError
+
+    def set_fitted_state(self, state: dict[str, np.ndarray]):
+        """Restore the state `fitted_state` returned; returns ``self``."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_fitted_state(cls, params: dict, state: dict[str, np.ndarray]):
+        """A fitted transformer from its constructor ``params`` and `fitted_state`."""
+        return cls(**params).set_fitted_state(state)
+
+    def check_fits(self, mols: Molecules) -> None:
+        """Raise `RepresentationError` naming the first molecule of ``mols`` the fitted layout cannot
+        hold (more atoms than ``n_max``, an unseen element, an overfull bag)."""
+        raise NotImplementedError
+
+    def known_elements(self) -> list[int] | None:
+        """The nuclear charges the fitted layout holds, or ``None`` if it holds any."""
+        return None
+
+    def feature_atoms(self, mols: Molecules) -> np.ndarray:
+        """(n_mol, n_features, 2) atom indices (within each molecule) each feature is made of:
+        ``[a, a]`` for a diagonal (one-atom) entry, ``[a, b]`` for a pair, ``[-1, -1]`` for padding."""
+        raise RepresentationError(f"{type(self).__name__} features do not map onto atoms one to one")
+
+    def feature_groups(self) -> np.ndarray | None:
+        """(n_features,) group of each feature within which equal values are told apart by their
+        order only (Bag of Bonds: the bag), or ``None``."""
+        return None
+
+
+def where(mols: Molecules, i: int) -> str:
+    """``"name: molecule i"`` (or the name alone for a one-molecule set), for messages."""
+    return f"{mols.name}: molecule {i}" if len(mols) > 1 else mols.name
+
+
 def coulomb_matrices(mols: Molecules, n_max: int | None = None) -> np.ndarray:
     """Zero-padded Coulomb matrices (Rupp et al., PRL 108, 058301, 2012) in atomic units.
 

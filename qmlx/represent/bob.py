@@ -22,15 +22,38 @@ import numpy as np
 from ase.data import chemical_symbols
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from qmlx.data.molecules import as_molecules
-from qmlx.represent._base import BLOCK_MOLECULES, RepresentationError, coulomb_matrices
+from qmlx.data.molecules import Molecules, as_molecules
+from qmlx.represent._base import BLOCK_MOLECULES, FittedState, RepresentationError, coulomb_matrices, where
 
 
 def _bag_name(key: tuple[int, ...]) -> str:
     return "-".join(chemical_symbols[z] for z in key)
 
 
-class BagOfBonds(TransformerMixin, BaseEstimator):
+def _bag_counts(mols: Molecules, keys: list[tuple[int, ...]]) -> np.ndarray:
+    """(n_mol, n_bags) entries of each molecule in each bag: atoms of element ``Z`` for ``(Z,)``,
+    atom pairs of elements ``(Z_a, Z_b)`` for a pair key."""
+    elements = np.unique(mols.Z)
+    per = np.zeros((len(mols), len(elements)), dtype=np.int64)
+    np.add.at(per, (mols.mol_index, np.searchsorted(elements, mols.Z)), 1)
+
+    def count(z: int) -> np.ndarray:
+        k = np.searchsorted(elements, z)
+        return per[:, k] if k < len(elements) and elements[k] == z else np.zeros(len(mols), dtype=np.int64)
+
+    out = np.zeros((len(mols), len(keys)), dtype=np.int64)
+    for b, key in enumerate(keys):
+        if len(key) == 1:
+            out[:, b] = count(key[0])
+        elif key[0] == key[1]:
+            c = count(key[0])
+            out[:, b] = c * (c - 1) // 2
+        else:
+            out[:, b] = count(key[0]) * count(key[1])
+    return out
+
+
+class BagOfBonds(FittedState, TransformerMixin, BaseEstimator):
     """Bag of Bonds vectors; X is a `Molecules` object (or a sequence of ``ase.Atoms``).
 
     Parameters
@@ -70,6 +93,73 @@ class BagOfBonds(TransformerMixin, BaseEstimator):
         self.bags_ = bags
         self.n_features_out_ = int(sum(size for _, size in bags))
         return self
+
+    def fitted_state(self) -> dict[str, np.ndarray]:
+        """``{"bags": (n_bags, 3)}``: rows ``(Z_a, Z_b, size)`` in output order, ``Z_b = 0`` for element bags."""
+        rows = [(k[0], k[1] if len(k) == 2 else 0, size) for k, size in self.bags_]
+        return {"bags": np.array(rows, dtype=np.int64).reshape(-1, 3)}
+
+    def set_fitted_state(self, state: dict[str, np.ndarray]):
+        rows = np.asarray(state["bags"])
+        self.bags_ = [((int(a),) if b == 0 else (int(a), int(b)), int(s)) for a, b, s in rows]
+        self.n_features_out_ = int(rows[:, 2].sum()) if len(rows) else 0
+        return self
+
+    def known_elements(self) -> list[int]:
+        return sorted(k[0] for k, _ in self.bags_ if len(k) == 1)
+
+    def check_fits(self, mols: Molecules) -> None:
+        """Unseen elements and overfull bags raise `RepresentationError` (with ``on_overflow="error"``;
+        ``"truncate"`` accepts any molecule)."""
+        if self.on_overflow != "error":
+            return
+        unseen = np.setdiff1d(np.unique(mols.Z), self.known_elements())
+        if len(unseen):
+            i = int(mols.mol_index[np.isin(mols.Z, unseen)][0])
+            raise RepresentationError(
+                f"{where(mols, i)}: contains {', '.join(chemical_symbols[z] for z in unseen)}, which the "
+                "Bag of Bonds layout was not fitted on"
+            )
+        counts = _bag_counts(mols, [k for k, _ in self.bags_])
+        sizes = np.array([size for _, size in self.bags_])
+        over = counts > sizes
+        if over.any():
+            i, b = (int(v[0]) for v in np.nonzero(over))
+            raise RepresentationError(
+                f"{where(mols, i)}: {int(counts[i, b])} entries in bag {_bag_name(self.bags_[b][0])}, but "
+                f"this model's Bag of Bonds holds at most {int(sizes[b])}"
+            )
+
+    def feature_atoms(self, mols: Molecules) -> np.ndarray:
+        """(n_mol, n_features, 2): the atom (``[a, a]``) or atom pair (``[a, b]``) behind each bag
+        entry, in the order `transform` sorts them; ``[-1, -1]`` for padding."""
+        M = coulomb_matrices(mols)
+        Z = mols.padded()[0]
+        n_max = M.shape[-1]
+        idx = np.arange(n_max)
+        iu, ju = np.triu_indices(n_max, 1)
+        z_lo, z_hi = np.minimum(Z[:, iu], Z[:, ju]), np.maximum(Z[:, iu], Z[:, ju])
+        out = np.full((len(mols), self.n_features_out_, 2), -1, dtype=np.int64)
+        start = 0
+        rows = np.arange(len(mols))[:, None]
+        for key, size in self.bags_:
+            if len(key) == 1:
+                member, values, first, second = Z == key[0], M[:, idx, idx], idx, idx
+            else:
+                member = (z_lo == key[0]) & (z_hi == key[1])
+                values, first, second = M[:, iu, ju], iu, ju
+            order = np.argsort(-np.where(member, values, 0.0), axis=1, kind="stable")
+            width = min(size, order.shape[1])
+            order = order[:, :width]
+            ok = member[rows, order]
+            out[:, start : start + width, 0] = np.where(ok, first[order], -1)
+            out[:, start : start + width, 1] = np.where(ok, second[order], -1)
+            start += size
+        return out
+
+    def feature_groups(self) -> np.ndarray:
+        """(n_features,) the bag of each feature."""
+        return np.repeat(np.arange(len(self.bags_)), [size for _, size in self.bags_])
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names like ``C-H[3]``: bag and rank within the bag."""

@@ -17,12 +17,14 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from qmlx.data.molecules import as_molecules
+from qmlx.data.molecules import Molecules, as_molecules
 from qmlx.represent._base import (
     BLOCK_MOLECULES,
+    FittedState,
     RepresentationError,
     coulomb_matrices,
     flatten_matrices,
+    where,
 )
 
 
@@ -33,11 +35,11 @@ def _rng(random_state) -> np.random.Generator | np.random.RandomState:
     return np.random.default_rng(random_state)
 
 
-class _CoulombBase(TransformerMixin, BaseEstimator):
-    """Learns ``n_max_`` in `fit`; subclasses implement `_transform_matrices`."""
+class _CoulombBase(FittedState, TransformerMixin, BaseEstimator):
+    """Learns ``n_max_`` in `fit`; subclasses implement `transform`."""
 
     def fit(self, X, y=None):
-        """Learn the padding size from the training molecules ``X`` (`Molecules`)."""
+        """Learn the padding size from the molecules ``X`` (`Molecules`)."""
         mols = as_molecules(X)
         self.n_max_ = int(self.n_max) if self.n_max is not None else mols.max_atoms
         if mols.max_atoms > self.n_max_:
@@ -46,11 +48,34 @@ class _CoulombBase(TransformerMixin, BaseEstimator):
             )
         return self
 
+    def fitted_state(self) -> dict[str, np.ndarray]:
+        """``{"n_max": ()}``: the padding size."""
+        return {"n_max": np.asarray(self.n_max_, dtype=np.int64)}
+
+    def set_fitted_state(self, state: dict[str, np.ndarray]):
+        self.n_max_ = int(np.asarray(state["n_max"]))
+        return self
+
+    def check_fits(self, mols: Molecules) -> None:
+        if mols.max_atoms > self.n_max_:
+            i = int(np.argmax(mols.n_atoms > self.n_max_))
+            raise RepresentationError(
+                f"{where(mols, i)}: {int(mols.n_atoms[i])} atoms, but this model's {type(self).__name__} "
+                f"holds at most {self.n_max_}"
+            )
+
     def _matrices(self, X) -> tuple[np.ndarray, np.ndarray]:
         if not hasattr(self, "n_max_"):
             raise RepresentationError(f"{type(self).__name__} is not fitted yet; call fit first")
         mols = as_molecules(X)
         return coulomb_matrices(mols, self.n_max_), mols.n_atoms
+
+
+def row_norm_order(M: np.ndarray) -> np.ndarray:
+    """(n, n_max) row order of each matrix of ``M (n, n_max, n_max)`` by descending row L2 norm;
+    padding rows (norm 0) last, ties in atom order."""
+    norms = np.linalg.norm(M, axis=-1)
+    return np.argsort(np.where(norms == 0, np.inf, -norms), axis=1, kind="stable")
 
 
 def sort_by_row_norm(M: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
@@ -63,14 +88,12 @@ def sort_by_row_norm(M: np.ndarray, noise: np.ndarray | None = None) -> np.ndarr
 
     Padding rows (norm 0, and never perturbed) always stay last; ties keep the atom order.
     """
-    norms = np.linalg.norm(M, axis=-1)
-    pad = norms == 0
     n = np.arange(len(M))
     if noise is None:
-        key = np.where(pad, np.inf, -norms)
-        order = np.argsort(key, axis=1, kind="stable")
+        order = row_norm_order(M)
         return M[n[:, None, None], order[:, :, None], order[:, None, :]]
-    key = np.where(pad[:, None, :], np.inf, -(norms[:, None, :] + noise))
+    norms = np.linalg.norm(M, axis=-1)
+    key = np.where((norms == 0)[:, None, :], np.inf, -(norms[:, None, :] + noise))
     order = np.argsort(key, axis=2, kind="stable")
     return M[n[:, None, None, None], order[:, :, :, None], order[:, :, None, :]]
 
@@ -95,6 +118,26 @@ class CoulombMatrix(_CoulombBase):
         M, _ = self._matrices(X)
         return flatten_matrices(M, self.flatten)
 
+    def _row_order(self, M: np.ndarray) -> np.ndarray:
+        """(n_mol, n_max) the atom behind each row of the transformed matrices (the atom order)."""
+        return np.broadcast_to(np.arange(M.shape[-1]), M.shape[:2])
+
+    def feature_atoms(self, mols: Molecules) -> np.ndarray:
+        """(n_mol, n_features, 2): entry ``M_ab`` is made of atoms ``a`` and ``b`` (``[a, a]`` on the
+        diagonal, ``[-1, -1]`` for padding), in the layout `transform` gives."""
+        M, _ = self._matrices(mols)
+        pad = np.linalg.norm(M, axis=-1) == 0
+        order = self._row_order(M)
+        atom = np.where(np.take_along_axis(pad, order, axis=1), -1, order)
+        n_max = M.shape[-1]
+        if self.flatten == "triangle":
+            i, j = np.tril_indices(n_max)
+        else:
+            i, j = (g.ravel() for g in np.meshgrid(np.arange(n_max), np.arange(n_max), indexing="ij"))
+        a, b = atom[:, i], atom[:, j]
+        pad_pair = (a < 0) | (b < 0)
+        return np.stack([np.where(pad_pair, -1, a), np.where(pad_pair, -1, b)], axis=-1)
+
 
 class SortedCoulombMatrix(CoulombMatrix):
     """Coulomb matrix with rows and columns sorted by descending row L2 norm (Rupp 2012; Hansen 2013).
@@ -108,6 +151,10 @@ class SortedCoulombMatrix(CoulombMatrix):
     def transform(self, X) -> np.ndarray:
         M, _ = self._matrices(X)
         return flatten_matrices(sort_by_row_norm(M), self.flatten)
+
+    def _row_order(self, M: np.ndarray) -> np.ndarray:
+        """The order `sort_by_row_norm` gives: descending row norm, padding last, ties stable."""
+        return row_norm_order(M)
 
 
 class Eigenspectrum(_CoulombBase):
@@ -170,6 +217,10 @@ class RandomCoulombMatrix(CoulombMatrix):
         self.n_max = n_max
         self.flatten = flatten
         self.random_state = random_state
+
+    def feature_atoms(self, mols: Molecules) -> np.ndarray:
+        """Random orderings: the features of a set do not map onto atoms one to one."""
+        raise RepresentationError("random Coulomb matrix sets do not map onto atoms one to one")
 
     def transform(self, X) -> np.ndarray:
         M, _ = self._matrices(X)
