@@ -193,7 +193,7 @@ class NetworkModel(TrainedModel):
     properties = ("energy", "atom_energies", "forces")
 
     def __init__(self, network, source: str | None = None) -> None:
-        from qmlx.nn.models import Ensemble
+        from qmlx.nn.ensemble import Ensemble
 
         super().__init__(network, source or getattr(network, "source", None))
         self.kind = "ensemble" if isinstance(network, Ensemble) else "network"
@@ -284,7 +284,8 @@ def as_trained_model(model) -> TrainedModel:
         return model
     from qmlx.kernels.model import KRRModel
     from qmlx.nn.cm_mlp import CMMLPRegressor
-    from qmlx.nn.models import Ensemble, InteractionNetwork
+    from qmlx.nn.ensemble import Ensemble
+    from qmlx.nn.models import InteractionNetwork
 
     if isinstance(model, (InteractionNetwork, Ensemble)):
         return NetworkModel(model)

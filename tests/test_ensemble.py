@@ -11,8 +11,8 @@ import torch
 from qmlx.cli import main
 from qmlx.explain import explain
 from qmlx.nn import SchNet, load_network, predict_network, save_network
+from qmlx.nn.ensemble import Ensemble
 from qmlx.nn.io import predict_ensemble
-from qmlx.nn.models import Ensemble
 from qmlx.train.ensemble import uncertainty_calibration
 
 

@@ -26,10 +26,12 @@ from conftest import randomized
 
 from qmlx.data import Molecules
 from qmlx.explain import explain
-from qmlx.nn import DTNN, SchNet, make_batch, models, predict_network
+from qmlx.nn import DTNN, SchNet, make_batch, predict_network
+from qmlx.nn import tables as nn_tables
+from qmlx.nn.ensemble import Ensemble
 from qmlx.nn.io import predict_ensemble
-from qmlx.nn.layers import RadialTables
-from qmlx.nn.models import Ensemble, InteractionNetwork
+from qmlx.nn.models import InteractionNetwork
+from qmlx.nn.tables import RadialTables
 
 SCALE = 3.0  # kcal/mol, the head's scale set by `randomized`
 ATOL = 1e-4 * SCALE  # kcal/mol
@@ -233,7 +235,7 @@ def _energies_and_gradient(model: InteractionNetwork, batch, tabulated: bool):
 
 
 def test_training_tables_give_the_exact_energies_and_weight_gradients(model, monkeypatch):
-    monkeypatch.setattr(models, "TRAIN_TABLE_MIN_PAIRS_PER_POINT", 0)  # tables for any batch
+    monkeypatch.setattr(nn_tables, "TRAIN_TABLE_MIN_PAIRS_PER_POINT", 0)  # tables for any batch
     batch = make_batch(molecules(model.cutoff), model.cutoff)
     built = []
     monkeypatch.setattr(
@@ -253,7 +255,7 @@ def test_training_tables_give_the_exact_energies_and_weight_gradients(model, mon
 def test_training_table_grid_follows_the_gaussian_width(model):
     tables = model.training_tables(10**9)
     assert tables.stop == model.radial_stop()
-    assert tables.stop / tables.n_intervals <= model.rbf.width / models.TRAIN_TABLE_POINTS_PER_WIDTH
+    assert tables.stop / tables.n_intervals <= model.rbf.width / nn_tables.TRAIN_TABLE_POINTS_PER_WIDTH
     assert all(v.requires_grad for v in tables.values)  # computed by the layers, not a detached copy
 
 
@@ -263,7 +265,9 @@ def test_small_training_batches_take_the_exact_path(model):
     batch = make_batch(molecules(model.cutoff), model.cutoff)
     assert model.training_tables(len(batch.idx_i)) is None
     assert (
-        model.training_tables(2 * (model._grid_intervals(models.TRAIN_TABLE_POINTS_PER_WIDTH) + 1))
+        model.training_tables(
+            2 * (nn_tables.grid_intervals(model, nn_tables.TRAIN_TABLE_POINTS_PER_WIDTH) + 1)
+        )
         is not None
     )
     exact, g_exact = _energies_and_gradient(model, batch, tabulated=False)

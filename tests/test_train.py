@@ -12,7 +12,8 @@ from qmlx.cli import build_parser
 from qmlx.data import Molecules
 from qmlx.data.splits import split
 from qmlx.errors import ConfigError, DataFormatError
-from qmlx.nn import PairCache, SchNet, load_network, models
+from qmlx.nn import PairCache, SchNet, load_network
+from qmlx.nn import tables as nn_tables
 from qmlx.nn.models import InteractionNetwork
 from qmlx.train import SplitSpec, TrainConfig, Trainer
 
@@ -121,7 +122,7 @@ def test_training_step_follows_the_gradient_of_the_chosen_loss(tmp_path, loss, t
     this small batch; within their interpolation error, see tests/test_inference.py)."""
     built = []
     if tables:
-        monkeypatch.setattr(models, "TRAIN_TABLE_MIN_PAIRS_PER_POINT", 0)
+        monkeypatch.setattr(nn_tables, "TRAIN_TABLE_MIN_PAIRS_PER_POINT", 0)
     monkeypatch.setattr(
         SchNet, "training_tables", lambda m, n: built.append(n) or InteractionNetwork.training_tables(m, n)
     )
@@ -151,12 +152,13 @@ def test_unknown_schedule_is_a_config_error():
         TrainConfig(weight_decay=-0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tables", [False, True], ids=["per-pair", "tables"])
 def test_compiled_training_matches_eager_training(tmp_path, tables, monkeypatch):
     """torch.compile fuses the step; the numbers stay those of the eager model to float32 rounding,
     also when the steps read training tables (forced on here for these small batches)."""
     if tables:
-        monkeypatch.setattr(models, "TRAIN_TABLE_MIN_PAIRS_PER_POINT", 0)
+        monkeypatch.setattr(nn_tables, "TRAIN_TABLE_MIN_PAIRS_PER_POINT", 0)
     eager, compiled = (
         _trainer(tmp_path / "eager", epochs=2),
         _trainer(tmp_path / "compiled", epochs=2, compile=True),

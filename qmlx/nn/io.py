@@ -21,7 +21,8 @@ from qmlx.data.domain import Domain, DomainReport, check_domain, warn_if_flagged
 from qmlx.data.molecules import Molecules, as_molecules
 from qmlx.errors import DataFormatError, QmlxError
 from qmlx.nn.batch import Batch, PairCache, resolve_device
-from qmlx.nn.models import MODEL_CLASSES, Ensemble, InteractionNetwork
+from qmlx.nn.ensemble import Ensemble
+from qmlx.nn.models import MODEL_CLASSES, InteractionNetwork
 
 NETWORK_FORMAT = "qmlx-network"
 #: the format tag of an ensemble file: several network records in one file

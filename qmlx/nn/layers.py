@@ -7,7 +7,6 @@ given as ``(n_atoms, F)`` for atom features, ``(n_pairs, ...)`` for pair feature
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -157,7 +156,7 @@ class SchNetInteraction(nn.Module):
         self, x: torch.Tensor, w: torch.Tensor, idx_i: torch.Tensor, idx_j: torch.Tensor
     ) -> torch.Tensor:
         """The update ``(n_atoms, F)`` from ``x (n_atoms, F)`` and the filter ``w (n_pairs, n_filters)``
-        of each half pair ``i < j`` (from `filter`, or read from a `RadialTables`)."""
+        of each half pair ``i < j`` (from `filter`, or read from a `qmlx.nn.tables.RadialTables`)."""
         h = self.in2f(x)
         # index_select rather than h[idx]: its backward is an index_add, not a much slower index_put
         h_i, h_j = h.index_select(0, idx_i), h.index_select(0, idx_j)
@@ -194,7 +193,7 @@ class DTNNInteraction(nn.Module):
         self, x: torch.Tensor, d: torch.Tensor, idx_i: torch.Tensor, idx_j: torch.Tensor
     ) -> torch.Tensor:
         """The update ``(n_atoms, F)`` from ``x (n_atoms, F)`` and the distance factor
-        ``d = df(rbf) (n_half_pairs, n_factors)`` of each pair ``i < j`` (or read from a `RadialTables`)."""
+        ``d = df(rbf) (n_half_pairs, n_factors)`` of each pair ``i < j`` (or read from a `qmlx.nn.tables.RadialTables`)."""
         c = self.cf(x)
         v_ji = torch.tanh(self.fc(c.index_select(0, idx_j) * d))  # message from j to i
         v_ij = torch.tanh(self.fc(c.index_select(0, idx_i) * d))  # message from i to j
@@ -250,112 +249,3 @@ class AtomwiseHead(nn.Module):
         self.reference[torch.as_tensor(elements)] = torch.as_tensor(ref, dtype=self.reference.dtype)
         self.scale.fill_(scale)
         return refs
-
-
-class _Interpolate(torch.autograd.Function):
-    """``out[p] = sum_k weights[p, k] * table[idx[p, k]]`` with a fast gradient for the table.
-
-    The forward pass is one ``embedding_bag``. Its gradient with respect to the table,
-    ``grad_table[r] = sum over the reads (p, k) of row r of weights[p, k] * grad[p]``, is the same
-    kind of read turned around: an ``embedding_bag`` over the rows of ``grad`` with one bag per
-    table row, from `_turn_around`. ``embedding_bag``'s own backward sorts the indices in every
-    call; here one sort serves every table of a step, and the rest is a fast forward read
-    (docs/networks.md has the timing).
-    """
-
-    @staticmethod
-    def forward(ctx, table, idx, weights, turned):
-        ctx.turned = turned
-        return nn.functional.embedding_bag(idx, table, per_sample_weights=weights, mode="sum")
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        pair, offsets, weights = ctx.turned
-        grad_table = nn.functional.embedding_bag(
-            pair, grad.contiguous(), offsets, per_sample_weights=weights.to(grad.dtype), mode="sum"
-        )
-        return grad_table, None, None, None
-
-
-def _turn_around(
-    idx: torch.Tensor, weights: torch.Tensor, n_rows: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The reads of ``idx (n_pairs, 2)`` with ``weights (n_pairs, 2)`` grouped by table row: the
-    reading pair of each read ``(2 n_pairs,)``, sorted by row, the start of each row's group
-    ``(n_rows,)`` and each read's weight ``(2 n_pairs,)``."""
-    flat = idx.flatten()
-    order = torch.argsort(flat, stable=True)
-    counts = torch.bincount(flat, minlength=n_rows)
-    return order // idx.shape[1], torch.cumsum(counts, 0) - counts, weights.flatten()[order]
-
-
-class RadialTables:
-    """Functions of the pair distance tabulated on one uniform grid, read by linear interpolation.
-
-    The interactions need their distance-only factors (SchNet's filters, DTNN's ``df(rbf(d))``) at
-    every pair; reading them from a table replaces a Gaussian expansion and one or two dense layers
-    per pair by two table rows. The error of linear interpolation is at most
-    ``step^2 / 8 * max|f''|``; with the step a small fraction of the Gaussian width it stays near
-    the level of float32 rounding. Reading is differentiable with respect to the table values, so a
-    table computed by the layers passes gradients on to their weights.
-
-    Parameters
-    ----------
-    values : one tensor ``(n_intervals + 1, F_t)`` per function, its values at the distances
-        ``d_k = k * stop / n_intervals`` Å, ``k = 0..n_intervals``.
-    stop : the last grid distance in Å; past it each function keeps its last value (it must be
-        constant there: 0 beyond a cosine cutoff, the bias beyond the Gaussians' support).
-    """
-
-    def __init__(self, values: list[torch.Tensor], stop: float) -> None:
-        n = {v.shape[0] for v in values}
-        if len(n) != 1 or min(n) < 2:
-            raise ValueError("the tables need one common grid of two or more points")
-        self.values = [v.contiguous() for v in values]
-        self.n_intervals = n.pop() - 1
-        self.stop = float(stop)
-        self.inv_step = self.n_intervals / self.stop
-
-    @classmethod
-    @torch.no_grad()
-    def evaluate(
-        cls,
-        functions: Callable[[torch.Tensor], list[torch.Tensor]],
-        stop: float,
-        n_intervals: int,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str = "cpu",
-    ) -> RadialTables:
-        """Tables of ``functions`` (float64 distances ``(n,)`` Å -> one ``(n, F_t)`` tensor per
-        function), evaluated in float64 on ``n_intervals + 1`` points from 0 to ``stop`` Å and stored
-        as ``dtype``."""
-        grid = torch.linspace(0.0, float(stop), n_intervals + 1, dtype=torch.float64, device=device)
-        return cls([v.to(dtype) for v in functions(grid)], stop)
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def locate(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For distances ``d (n_pairs,)`` Å: the two grid points around each, ``(n_pairs, 2)`` int64,
-        and their interpolation weights ``(n_pairs, 2)`` (summing to 1)."""
-        u = (d * self.inv_step).clamp_(0.0, float(self.n_intervals))
-        lower = u.floor().clamp_(max=self.n_intervals - 1)
-        frac = u - lower
-        lower = lower.long()
-        return torch.stack((lower, lower + 1), dim=1), torch.stack((1.0 - frac, frac), dim=1)
-
-    def interpolate(self, where: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
-        """Every function at the distances that `locate` placed: ``(n_pairs, F_t)`` each;
-        differentiable with respect to the table values."""
-        idx, weights = where
-        turned = None
-        out = []
-        for table in self.values:
-            w = weights.to(table.dtype)
-            if table.requires_grad and torch.is_grad_enabled():
-                turned = turned or _turn_around(idx, weights, self.n_intervals + 1)
-                out.append(_Interpolate.apply(table, idx, w, turned))
-            else:
-                out.append(nn.functional.embedding_bag(idx, table, per_sample_weights=w, mode="sum"))
-        return out

@@ -13,8 +13,8 @@ that explanation code can reach every intermediate tensor without the models kno
 
 ``forward(batch, tabulated=True)`` is the faster path of inference and of training steps: the
 distance-only factor of each interaction (SchNet's filter ``W(d)``, DTNN's ``df(rbf(d))``) is read
-by linear interpolation from a table over distance (`RadialTables`) instead of being computed per
-pair.
+by linear interpolation from a table over distance (`qmlx.nn.tables`) instead of being computed
+per pair.
 
 - Without gradients (inference) the table is fine (``TABLE_POINTS_PER_WIDTH`` points per Gaussian
   width), built in float64 from the current weights and rebuilt when they change; it agrees with
@@ -30,19 +30,17 @@ pair.
   path.
 
 The default path (``tabulated=False``), which forces and explanations use, computes every factor
-per pair.
+per pair. Ensembles of these networks are in `qmlx.nn.ensemble`.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-import weakref
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from qmlx.nn import tables
 from qmlx.nn.batch import Batch
 from qmlx.nn.layers import (
     AtomwiseHead,
@@ -50,21 +48,10 @@ from qmlx.nn.layers import (
     DTNNInteraction,
     ElementEmbedding,
     GaussianRBF,
-    RadialTables,
     SchNetInteraction,
 )
 from qmlx.nn.ops import segment_sum
-
-#: grid points of the tabulated inference tables per Gaussian width of the radial basis
-TABLE_POINTS_PER_WIDTH = 400
-#: fewest intervals of a table grid
-TABLE_MIN_INTERVALS = 4096
-#: grid points per Gaussian width of the tables a training step builds (see `forward_from`)
-TRAIN_TABLE_POINTS_PER_WIDTH = 90
-#: a training step reads tables only for batches with at least this many pairs per grid point
-TRAIN_TABLE_MIN_PAIRS_PER_POINT = 2
-#: per network: its inference tables, the settings and a copy of the weights they were built from
-_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+from qmlx.nn.tables import RadialTables
 
 
 @dataclass
@@ -123,49 +110,15 @@ class InteractionNetwork(nn.Module):
         """The settings besides `_table_sources` that the tables depend on."""
         return (self.rbf.coeff, self.rbf.width, float(self.cutoff))
 
-    def _grid_intervals(self, points_per_width: int) -> int:
-        """Intervals of a table grid from 0 to `radial_stop` with this many points per Gaussian width."""
-        return math.ceil(self.radial_stop() * points_per_width / self.rbf.width)
-
     def inference_tables(self) -> RadialTables:
-        """The `RadialTables` of the tabulated inference path for the current weights.
-
-        Built on first use (float64 evaluation by a copy of the model on a grid of
-        ``TABLE_POINTS_PER_WIDTH`` points per Gaussian width, at least ``TABLE_MIN_INTERVALS``
-        intervals, stored in the model's dtype on its device) and kept with a copy of the weights
-        they read; any later change of those weights, dtype or device (an optimizer step,
-        ``load_state_dict``, ``.to()``, an edit through ``.data``) makes the next call rebuild them.
-        Checking costs one comparison per tensor. The tables live beside the model, not in it:
-        copies, state dicts and saved files never carry them.
-        """
-        sources = [s.detach() for s in self._table_sources()]
-        key = self._table_key()
-        cached = _TABLES.get(self)
-        if cached is not None:
-            tables, old_key, snapshot = cached
-            if old_key == key and _same_tensors(snapshot, sources):
-                return tables
-        n_intervals = max(TABLE_MIN_INTERVALS, self._grid_intervals(TABLE_POINTS_PER_WIDTH))
-        centers = self.rbf.centers
-        tables = RadialTables.evaluate(
-            copy.deepcopy(self).double().radial_functions, self.radial_stop(), n_intervals,
-            dtype=centers.dtype, device=centers.device,
-        )  # fmt: skip
-        _TABLES[self] = (tables, key, [s.clone() for s in sources])
-        return tables
+        """The tables of the tabulated inference path for the current weights, cached beside the
+        model and rebuilt when the weights change (`qmlx.nn.tables.inference_tables`)."""
+        return tables.inference_tables(self)
 
     def training_tables(self, n_pairs: int) -> RadialTables | None:
-        """Tables of `radial_functions` on ``TRAIN_TABLE_POINTS_PER_WIDTH`` points per Gaussian width,
-        computed by the layers themselves (gradients flow to the weights), or ``None`` when a batch
-        of ``n_pairs`` half pairs has fewer than ``TRAIN_TABLE_MIN_PAIRS_PER_POINT`` per grid point
-        (computing the factors per pair is then as fast)."""
-        n_intervals = self._grid_intervals(TRAIN_TABLE_POINTS_PER_WIDTH)
-        if n_pairs < TRAIN_TABLE_MIN_PAIRS_PER_POINT * (n_intervals + 1):
-            return None
-        stop = self.radial_stop()
-        centers = self.rbf.centers
-        grid = torch.linspace(0.0, stop, n_intervals + 1, dtype=centers.dtype, device=centers.device)
-        return RadialTables(self.radial_functions(grid), stop)
+        """Tables a training step reads, with gradients to the weights, or ``None`` for a batch of
+        ``n_pairs`` half pairs too small to gain from them (`qmlx.nn.tables.training_tables`)."""
+        return tables.training_tables(self, n_pairs)
 
     def radial(self, d: torch.Tensor, tabulated: bool = False) -> list[torch.Tensor]:
         """The distance factor ``(n_pairs, F_t)`` of each interaction at the pair distances
@@ -338,62 +291,7 @@ class _HardCutoff(nn.Module):
         return torch.ones_like(d)
 
 
-def _same_tensors(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
-    """Whether two lists of tensors agree in length, shape, dtype, device and every value."""
-    return len(a) == len(b) and all(
-        x.shape == y.shape and x.dtype == y.dtype and x.device == y.device and torch.equal(x, y)
-        for x, y in zip(a, b)
-    )
-
-
 MODEL_CLASSES: dict[str, type[InteractionNetwork]] = {"SchNet": SchNet, "DTNN": DTNN}
-
-
-class Ensemble(nn.Module):
-    """Several trained networks of one architecture whose energies are averaged (a deep ensemble,
-    Lakshminarayanan et al., NeurIPS 2017); the members' spread is the uncertainty.
-
-    ``forward`` returns the members' mean energy ``(n_mol,)`` and mean atom energies
-    ``(n_atoms,)`` in kcal/mol (the mean of atom-wise decompositions is again one, so
-    ``E = sum_i E_i`` holds); `member_energies` gives every member's energies for the spread.
-    All members share the cutoff, so one pair list serves them all.
-    """
-
-    def __init__(self, members) -> None:
-        super().__init__()
-        members = list(members)
-        if not members or not all(isinstance(m, InteractionNetwork) for m in members):
-            raise ValueError("an ensemble needs one or more SchNet or DTNN members")
-        if len({(type(m), m.cutoff) for m in members}) != 1:
-            raise ValueError("ensemble members must share their class and cutoff")
-        self.members = nn.ModuleList(members)
-        self.cutoff = members[0].cutoff
-        self.metadata: dict = {}
-
-    @property
-    def uncertainty_scale(self) -> float:
-        """Factor from the members' standard deviation to the reported uncertainty: fitted on the
-        validation set when the ensemble was assembled (``metadata["uncertainty_scale"]``), else 1."""
-        return float(self.metadata.get("uncertainty_scale", 1.0))
-
-    @property
-    def head(self) -> nn.Module:
-        """The first member's output head (its element references say which elements it knows)."""
-        return self.members[0].head
-
-    def member_energies(self, batch: Batch, tabulated: bool = False) -> torch.Tensor:
-        """(n_members, n_mol) energies of every member in kcal/mol (``tabulated``: see
-        `InteractionNetwork.forward_from`)."""
-        return torch.stack([m(batch, tabulated=tabulated).energy for m in self.members])
-
-    def forward(self, batch: Batch, tabulated: bool = False) -> NetworkOutput:
-        """The members' mean energies; ``tabulated=True`` runs each member's table path of
-        inference (under ``torch.no_grad()`` only)."""
-        outs = [m(batch, tabulated=tabulated) for m in self.members]
-        return NetworkOutput(
-            energy=torch.stack([o.energy for o in outs]).mean(0),
-            atom_energies=torch.stack([o.atom_energies for o in outs]).mean(0),
-        )
 
 
 def build_model(name: str, **config) -> InteractionNetwork:

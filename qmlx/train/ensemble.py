@@ -43,7 +43,7 @@ def train_ensemble(
 ) -> dict:
     """Train ``n_members`` networks on one split (seeded by ``split.seed``, default ``config.seed``)
     with initialization and batch-order seeds ``config.seed + k``, each in ``out/member-k/``
-    (resumable), and save them as one ensemble file ``out/model.pt`` (`qmlx.nn.models.Ensemble`).
+    (resumable), and save them as one ensemble file ``out/model.pt`` (`qmlx.nn.ensemble.Ensemble`).
 
     The reported uncertainty is s·σ, the members' spread σ times one factor s fitted on the
     validation molecules (`uncertainty_calibration`'s ``scale_for_1sigma``; stored as
@@ -52,8 +52,8 @@ def train_ensemble(
     set of s·σ (``uncertainty``) and of the raw σ (``uncertainty_raw``). The other arguments are
     those of `train_network`.
     """
+    from qmlx.nn.ensemble import Ensemble
     from qmlx.nn.io import load_network, predict_ensemble, save_network
-    from qmlx.nn.models import Ensemble
 
     if n_members < 2:
         raise ConfigError(f"--ensemble needs at least 2 members, got {n_members}")
