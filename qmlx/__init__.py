@@ -4,16 +4,14 @@ The names below are imported on first use (PEP 562), so that ``import qmlx`` and
 command start without loading NumPy, PyTorch or SciPy:
 
 - `Molecules`, `load_dataset`, `load_qm7`, `load_qm9`, `read_molecules` from `qmlx.data`;
-- `load_model` from `qmlx.models`;
-- `explain`: the sub-package `qmlx.explain`, which can be called like its function
-  ``qmlx.explain.explain`` (``qmlx.explain(model, molecules, method="lrp")``).
+- `load_model` from `qmlx.models`.
+
+Explanations are ``from qmlx.explain import explain``.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 
@@ -42,7 +40,6 @@ _LAZY = {
 
 __all__ = [
     "Molecules",
-    "explain",
     "load_dataset",
     "load_model",
     "load_qm7",
@@ -56,35 +53,11 @@ if TYPE_CHECKING:
     from qmlx.models import load_model
 
 
-class _CallableModule(types.ModuleType):
-    """`qmlx.explain`: a sub-package that can also be called as its ``explain`` function."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.explain(*args, **kwargs)
-
-
-class _Package(types.ModuleType):
-    """The ``qmlx`` module: makes `qmlx.explain` callable however it is first imported."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # the import system sets a sub-package as an attribute of its parent once it has run
-        if name == "explain" and type(value) is types.ModuleType:
-            value.__class__ = _CallableModule
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-if "qmlx.explain" in sys.modules:  # imported before this module ran (a reload)
-    sys.modules[__name__].explain = sys.modules["qmlx.explain"]
-
-
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
-    if name == "explain":
-        return importlib.import_module("qmlx.explain")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

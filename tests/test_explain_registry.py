@@ -9,9 +9,8 @@ import torch
 from conftest import grid_molecules
 from torch import nn
 
-import qmlx
 from qmlx.errors import QmlxError
-from qmlx.explain import METHODS, Explanation, register_method
+from qmlx.explain import METHODS, Explanation, explain, register_method
 from qmlx.explain.lrp import BLOCK_RULES, BlockRule, Gamma, register_block
 from qmlx.explain.walks import masked_walk_relevance
 from qmlx.nn import PairCache
@@ -84,7 +83,7 @@ def molecules():
 
 @pytest.mark.parametrize("rule", [None, Gamma(0.3)])
 def test_lrp_conserves_on_a_block_type_registered_outside_qmlx(toy, molecules, rule):
-    e = qmlx.explain(toy, molecules, "lrp", rule=rule)
+    e = explain(toy, molecules, "lrp", rule=rule)
     with torch.no_grad():
         energy = toy(PairCache(molecules, toy.cutoff, target=None).batch(np.arange(len(molecules)))).energy
     np.testing.assert_allclose(e.prediction, energy.double().numpy(), rtol=1e-5)
@@ -95,16 +94,16 @@ def test_lrp_conserves_on_a_block_type_registered_outside_qmlx(toy, molecules, r
 
 
 def test_pairs_sum_to_the_atom_relevances_on_the_toy_block(toy, molecules):
-    atoms = qmlx.explain(toy, molecules, "lrp")
-    pairs = qmlx.explain(toy, molecules, "lrp-pairs")
+    atoms = explain(toy, molecules, "lrp")
+    pairs = explain(toy, molecules, "lrp-pairs")
     for i, P in enumerate(pairs.pairs):
         np.testing.assert_allclose(P.sum(axis=1), atoms.molecule(i), rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(pairs.conservation_error(), 0.0, atol=1e-8)
 
 
 def test_walks_conserve_and_match_literal_masking_on_the_toy_block(toy, molecules):
-    e = qmlx.explain(toy, molecules, "lrp-walks")
-    atoms = qmlx.explain(toy, molecules, "lrp")
+    e = explain(toy, molecules, "lrp-walks")
+    atoms = explain(toy, molecules, "lrp")
     net = toy.double()
     try:
         for i, w in enumerate(e.walks):
@@ -130,21 +129,21 @@ def test_an_unregistered_block_is_named(molecules):
     net = GatedNetwork()
     assert type(net.interactions[0]) in BLOCK_RULES
     net.interactions[0] = Unknown(6, net.rbf.n_rbf)  # a subclass inherits its base's rule
-    qmlx.explain(net, molecules, "lrp")
+    explain(net, molecules, "lrp")
     net.interactions[1] = Other()
     with pytest.raises(QmlxError, match="no relevance rule for interaction blocks of type Other"):
-        qmlx.explain(net, molecules, "lrp")
+        explain(net, molecules, "lrp")
 
 
 def test_a_method_registered_outside_qmlx_is_dispatched_by_kind(toy, molecules):
     def uniform(model, mols, options) -> Explanation:
-        energy = qmlx.explain(model, mols, "decomposition").prediction
+        energy = explain(model, mols, "decomposition").prediction
         share = (energy / mols.n_atoms)[mols.mol_index]
         return Explanation("uniform", mols, share, energy, np.zeros(len(mols)))
 
     register_method("uniform", ["network"], uniform)
     try:
-        e = qmlx.explain(toy, molecules, "uniform")
+        e = explain(toy, molecules, "uniform")
         np.testing.assert_allclose(e.conservation_error(), 0.0, atol=1e-9)
         with pytest.raises(QmlxError, match="kernel models are explained with: neuralized"):
             from qmlx.kernels.training import train_krr
@@ -152,6 +151,6 @@ def test_a_method_registered_outside_qmlx_is_dispatched_by_kind(toy, molecules):
             krr = train_krr(
                 grid_molecules(), np.arange(30), None, "bob", sigma=100.0, lam=1e-6, target="energy"
             )
-            qmlx.explain(krr[0], molecules, "uniform")
+            explain(krr[0], molecules, "uniform")
     finally:
         del METHODS["uniform"]

@@ -14,6 +14,7 @@ from conftest import grid_molecules
 import qmlx
 from qmlx.cli import main
 from qmlx.errors import DataFormatError, DomainError, DomainWarning, QmlxError
+from qmlx.explain import explain
 from qmlx.models import CoulombNetworkModel, KernelModel, NetworkModel, Prediction, load_model
 
 CHLOROMETHANE = "5\nCH3Cl\nC 0 0 0\nCl 0 0 1.78\nH 1.03 0 -0.36\nH -0.51 0.89 -0.36\nH -0.51 -0.89 -0.36\n"
@@ -93,7 +94,7 @@ def test_nystrom_krr_trained_from_the_command_line_predicts_and_explains(qm7, tm
     mols = qm7.subset(np.arange(1, 40, 3))
     pred = model.predict(mols)
     np.testing.assert_array_equal(pred.energy, load_krr(out).predict_molecules(mols))
-    e = qmlx.explain(model, mols)
+    e = explain(model, mols)
     assert e.method == "neuralized"
     np.testing.assert_allclose(e.prediction, pred.energy, rtol=1e-12)
     np.testing.assert_allclose(e.conservation_error(), 0.0, atol=1e-8)
@@ -119,7 +120,7 @@ def test_coulomb_matrix_network_file_round_trips(tmp_path):
 
         load_network(path)
     with pytest.raises(QmlxError, match="no explanation method explains Coulomb-matrix network"):
-        qmlx.explain(model, mols)
+        explain(model, mols)
 
 
 # ------------------------------------------------------------------------------------ the protocol
@@ -211,7 +212,7 @@ def test_load_model_names_the_file_it_cannot_read(tmp_path):
     with pytest.raises(DataFormatError, match="text.h5: not a qmlx model"):
         load_model(bad)
     with pytest.raises(QmlxError, match="not a trained qmlx model"):
-        qmlx.explain(torch.nn.Linear(2, 2), grid_molecules(1))
+        explain(torch.nn.Linear(2, 2), grid_molecules(1))
 
 
 def _tiny_krr():

@@ -69,14 +69,6 @@ def test_lazy_names_are_the_real_objects():
         assert qmlx.load_model is load_model
 
 
-def test_explain_is_the_sub_package_and_calls_its_function(monkeypatch):
-    import qmlx.explain
-
-    assert callable(qmlx.explain) and qmlx.explain.METHODS
-    monkeypatch.setattr(qmlx.explain, "explain", lambda *args, **kwargs: (args, kwargs))
-    assert qmlx.explain("model", "mols", method="lrp") == (("model", "mols"), {"method": "lrp"})
-
-
 def test_domain_flags_warn_with_their_own_category(small_molecules):
     from qmlx.data.domain import DomainReport, warn_if_flagged
 
