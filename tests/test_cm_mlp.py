@@ -70,7 +70,7 @@ def test_training_reduces_error_and_predicts_kcal_per_mol():
     reg, history = train_cm_mlp(mols, np.arange(60), y, config, monitor=lambda r: {"n": 1})
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert [h["epoch"] for h in history if "n" in h] == [10, 20, 30]
-    pred = reg.predict_molecules(mols)
+    pred = reg.energies(mols)  # the synthetic set has atoms closer than 0.5 Å: no domain check
     assert pred.shape == (60,) and np.abs(pred - y).mean() < np.abs(y - y.mean()).mean()
 
 
