@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from qmlx.data.domain import DomainReport, warn_if_flagged
+from qmlx.data.domain import DomainReport, screen, warn_if_flagged
 from qmlx.data.molecules import Molecules, as_molecules
-from qmlx.errors import DataFormatError, DomainError, QmlxError
+from qmlx.errors import DataFormatError, QmlxError
 
 ENERGY_UNIT = "kcal/mol"
 
@@ -83,7 +83,8 @@ class Prediction:
 
 
 class TrainedModel:
-    """Base of every trained model; subclasses implement `check_domain`, `_predict` and `save`.
+    """Base of every trained model: `predict` (with refusal one molecule at a time) on top of
+    `check_domain`, `_predict` and `save`.
 
     kind : ``network``, ``ensemble``, ``krr`` or ``cm-network``.
     estimator : the wrapped object.
@@ -122,18 +123,20 @@ class TrainedModel:
         return f"{type(self).__name__}({self.name}: {self.quantity} [{self.unit}])"
 
     # -- the protocol -----------------------------------------------------------------------------
+    # By default a model hands these to its estimator, which then has ``check_domain(mols)``,
+    # ``energies(mols)`` and ``save(path)`` (`KRRModel`, `CMMLPRegressor`); `NetworkModel` overrides them.
     def check_domain(self, molecules: Molecules | Sequence) -> DomainReport:
         """Soft domain flags of ``molecules``; raises `DomainError` for input the model cannot answer."""
-        raise NotImplementedError
+        return self.estimator.check_domain(as_molecules(molecules))
 
     def _predict(self, mols: Molecules, forces: bool) -> dict[str, np.ndarray]:
         """``energy`` (n_mol,) and whichever of ``atom_energies``, ``uncertainty``, ``forces`` the
         model gives, for molecules that passed `check_domain`."""
-        raise NotImplementedError
+        return {"energy": self.estimator.energies(mols)}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model to ``path`` atomically in its own format."""
-        raise NotImplementedError
+        return self.estimator.save(path)
 
     def predict(self, molecules: Molecules | Sequence, forces: bool = False) -> Prediction:
         """Energies of ``molecules`` (`Molecules` or ``ase.Atoms``, positions in Å) in kcal/mol.
@@ -145,7 +148,7 @@ class TrainedModel:
         if forces and "forces" not in self.properties:
             raise QmlxError(f"{self.name}: a {self.kind} model gives no forces")
         mols = as_molecules(molecules)
-        report, errors = self.screen(mols)
+        report, errors = screen(self.check_domain, mols)
         n = len(mols)
         ok = np.array([e is None for e in errors], dtype=bool)
         energy = np.full(n, np.nan)
@@ -162,28 +165,6 @@ class TrainedModel:
             kept = np.flatnonzero(ok)
             warn_if_flagged(DomainReport(report.in_domain[kept], [report.notes[i] for i in kept]), part)
         return Prediction(energy, report.in_domain, report.notes, errors, **extra)
-
-    def screen(self, mols: Molecules) -> tuple[DomainReport, list[str | None]]:
-        """`check_domain` of every molecule: the soft flags, and per molecule the reason it is
-        refused (or ``None``). The whole batch is checked at once; only when that raises is each
-        molecule checked alone, so one refused molecule never stops the others."""
-        try:
-            return self.check_domain(mols), [None] * len(mols)
-        except DomainError:
-            pass
-        in_domain = np.ones(len(mols), dtype=bool)
-        notes: list[list[str]] = [[] for _ in range(len(mols))]
-        errors: list[str | None] = [None] * len(mols)
-        for i in range(len(mols)):
-            one = mols.subset([i])
-            if len(mols) > 1:
-                one.name = f"{mols.name}: molecule {i}"
-            try:
-                r = self.check_domain(one)
-                in_domain[i], notes[i] = bool(r.in_domain[0]), r.notes[0]
-            except DomainError as err:
-                in_domain[i], notes[i], errors[i] = False, [str(err)], str(err)
-        return DomainReport(in_domain, notes), errors
 
 
 class NetworkModel(TrainedModel):
@@ -250,31 +231,11 @@ class KernelModel(TrainedModel):
 
     kind = "krr"
 
-    def check_domain(self, molecules) -> DomainReport:
-        return self.estimator.check_domain(as_molecules(molecules))
-
-    def _predict(self, mols: Molecules, forces: bool) -> dict[str, np.ndarray]:
-        return {"energy": self.estimator.energies(mols)}
-
-    def save(self, path: str | os.PathLike) -> Path:
-        return self.estimator.save(path)
-
 
 class CoulombNetworkModel(TrainedModel):
-    """The network on random Coulomb matrices (Montavon et al. 2012, `qmlx.nn.cm_mlp`)."""
+    """The network on random Coulomb matrices (Montavon et al. 2012, `qmlx.nn.cm_mlp.CMMLPRegressor`)."""
 
     kind = "cm-network"
-
-    def check_domain(self, molecules) -> DomainReport:
-        return self.estimator.check_domain(as_molecules(molecules))
-
-    def _predict(self, mols: Molecules, forces: bool) -> dict[str, np.ndarray]:
-        return {"energy": self.estimator.energies(mols)}
-
-    def save(self, path: str | os.PathLike) -> Path:
-        from qmlx.nn.cm_mlp import save_cm_network
-
-        return save_cm_network(self.estimator, path)
 
 
 def as_trained_model(model) -> TrainedModel:

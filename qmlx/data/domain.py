@@ -11,11 +11,14 @@ A `Domain` is measured on the training molecules and stored in every saved model
   a single atom. Predicting from Python warns once per call with `qmlx.errors.DomainWarning`.
 
 `DomainReport` carries, per molecule, ``in_domain`` (bool) and ``notes`` (list of strings), which
-every output format of ``qmlx predict`` and ``qmlx explain`` prints.
+every output format of ``qmlx predict`` and ``qmlx explain`` prints. `screen` applies a model's
+check molecule by molecule when the batch as a whole is refused, so that a refused molecule is
+refused alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -202,3 +205,32 @@ def check_domain(domain: Domain | None, mols: Molecules, elements: list[int] | N
                     f"{domain.min_distance:.3f} Å"
                 )
     return DomainReport(in_domain=np.array([not n for n in notes], dtype=bool), notes=notes)
+
+
+def screen(
+    check: Callable[[Molecules], DomainReport], mols: Molecules
+) -> tuple[DomainReport, list[str | None]]:
+    """``check`` (a model's domain check) applied to every molecule of ``mols``: the soft flags,
+    and per molecule the reason it is refused (the `DomainError` text) or ``None``.
+
+    The whole set is checked at once; only when that raises is each molecule checked alone, so
+    one refused molecule never stops the others. A refused molecule has ``in_domain`` False and its
+    reason as its one note.
+    """
+    try:
+        return check(mols), [None] * len(mols)
+    except DomainError:
+        pass
+    in_domain = np.ones(len(mols), dtype=bool)
+    notes: list[list[str]] = [[] for _ in range(len(mols))]
+    errors: list[str | None] = [None] * len(mols)
+    for i in range(len(mols)):
+        one = mols.subset([i])
+        if len(mols) > 1:
+            one.name = _label(mols, i)
+        try:
+            r = check(one)
+            in_domain[i], notes[i] = bool(r.in_domain[0]), r.notes[0]
+        except DomainError as err:
+            in_domain[i], notes[i], errors[i] = False, [str(err)], str(err)
+    return DomainReport(in_domain, notes), errors

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 
 from qmlx.chem import element_counts, fit_element_energies
-from qmlx.data.domain import Domain
+from qmlx.data.domain import Domain, screen
 from qmlx.data.molecules import Molecules
-from qmlx.errors import DomainWarning, TrainingError
+from qmlx.errors import TrainingError
 from qmlx.kernels.krr import KernelRidge
 from qmlx.kernels.model import KRRModel
 from qmlx.kernels.nystrom import NystromKernelRidge
@@ -151,15 +150,12 @@ def train_krr(
     }
     model = KRRModel(representation, rep, reg, target, meta, baseline=refs)
     if test is not None and len(test):
-        from qmlx.models import KernelModel
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DomainWarning)  # soft flags do not change the test metrics
-            pred = KernelModel(model).predict(mols.subset(test))
-        kept = ~pred.refused
-        m = metrics(pred.energy[kept], y[np.asarray(test)][kept])
+        test = np.asarray(test)
+        _, errors = screen(model.check_domain, mols.subset(test))
+        kept = test[[e is None for e in errors]]  # a molecule the model cannot answer is left out
+        m = metrics(model.energies(mols.subset(kept)), y[kept])
         info.update(
-            n_test=len(test), n_test_refused=int((~kept).sum()),
+            n_test=len(test), n_test_refused=len(test) - len(kept),
             test_mae_kcal_mol=m["mae"], test_rmse_kcal_mol=m["rmse"],
         )  # fmt: skip
     info["wall_time_s"] = time.perf_counter() - t0

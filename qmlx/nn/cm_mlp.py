@@ -235,6 +235,10 @@ class CMMLPRegressor:
         warn_if_flagged(self.check_domain(mols), mols)
         return self.energies(mols, samples, seed)
 
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the network to ``path`` (`save_cm_network`)."""
+        return save_cm_network(self, path)
+
 
 def save_cm_network(regressor: CMMLPRegressor, path: str | os.PathLike) -> Path:
     """Write ``regressor`` to ``path`` atomically: a ``torch.save``'d dictionary of plain data
