@@ -149,22 +149,21 @@ class TrainedModel:
             raise QmlxError(f"{self.name}: a {self.kind} model gives no forces")
         mols = as_molecules(molecules)
         report, errors = screen(self.check_domain, mols)
-        n = len(mols)
         ok = np.array([e is None for e in errors], dtype=bool)
-        energy = np.full(n, np.nan)
-        extra: dict[str, np.ndarray] = {}
+        atom_ok = ok[mols.mol_index]
+        # every output the model gives, NaN where a molecule was refused
+        shapes = {"energy": (len(mols),), "atom_energies": (len(mols.Z),), "uncertainty": (len(mols),)}
+        if forces:
+            shapes["forces"] = (len(mols.Z), 3)
+        out = {key: np.full(shape, np.nan) for key, shape in shapes.items() if key in self.properties}
         if ok.any():
             part = mols if ok.all() else mols.subset(np.flatnonzero(ok))
-            out = self._predict(part, forces)
-            energy[ok] = out.pop("energy")
-            atom_ok = ok[mols.mol_index]
-            for key, values in out.items():
-                mask = atom_ok if key in ("atom_energies", "forces") else ok
-                extra[key] = np.full((len(mask), *values.shape[1:]), np.nan)
-                extra[key][mask] = values
+            for key, values in self._predict(part, forces).items():
+                out[key][atom_ok if key in ("atom_energies", "forces") else ok] = values
             kept = np.flatnonzero(ok)
             warn_if_flagged(DomainReport(report.in_domain[kept], [report.notes[i] for i in kept]), part)
-        return Prediction(energy, report.in_domain, report.notes, errors, **extra)
+        energy = out.pop("energy")
+        return Prediction(energy, report.in_domain, report.notes, errors, **out)
 
 
 class NetworkModel(TrainedModel):

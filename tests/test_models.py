@@ -245,3 +245,28 @@ def test_calculator_goes_through_the_protocol_and_warns_once(tiny_network):
     assert "more than any training molecule" in big.calc.domain_notes[0]
     with pytest.raises(QmlxError, match="gives no forces"):
         QmlxCalculator(_tiny_krr())
+
+
+@pytest.mark.parametrize("fmt", ["csv", "table", "json"])
+def test_an_ensemble_with_every_molecule_refused_still_writes_every_row(tmp_path, capsys, fmt):
+    from conftest import randomized
+
+    from qmlx.nn import SchNet, save_network
+    from qmlx.nn.ensemble import Ensemble
+
+    members = [randomized(lambda: SchNet(n_features=8, n_interactions=1)) for _ in range(2)]
+    path = save_network(Ensemble(members), tmp_path / "ens.pt", metadata={"target": "energy"})
+    (tmp_path / "cl.xyz").write_text(CHLOROMETHANE)
+    pred = load_model(path).predict(grid_molecules(1))
+    assert pred.uncertainty.shape == (1,) and np.isfinite(pred.uncertainty).all()
+    assert main(["predict", str(path), str(tmp_path / "cl.xyz"), "--format", fmt]) == 1
+    out, err = capsys.readouterr()
+    assert "Cl" in err and len(err.strip().splitlines()) == 1
+    if fmt == "csv":
+        header, row = out.strip().splitlines()
+        assert "uncertainty [kcal/mol]" in header and row.split(",")[3:5] == ["", ""]
+    elif fmt == "json":
+        (mol,) = json.loads(out)["molecules"]
+        assert mol["energy"] is None and mol["uncertainty"] is None and "Cl" in mol["error"]
+    else:
+        assert "refused" in out.splitlines()[-1]
