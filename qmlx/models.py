@@ -33,6 +33,7 @@ import numpy as np
 from qmlx.data.domain import DomainReport, screen, warn_if_flagged
 from qmlx.data.molecules import Molecules, as_molecules
 from qmlx.errors import DataFormatError, QmlxError
+from qmlx.novelty import NoveltyModel
 
 ENERGY_UNIT = "kcal/mol"
 
@@ -60,6 +61,13 @@ class Prediction:
     uncertainty : (n_mol,) the ensemble's calibrated spread (see `qmlx.nn.io.predict_ensemble`),
         or ``None``.
     forces : (n_atoms_total, 3) ``-dE/dR`` in kcal/mol/Å when asked for, else ``None``.
+    novelty : (n_mol,) how unfamiliar each molecule is to the model (`qmlx.novelty`: its most
+        unusual atom's one-class score over the 99th percentile of its element's calibration
+        atoms; around 1 and above is unusual), or ``None`` for a model file without a novelty
+        model; NaN for refused molecules.
+    novelty_p : (n_mol,) the fraction of calibration molecules at least as novel; below the
+        model's level (default 0.01) a molecule is outside the domain.
+    atom_novelty : (n_atoms_total,) each atom's novelty, or ``None``.
     """
 
     energy: np.ndarray
@@ -69,6 +77,9 @@ class Prediction:
     atom_energies: np.ndarray | None = None
     uncertainty: np.ndarray | None = None
     forces: np.ndarray | None = None
+    novelty: np.ndarray | None = None
+    novelty_p: np.ndarray | None = None
+    atom_novelty: np.ndarray | None = None
     unit: str = ENERGY_UNIT
 
     @property
@@ -119,6 +130,21 @@ class TrainedModel:
     def name(self) -> str:
         return self.source or type(self.estimator).__name__
 
+    @property
+    def novelty(self) -> NoveltyModel | None:
+        """The one-class model of the training domain (`qmlx.novelty`), or ``None`` for a file
+        saved without one."""
+        state = getattr(self.estimator, "novelty_state", None)
+        if state is None:
+            return None
+        if getattr(self, "_novelty_from", None) is not state:
+            self._novelty, self._novelty_from = NoveltyModel.from_state(state), state
+        return self._novelty
+
+    @novelty.setter
+    def novelty(self, model: NoveltyModel | None) -> None:
+        self.estimator.novelty_state = None if model is None else model.to_state()
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name}: {self.quantity} [{self.unit}])"
 
@@ -142,8 +168,10 @@ class TrainedModel:
         """Energies of ``molecules`` (`Molecules` or ``ase.Atoms``, positions in Å) in kcal/mol.
 
         Each molecule is checked against the training domain first. Refused molecules get NaN and
-        an entry in ``errors``; flagged ones are predicted, marked in ``in_domain`` and ``notes``
-        and announced by one `DomainWarning`. ``forces=True`` adds ``-dE/dR`` (networks only).
+        an entry in ``errors``; flagged ones (by the rules of `qmlx.data.domain`, or by a novelty
+        p-value below the novelty model's level) are predicted, marked in ``in_domain`` and
+        ``notes`` and announced by one `DomainWarning`. ``forces=True`` adds ``-dE/dR`` (networks
+        only).
         """
         if forces and "forces" not in self.properties:
             raise QmlxError(f"{self.name}: a {self.kind} model gives no forces")
@@ -156,11 +184,26 @@ class TrainedModel:
         if forces:
             shapes["forces"] = (len(mols.Z), 3)
         out = {key: np.full(shape, np.nan) for key, shape in shapes.items() if key in self.properties}
+        novelty = self.novelty
+        if novelty is not None:
+            out.update(
+                novelty=np.full(len(mols), np.nan),
+                novelty_p=np.full(len(mols), np.nan),
+                atom_novelty=np.full(len(mols.Z), np.nan),
+            )
         if ok.any():
-            part = mols if ok.all() else mols.subset(np.flatnonzero(ok))
+            kept = np.flatnonzero(ok)
+            part = mols if ok.all() else mols.subset(kept)
             for key, values in self._predict(part, forces).items():
                 out[key][atom_ok if key in ("atom_energies", "forces") else ok] = values
-            kept = np.flatnonzero(ok)
+            if novelty is not None:
+                result = novelty.evaluate(part)
+                out["novelty"][ok], out["novelty_p"][ok] = result.novelty, result.p_value
+                out["atom_novelty"][atom_ok] = result.atom_novelty
+                for i, note in zip(kept, novelty.notes(part, result)):
+                    if note:
+                        report.in_domain[i] = False
+                        report.notes[i] = [*report.notes[i], *note]
             warn_if_flagged(DomainReport(report.in_domain[kept], [report.notes[i] for i in kept]), part)
         energy = out.pop("energy")
         return Prediction(energy, report.in_domain, report.notes, errors, **out)

@@ -18,6 +18,8 @@ in the same folder, then ``os.replace``):
 - ``alpha``: (n,) or (M,) regression weights; predictions are ``y_mean + k(x, X_fit) @ alpha``
   for both regressors
 - optional ``baseline``: (k, 2) rows ``(Z, reference energy in kcal/mol)`` added to predictions
+- optional ``novelty/``: the one-class model of the training domain (`qmlx.novelty`), its settings
+  as the JSON attribute ``settings`` and one dataset per array
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class KRRModel:
         self.unit = ENERGY_UNIT
         self.metadata = dict(metadata or {})
         self.baseline = None if baseline is None else {int(z): float(e) for z, e in baseline.items()}
+        self.novelty_state: dict | None = None  # the training domain's one-class model (`qmlx.novelty`)
 
     def baseline_energies(self, mols: Molecules) -> np.ndarray:
         """(n_atoms_total,) each atom's reference energy in kcal/mol (zeros without a baseline)."""
@@ -200,6 +203,12 @@ def save_krr(model, path: str | os.PathLike) -> Path:
         if model.baseline is not None:
             rows = np.array([[z, e] for z, e in sorted(model.baseline.items())], dtype=np.float64)
             f.create_dataset("baseline", data=rows).attrs["unit"] = ENERGY_UNIT
+        novelty = getattr(model, "novelty_state", None)
+        if novelty is not None:
+            group = f.create_group("novelty")
+            group.attrs["settings"] = json.dumps(novelty["settings"])
+            for key, value in novelty["arrays"].items():
+                group.create_dataset(key, data=value, compression="gzip", compression_opts=1)
     return path
 
 
@@ -276,6 +285,12 @@ def load_krr(path: str | os.PathLike) -> KRRModel:
                 json.loads(_str(attrs.get("metadata", "{}"))),
                 baseline,
             )
+            if "novelty" in f:
+                group = f["novelty"]
+                model.novelty_state = {
+                    "settings": json.loads(_str(group.attrs["settings"])),
+                    "arrays": {key: data[()] for key, data in group.items()},
+                }
     except DataFormatError:
         raise
     except Exception as err:  # h5py raises OSError/KeyError/ValueError on truncated or tampered files

@@ -15,6 +15,7 @@ from qmlx.kernels.model import KRRModel
 from qmlx.kernels.nystrom import NystromKernelRidge
 from qmlx.kernels.search import KernelProvider, select_hyperparameters
 from qmlx.metrics import metrics
+from qmlx.novelty import fit_domain_model
 from qmlx.represent import make_representation
 
 #: (sigma grid, lambda grid) per (representation, kernel); sigma in atomic units of the features
@@ -78,6 +79,9 @@ def train_krr(
     Coulomb matrices, the largest bags for Bag of Bonds), not only for the training part: sizes
     depend on the compositions only, never on targets. A test molecule the model still cannot
     answer is refused alone; ``n_test_refused`` counts them and the test metrics cover the rest.
+
+    The model carries a novelty model of its training domain (`qmlx.novelty.fit_domain_model`: 10 %
+    of the training molecules, drawn with ``seed``, calibrate it).
 
     Targets are converted to kcal/mol. With ``baseline="elements"`` the regression learns what is
     left after per-element reference energies fitted on the training part (for total energies;
@@ -149,6 +153,7 @@ def train_krr(
         "baseline": baseline,
     }
     model = KRRModel(representation, rep, reg, target, meta, baseline=refs)
+    model.novelty_state = fit_domain_model(mols, train, seed=seed).to_state()
     if test is not None and len(test):
         test = np.asarray(test)
         _, errors = screen(model.check_domain, mols.subset(test))

@@ -41,6 +41,7 @@ from qmlx.chem import element_counts
 from qmlx.data.domain import Domain, DomainReport, check_domain, warn_if_flagged
 from qmlx.data.molecules import Molecules
 from qmlx.errors import DataFormatError, DomainError
+from qmlx.novelty import fit_domain_model
 from qmlx.represent import coulomb_matrices
 
 
@@ -203,6 +204,7 @@ class CMMLPRegressor:
         self.n_max = n_max
         self.config = config
         self.metadata = dict(metadata or {})
+        self.novelty_state: dict | None = None  # the training domain's one-class model (`qmlx.novelty`)
 
     def check_domain(self, mols: Molecules) -> DomainReport:
         """Soft domain flags of ``mols``; raises `DomainError` for an element the composition baseline
@@ -244,7 +246,7 @@ def save_cm_network(regressor: CMMLPRegressor, path: str | os.PathLike) -> Path:
     """Write ``regressor`` to ``path`` atomically: a ``torch.save``'d dictionary of plain data
     (format ``qmlx-cm-network``: the training config, ``n_max``, the layer sizes, elements of the
     composition baseline, the state dict and the metadata), read back by `qmlx.load_model`."""
-    from qmlx.nn.io import CM_NETWORK_FORMAT, plain
+    from qmlx.nn.io import CM_NETWORK_FORMAT, plain, torch_state
 
     model = regressor.model
     record = {
@@ -256,6 +258,8 @@ def save_cm_network(regressor: CMMLPRegressor, path: str | os.PathLike) -> Path:
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "metadata": plain(regressor.metadata),
     }
+    if regressor.novelty_state is not None:
+        record["novelty"] = torch_state(regressor.novelty_state)
     path = Path(path)
     atomic_torch_save(record, path)
     return path
@@ -264,6 +268,8 @@ def save_cm_network(regressor: CMMLPRegressor, path: str | os.PathLike) -> Path:
 def cm_network_from_record(record: dict, path: str | os.PathLike) -> CMMLPRegressor:
     """The `CMMLPRegressor` a ``qmlx-cm-network`` record holds (see `save_cm_network`); a record that
     does not fit raises `DataFormatError` naming ``path``."""
+    from qmlx.nn.io import numpy_state
+
     try:
         config = CMMLPConfig(**record["config"])
         config.hidden = tuple(config.hidden)
@@ -271,7 +277,9 @@ def cm_network_from_record(record: dict, path: str | os.PathLike) -> CMMLPRegres
         encoder = InputEncoder.from_state(config.expansion_step, state)
         model = CMMLP(encoder, config.hidden, 0.0, 1.0, tuple(record["elements"]))
         model.load_state_dict(state)
-        return CMMLPRegressor(model.eval(), int(record["n_max"]), config, record.get("metadata") or {})
+        regressor = CMMLPRegressor(model.eval(), int(record["n_max"]), config, record.get("metadata") or {})
+        regressor.novelty_state = numpy_state(record.get("novelty"))
+        return regressor
     except (KeyError, TypeError, RuntimeError, ValueError) as err:
         raise DataFormatError(
             f"{path}: not a readable Coulomb-matrix network ({type(err).__name__}: {err})"
@@ -315,7 +323,8 @@ def train_cm_mlp(
 
     The Coulomb matrices are sized for the largest molecule of ``mols`` (not only of the training
     part), so every molecule of the data set can be predicted. ``metadata`` (target, description,
-    data set, ...) is saved with the model, together with the training domain.
+    data set, ...) is saved with the model, together with the training domain and its novelty model
+    (`qmlx.novelty.fit_domain_model`).
 
     Every epoch draws fresh random Coulomb matrices for all training molecules (the augmentation
     of Montavon et al.). Adam with a cosine learning-rate decay from ``lr`` to ``lr_final``.
@@ -363,6 +372,7 @@ def train_cm_mlp(
     target = (y_t - y_mean) / y_std
     meta = {"energy_unit": "kcal/mol", **(metadata or {}), "domain": Domain.from_molecules(sub).to_dict()}
     regressor = CMMLPRegressor(model, n_max, config, meta)
+    regressor.novelty_state = fit_domain_model(mols, np.asarray(train), seed=config.seed).to_state()
     history: list[dict] = []
     t0 = time.perf_counter()
     bar = tqdm(range(config.epochs), desc="CM-MLP", disable=not progress, leave=False)

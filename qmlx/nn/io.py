@@ -93,8 +93,30 @@ def save_network(
         }
     else:
         record = network_record(model, metadata=metadata)
+    novelty = getattr(model, "novelty_state", None)
+    if novelty is not None:
+        record["novelty"] = torch_state(novelty)
     atomic_torch_save(record, path)
     return path
+
+
+def torch_state(state: dict) -> dict:
+    """A `qmlx.novelty.NoveltyModel` state (``settings`` and numpy ``arrays``) as a model file
+    stores it: plain settings, arrays as tensors (readable with ``weights_only=True``)."""
+    return {
+        "settings": plain(state["settings"]),
+        "arrays": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state["arrays"].items()},
+    }
+
+
+def numpy_state(record: dict | None) -> dict | None:
+    """The inverse of `torch_state` (``None`` for a file without a novelty model)."""
+    if not record:
+        return None
+    return {
+        "settings": dict(record["settings"]),
+        "arrays": {k: v.numpy() for k, v in record["arrays"].items()},
+    }
 
 
 def read_network_file(name_or_path: str | os.PathLike) -> tuple[dict, Path]:
@@ -134,10 +156,10 @@ def load_network(
         except ValueError as err:
             raise DataFormatError(f"{path}: {err}") from None
         model.metadata = dict(rec.get("metadata") or {})
-        model.source = str(path)
-        return model.to(resolve_device(device)).eval()
-    model = _network_from_record(rec, path)
+    else:
+        model = _network_from_record(rec, path)
     model.source = str(path)
+    model.novelty_state = numpy_state(rec.get("novelty"))
     return model.to(resolve_device(device)).eval()
 
 

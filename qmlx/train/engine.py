@@ -44,7 +44,7 @@ from qmlx._io import atomic_torch_save, safe_torch_load, write_text_atomic
 from qmlx.errors import ConfigError, DataFormatError, TrainingError
 from qmlx.metrics import metrics
 from qmlx.nn.batch import PairCache
-from qmlx.nn.io import CHECKPOINT_FORMAT, network_record, plain
+from qmlx.nn.io import CHECKPOINT_FORMAT, network_record, plain, torch_state
 from qmlx.nn.models import InteractionNetwork, NetworkOutput
 from qmlx.train.config import TrainConfig
 
@@ -220,7 +220,11 @@ class Trainer:
         meta = dict(
             self.metadata, best_epoch=self.best_epoch, val_mae_kcal_mol=self.best_val, epochs_run=self.epoch
         )
-        atomic_torch_save(network_record(self.model, self.best_state, meta), self.out_dir / BEST_NAME)
+        record = network_record(self.model, self.best_state, meta)
+        novelty = getattr(self.model, "novelty_state", None)
+        if novelty is not None:
+            record["novelty"] = torch_state(novelty)
+        atomic_torch_save(record, self.out_dir / BEST_NAME)
 
     # ---------------------------------------------------------------- training
     def _update_ema(self) -> None:

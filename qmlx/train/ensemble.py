@@ -95,6 +95,7 @@ def train_ensemble(
         member_test_mae_kcal_mol=[s.get("test_mae_kcal_mol") for s in summaries],
     )  # fmt: skip
     ensemble.metadata = meta
+    ensemble.novelty_state = members[0].novelty_state  # the members share their split
     target = meta["target"]
     sp = recorded_split(mols, meta)
     if len(sp.val):  # the members' validation molecules (seen only for early stopping)

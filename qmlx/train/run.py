@@ -23,6 +23,7 @@ from qmlx._io import safe_torch_load, write_text_atomic
 from qmlx.data.domain import Domain
 from qmlx.data.io import load_dataset
 from qmlx.data.molecules import Molecules
+from qmlx.data.splits import Split
 from qmlx.errors import ConfigError
 from qmlx.metrics import metrics
 from qmlx.nn.batch import PairCache, resolve_device
@@ -198,7 +199,7 @@ def train_network(
         trainer.fit(resume=resume, reset_lr=reset_lr)
         if rank != 0:
             return {}
-        return _finish(trainer, mols, sp.test, target, out)
+        return _finish(trainer, mols, sp, target, out)
 
 
 @contextmanager
@@ -217,10 +218,16 @@ def _process_group(device: torch.device) -> Iterator[None]:
         torch.distributed.destroy_process_group()
 
 
-def _finish(trainer: Trainer, mols: Molecules, test: np.ndarray, target: str, out: Path) -> dict:
-    """Best weights, test errors and the run's files after training (rank 0); returns the summary."""
+def _finish(trainer: Trainer, mols: Molecules, sp: Split, target: str, out: Path) -> dict:
+    """Best weights, test errors, the novelty model of the training domain (`qmlx.novelty`, centres
+    from the training molecules, calibrated on the validation molecules) and the run's files after
+    training (rank 0); returns the summary."""
+    from qmlx.novelty import fit_domain_model
+
     net = trainer.model
+    test = sp.test
     trainer.load_best()
+    net.novelty_state = fit_domain_model(mols, sp.train, sp.val).to_state()
     metadata = dict(trainer.metadata)  # the trainer keeps the original command on resume
     metadata.update(
         epochs_run=trainer.epoch, best_epoch=trainer.best_epoch, val_mae_kcal_mol=trainer.best_val,
