@@ -19,8 +19,9 @@ Calibration, on molecules the model never trained on (its validation molecules):
   atoms of that element; an atom in a familiar environment is near 0.1 to 0.3;
 - **molecule novelty** = the largest atom novelty of the molecule, and its **p-value** =
   the fraction of calibration molecules whose molecule novelty is at least as large (with
-  ``(1 + count) / (1 + n)``, so never 0). A molecule is outside the domain when its p-value is
-  below ``level`` (default 0.01: about 1 % of molecules like the training data are flagged).
+  ``(1 + count) / (1 + n)``, so never 0). A molecule is outside the domain when its p-value is at
+  most ``level`` (default 0.01: about 1 % of molecules like the training data are flagged); with
+  fewer than 99 calibration molecules, when it is more novel than all of them.
 
 The model is stored in every model file as plain arrays (`to_state` / `from_state`).
 """
@@ -112,11 +113,17 @@ class NoveltyModel:
         above = len(cal) - np.searchsorted(cal, novelty, side="left")
         return (1.0 + above) / (1.0 + len(cal))
 
+    def outside(self, p_value: np.ndarray) -> np.ndarray:
+        """(n,) True where a p-value puts a molecule outside the domain: at most `level`, or, for a
+        calibration set too small to reach it (fewer than ``1 / level - 1`` molecules), more novel
+        than every calibration molecule."""
+        return p_value <= max(self.level, 1.0 / (1.0 + len(self.calibration)))
+
     def notes(self, mols: Molecules, result: NoveltyResult, top: int = 3) -> list[list[str]]:
-        """Per molecule: a note naming its most unfamiliar atoms when its p-value is below
-        `level`, else nothing. Atoms are named element + index in the molecule (``C3``)."""
+        """Per molecule: a note naming its most unfamiliar atoms when it lies outside the domain
+        (`outside`), else nothing. Atoms are named element + index in the molecule (``C3``)."""
         out: list[list[str]] = [[] for _ in range(len(mols))]
-        for m in np.flatnonzero(result.p_value < self.level):
+        for m in np.flatnonzero(self.outside(result.p_value)):
             lo, hi = mols.offsets[m], mols.offsets[m + 1]
             atom = result.atom_novelty[lo:hi]
             worst = [int(i) for i in np.argsort(-atom, kind="stable")[:top] if atom[i] > 1.0] or [

@@ -114,10 +114,13 @@ def test_predict_krr_on_xyz_in_angstrom_matches_dataset_prediction(qm7, tmp_path
         "molecule",
         "formula",
         "PBE0 atomization energy [kcal/mol]",
+        "novelty",
+        "novelty p",
         "in_domain",
         "domain_notes",
     ]
     printed = np.array([float(row[3]) for row in rows[1:]])
+    assert all(0 < float(row[5]) <= 1 for row in rows[1:])  # p-values
     np.testing.assert_allclose(printed, expected, atol=1e-5)
     assert np.abs(expected - qm7.targets["atomization_energy"][test]).mean() < 40  # a real model
 

@@ -1,7 +1,10 @@
 """``qmlx predict MODEL FILES``: energies of the user's molecules, with domain checks.
 
 Every output format (table, csv, json) carries per molecule ``in_domain`` and ``domain_notes``
-and says what the number is (the model's target description and unit).
+and says what the number is (the model's target description and unit). Models with a novelty model
+(`qmlx.novelty`) add ``novelty`` (the molecule's most unusual atom's one-class score over the 99th
+percentile of its element's calibration atoms) and ``novelty_p`` (the fraction of calibration
+molecules at least as novel), and with ``--atoms`` each atom's ``novelty``.
 """
 
 from __future__ import annotations
@@ -58,15 +61,31 @@ def _rows(path: str, mols: Molecules, pred, offset: int, args) -> list:
             "formula": _formula(mols.Z[lo:hi]),
             "energy": None if refused else float(energies[i]),
             **({} if std is None else {"uncertainty": None if refused else float(std[i])}),
+            **(
+                {}
+                if pred.novelty is None
+                else {
+                    "novelty": None if refused else float(pred.novelty[i]),
+                    "novelty_p": None if refused else float(pred.novelty_p[i]),
+                }
+            ),
             "in_domain": bool(pred.in_domain[i]),
             "domain_notes": pred.notes[i],
             **({"error": pred.errors[i]} if refused else {}),
         }
         if args.atoms and not refused:
-            ae = convert_energy(pred.atom_energies[lo:hi], "kcal/mol", args.unit)
+            none = [None] * (hi - lo)
+            ae = (
+                none
+                if pred.atom_energies is None
+                else convert_energy(pred.atom_energies[lo:hi], "kcal/mol", args.unit)
+            )
+            nov = none if pred.atom_novelty is None else pred.atom_novelty[lo:hi]
             row["atoms"] = [
-                {"atom": j, "element": chemical_symbols[z], "energy": float(e)}
-                for j, (z, e) in enumerate(zip(mols.Z[lo:hi], ae))
+                {"atom": j, "element": chemical_symbols[z]}
+                | ({} if e is None else {"energy": float(e)})
+                | ({} if n is None else {"novelty": float(n)})
+                for j, (z, e, n) in enumerate(zip(mols.Z[lo:hi], ae, nov))
             ]
         rows.append(row)
     return rows
@@ -85,9 +104,10 @@ class _Writer:
     row by row, still valid JSON) or JSON lines."""
 
     def __init__(
-        self, fmt: str, model_name: str, quantity: str, unit: str, atoms: bool, spread: bool
+        self, fmt: str, model_name: str, quantity: str, unit: str, atoms: bool, spread: bool, novelty: bool
     ) -> None:
         self.fmt, self.quantity, self.unit, self.atoms, self.spread = fmt, quantity, unit, atoms, spread
+        self.novelty = novelty
         self.first = True
         self.csv = csv.writer(sys.stdout) if fmt == "csv" else None
         if fmt == "json":
@@ -97,10 +117,15 @@ class _Writer:
             tail = [
                 f"{quantity} [{unit}]",
                 *([f"uncertainty [{unit}]"] if spread else []),
+                *(["novelty", "novelty p"] if novelty else []),
                 "in_domain",
                 "domain_notes",
             ]
-            extra = ["atom", "element", f"atom energy [{unit}]"] if atoms else []
+            extra = (
+                ["atom", "element", f"atom energy [{unit}]", *(["atom novelty"] if novelty else [])]
+                if atoms
+                else []
+            )
             self.csv.writerow(["file", "molecule", "formula", *extra, *tail])
         elif fmt == "table":
             print(f"{quantity} ({unit})")
@@ -117,17 +142,27 @@ class _Writer:
             for r in rows:
                 common = [r["file"], r["molecule"], r["formula"]]
                 unc = [_number(r["uncertainty"])] if self.spread else []
-                end = [_number(r["energy"]), *unc, str(r["in_domain"]).lower(), "; ".join(r["domain_notes"])]
+                nov = [_number(r["novelty"]), _number(r["novelty_p"])] if self.novelty else []
+                end = [
+                    _number(r["energy"]),
+                    *unc,
+                    *nov,
+                    str(r["in_domain"]).lower(),
+                    "; ".join(r["domain_notes"]),
+                ]
                 if self.atoms and "atoms" in r:
                     for a in r["atoms"]:
-                        self.csv.writerow(common + [a["atom"], a["element"], f"{a['energy']:.6f}"] + end)
+                        atom_nov = [_number(a.get("novelty"))] if self.novelty else []
+                        energy = _number(a.get("energy"))
+                        self.csv.writerow(common + [a["atom"], a["element"], energy, *atom_nov] + end)
                 else:
                     self.csv.writerow(common + end)
         else:
             if self.width is None:
                 self.width = max(len("file"), *(len(r["file"]) for r in rows))
                 unc = f" {'± (1σ)':>10}" if self.spread else ""
-                print(f"{'file':<{self.width}}  {'mol':>4}  {'formula':<12} {'energy':>14}{unc}")
+                nov = f" {'novelty':>8}" if self.novelty else ""
+                print(f"{'file':<{self.width}}  {'mol':>4}  {'formula':<12} {'energy':>14}{unc}{nov}")
             w = self.width
             for r in rows:
                 head = f"{r['file']:<{w}}  {r['molecule']:>4}  {r['formula']:<12}"
@@ -140,9 +175,12 @@ class _Writer:
                     else "  [outside training domain: " + "; ".join(r["domain_notes"]) + "]"
                 )
                 unc = f" {r['uncertainty']:>10.4f}" if self.spread else ""
-                print(f"{head} {r['energy']:>14.4f}{unc}{flag}")
+                nov = f" {r['novelty']:>8.2f}" if self.novelty else ""
+                print(f"{head} {r['energy']:>14.4f}{unc}{nov}{flag}")
                 for a in r.get("atoms", []):
-                    print(f"{'':<{w}}  {'':>4}    atom {a['atom']:>3} {a['element']:<2} {a['energy']:>12.4f}")
+                    energy = f"{a['energy']:>12.4f}" if "energy" in a else " " * 12
+                    atom_nov = f" novelty {a['novelty']:.2f}" if "novelty" in a else ""
+                    print(f"{'':<{w}}  {'':>4}    atom {a['atom']:>3} {a['element']:<2} {energy}{atom_nov}")
 
     def close(self) -> None:
         if self.fmt == "json":
@@ -166,12 +204,14 @@ def predict(args: argparse.Namespace) -> int:
     from qmlx.models import load_model
 
     model = load_model(args.model, args.device)
-    if args.atoms and "atom_energies" not in model.properties:
-        raise QmlxError(f"{args.model}: per-atom energies need a network model (schnet or dtnn)")
+    if args.atoms and "atom_energies" not in model.properties and model.novelty is None:
+        raise QmlxError(f"{args.model}: this model gives neither atom energies nor atom novelty")
     chunks = [iter_molecules(path, args.chunk_size) for path in args.files]
     first = [(path, next(it)) for path, it in zip(args.files, chunks)]  # every file opens and parses
     spread = "uncertainty" in model.properties
-    writer = _Writer(args.format, args.model, model.quantity, args.unit, args.atoms, spread)
+    writer = _Writer(
+        args.format, args.model, model.quantity, args.unit, args.atoms, spread, model.novelty is not None
+    )
     bar = tqdm(desc="predicting", unit="mol", disable=args.no_progress or None, mininterval=1.0)
     flagged = refused = total = 0
     try:
@@ -219,7 +259,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "files", nargs="+", help="molecule files in any ASE format (positions in Å) or a qmlx .h5 store"
     )
-    p.add_argument("--atoms", action="store_true", help="also print per-atom energies (networks)")
+    p.add_argument(
+        "--atoms", action="store_true",
+        help="also print per-atom energies (networks) and novelty (models with a novelty model)",
+    )  # fmt: skip
     p.add_argument(
         "--format", choices=["table", "json", "jsonl", "csv"], default="table",
         help="jsonl: one JSON object per molecule and line",
