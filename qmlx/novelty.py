@@ -232,20 +232,24 @@ def fit_domain_model(
 
 
 def sq_distances(X: np.ndarray, U: np.ndarray) -> np.ndarray:
-    """(n, M) squared Euclidean distances between the rows of ``X (n, d)`` and ``U (M, d)``."""
+    """(n, M) float32 squared Euclidean distances between the rows of ``X (n, d)`` and ``U (M, d)``."""
     X, U = np.asarray(X, dtype=np.float32), np.asarray(U, dtype=np.float32)
-    d2 = (X * X).sum(1)[:, None] + (U * U).sum(1)[None, :] - 2.0 * (X @ U.T)
-    return np.maximum(d2, 0.0).astype(np.float64)
+    d2 = X @ U.T
+    d2 *= -2.0
+    d2 += (X * X).sum(1)[:, None]
+    d2 += (U * U).sum(1)[None, :]
+    return np.maximum(d2, 0.0, out=d2)
 
 
 def soft_min(X: np.ndarray, U: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
     """``(o (n,), p (n, M))``: the soft minimum ``-(1/gamma) log mean_j exp(-gamma d2_j)`` of the
     squared distances of each row of ``X`` to the centres ``U``, and the soft-min weights ``p``
-    (each row sums to 1)."""
-    d2 = sq_distances(X, U)
-    a = -gamma * d2
+    (each row sums to 1). Computed in float32, shifted by each row's nearest centre."""
+    a = sq_distances(X, U)
+    a *= -np.float32(gamma)
     top = a.max(1, keepdims=True)
-    w = np.exp(a - top)
-    total = w.sum(1, keepdims=True)
+    a -= top
+    np.exp(a, out=a)
+    total = a.sum(1, keepdims=True, dtype=np.float64)
     o = -(top[:, 0] + np.log(total[:, 0]) - np.log(U.shape[0])) / gamma
-    return o, w / total
+    return o.astype(np.float64), a / total.astype(np.float32)
