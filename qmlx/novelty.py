@@ -253,3 +253,55 @@ def soft_min(X: np.ndarray, U: np.ndarray, gamma: float) -> tuple[np.ndarray, np
     total = a.sum(1, keepdims=True, dtype=np.float64)
     o = -(top[:, 0] + np.log(total[:, 0]) - np.log(U.shape[0])) / gamma
     return o.astype(np.float64), a / total.astype(np.float32)
+
+
+def explain_novelty(model: NoveltyModel, mols: Molecules) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each atom's share of its molecule's novelty, conserved.
+
+    The molecule novelty is its most novel atom's ``o(x) / q`` (see the module docstring). Its
+    one-class score splits exactly as
+
+        o(x) = sum_k R_k + remainder,   R_k = sum_j p_j (x_k - u_jk)^2,
+        remainder = (1/gamma) sum_j p_j log(M p_j) >= 0,
+
+    with ``p_j`` the soft-min weights (Kauffmann et al. 2020: the squared distances pooled by the
+    soft minimum, the remainder vanishing as the soft minimum sharpens). The descriptor entries
+    then go to atoms: where the atom has more neighbour density than the centre (``x_k > u_jk``)
+    the term goes to the neighbours that make it, in proportion to their share of ``x_k``; where
+    it has less (a neighbour missing from where training atoms had one), to the atom itself. A
+    stretched bond therefore points at both of its atoms: the missing neighbour at the old
+    distance blames the central atom, the neighbour at the new distance takes the rest.
+
+    Returns ``(relevance (n_atoms,), novelty (n_mol,), remainder (n_mol,))`` in novelty units,
+    with ``relevance`` summed per molecule plus ``remainder`` equal to ``novelty`` (computed here in
+    float64; it agrees with `NoveltyModel.evaluate`, which scores in float32, to about 1e-7). A molecule with
+    an element the model never saw has infinite novelty and NaN relevances.
+    """
+    result = model.evaluate(mols)
+    relevance = np.zeros(len(mols.Z))
+    remainder = np.zeros(len(mols))
+    novelty = result.novelty.copy()  # recomputed in float64 below, where the relevances are
+    for m in range(len(mols)):
+        lo, hi = mols.offsets[m], mols.offsets[m + 1]
+        a = int(np.argmax(result.atom_novelty[lo:hi]))
+        z = int(mols.Z[lo + a])
+        if z not in model.centres or not np.isfinite(result.novelty[m]):
+            relevance[lo:hi], remainder[m] = np.nan, np.nan
+            continue
+        phi, x = model.descriptor.contributions(mols, m)
+        U, gamma, q = model.centres[z].astype(np.float64), model.gamma[z], model.scale[z]
+        diff = x[a] - U  # (M, n_features), float64 throughout
+        d2 = (diff**2).sum(1)
+        w = np.exp(-gamma * (d2 - d2.min()))
+        p = w / w.sum()
+        o = d2.min() - np.log(w.sum() / len(U)) / gamma
+        terms = p[:, None] * diff**2
+        extra = np.where(diff > 0, terms, 0.0).sum(0)  # more density than the centre: the neighbours
+        missing = terms.sum(0) - extra  # less: the atom itself
+        share = np.divide(phi[a], x[a], out=np.zeros_like(phi[a]), where=x[a] > 0)  # (n, n_features)
+        atoms = share @ extra
+        atoms[a] += missing.sum()
+        relevance[lo:hi] = atoms / q
+        remainder[m] = (o - terms.sum()) / q
+        novelty[m] = o / q
+    return relevance, novelty, remainder

@@ -145,7 +145,7 @@ def test_a_method_registered_outside_qmlx_is_dispatched_by_kind(toy, molecules):
     try:
         e = explain(toy, molecules, "uniform")
         np.testing.assert_allclose(e.conservation_error(), 0.0, atol=1e-9)
-        with pytest.raises(QmlxError, match="kernel models are explained with: neuralized"):
+        with pytest.raises(QmlxError, match="kernel models are explained with: neuralized, novelty"):
             from qmlx.kernels.training import train_krr
 
             krr = train_krr(

@@ -119,8 +119,9 @@ def test_coulomb_matrix_network_file_round_trips(tmp_path):
         from qmlx.nn import load_network
 
         load_network(path)
-    with pytest.raises(QmlxError, match="no explanation method explains Coulomb-matrix network"):
-        explain(model, mols)
+    assert explain(model, mols).method == "novelty"  # the one method that explains it
+    with pytest.raises(QmlxError, match="Coulomb-matrix network models are explained with: novelty"):
+        explain(model, mols, "lrp")
 
 
 # ------------------------------------------------------------------------------------ the protocol

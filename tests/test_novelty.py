@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 
 from qmlx.cli import main
 from qmlx.data import Molecules
-from qmlx.models import load_model
+from qmlx.models import as_trained_model, load_model
 from qmlx.novelty import NoveltyModel, fit_domain_model, soft_min
 from qmlx.represent.environments import EnvironmentDescriptor
 
@@ -181,3 +181,69 @@ def test_kernel_models_report_atom_novelty_without_atom_energies(tmp_path, capsy
     assert main(["predict", str(path), str(xyz), "--format", "json", "--atoms"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["molecules"]
     assert all("novelty" in a and "energy" not in a for a in row["atoms"])
+
+
+# ------------------------------------------------------------------------------ novelty explained
+def _stretched_methanol() -> Molecules:
+    from ase.build import molecule
+
+    base = molecule("CH3OH")  # C0, O1, H2 (on O), H3, H4, H5
+    stretched = base.copy()
+    co = stretched.positions[1] - stretched.positions[0]
+    stretched.positions[[1, 2]] += 0.3 * co / np.linalg.norm(co)
+    return _mols(base, stretched)
+
+
+@pytest.fixture
+def network_with_novelty(novelty):
+    from conftest import randomized
+
+    from qmlx.nn import SchNet
+
+    net = randomized(lambda: SchNet(n_features=8, n_interactions=1))
+    net.novelty_state = novelty[1].to_state()
+    return net
+
+
+def test_novelty_explanation_conserves_and_points_at_both_atoms_of_a_stretched_bond(network_with_novelty):
+    from qmlx.explain import explain
+
+    mols = _stretched_methanol()
+    e = explain(network_with_novelty, mols, "novelty")
+    pred = as_trained_model(network_with_novelty).predict(mols)
+    np.testing.assert_allclose(e.prediction, pred.novelty, rtol=1e-5)
+    np.testing.assert_allclose(e.conservation_error() / e.prediction, 0.0, atol=1e-6)
+    assert (e.padding >= 0).all() and (e.padding < e.prediction).all()  # the soft-min remainder
+    top = np.argsort(-e.molecule(1))[:2]
+    assert set(top.tolist()) == {0, 1}  # carbon and oxygen
+    assert e.molecule(1)[[0, 1]].sum() > 0.5 * e.prediction[1]
+
+
+def test_novelty_explanation_from_the_command_line(network_with_novelty, tmp_path, capsys):
+    from qmlx.nn import save_network
+
+    path = save_network(network_with_novelty, tmp_path / "net.pt")
+    xyz = tmp_path / "stretched.xyz"
+    _stretched_methanol()[1].write(xyz)
+    png = tmp_path / "novelty.png"
+    assert (
+        main(["explain", str(path), str(xyz), "--method", "novelty", "--format", "json", "--png", str(png)])
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["quantity"] == "novelty" and out["unit"] is None
+    (mol,) = out["molecules"]
+    assert sum(mol["relevance"]) + mol["remainder"] == pytest.approx(mol["novelty"], rel=1e-6)
+    assert png.stat().st_size > 0
+
+
+def test_a_model_without_a_novelty_model_says_so(tmp_path):
+    from conftest import randomized
+
+    from qmlx.errors import QmlxError
+    from qmlx.explain import explain
+    from qmlx.nn import SchNet
+
+    net = randomized(lambda: SchNet(n_features=8, n_interactions=1))
+    with pytest.raises(QmlxError, match="holds no novelty model"):
+        explain(net, _stretched_methanol(), "novelty")

@@ -22,10 +22,10 @@ from qmlx.errors import ConfigError
 SPLIT_METHODS = ("auto", "official", "random", "none")
 #: representations of kernel models (the keys of `qmlx.represent.REPRESENTATIONS`)
 REPRESENTATION_NAMES = ("cm", "sorted-cm", "eigenspectrum", "random-cm", "bob")
-#: explanation methods (the keys of `qmlx.explain.METHODS`; the last explains kernel models)
+#: explanation methods (the keys of `qmlx.explain.METHODS`)
 EXPLAIN_METHODS = (
     "decomposition", "lrp", "lrp-pairs", "lrp-walks", "gradient", "gradient-x-input", "integrated-gradients",
-    "neuralized",
+    "neuralized", "novelty",
 )  # fmt: skip
 
 

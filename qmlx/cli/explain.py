@@ -51,6 +51,8 @@ def _items(
         }
         if result.bias is not None:
             item["bias_relevance"] = result.bias[lo:hi]
+        if result.method == "novelty":
+            item["novelty"] = result.prediction[i]  # = sum(relevance) + remainder
         if result.padding is not None:
             item["remainder"] = result.padding[i]
         if result.pairs is not None:
@@ -80,8 +82,9 @@ def _print_table(result, mols, labels: list[str], in_domain: list[bool], notes: 
         lo, hi = mols.offsets[i], mols.offsets[i + 1]
         flag = "" if in_domain[i] else "  [outside training domain: " + "; ".join(notes[i]) + "]"
         extra = f"  remainder = {result.padding[i]:.4f}" if result.padding is not None else ""
+        name = "novelty" if result.method == "novelty" else "E"
         print(
-            f"{labels[i]}  {atoms.get_chemical_formula()}  E = {result.prediction[i]:.4f}  "
+            f"{labels[i]}  {atoms.get_chemical_formula()}  {name} = {result.prediction[i]:.4f}  "
             f"reference = {result.reference[i]:.4f}{extra}{flag}"
         )
         header = f"  {'atom':>4} {'el':<2} {'relevance':>12}"
@@ -102,6 +105,16 @@ def _print_table(result, mols, labels: list[str], in_domain: list[bool], notes: 
                 print(f"    {r:>12.4f}  {path}")
 
 
+def _what(model, method: str, unit: str | None) -> tuple[str, str]:
+    """(the explained quantity, the relevances' unit in words) for the output headers."""
+    if method == "novelty":
+        return (
+            "novelty of the molecule to the model's training domain (unitless)",
+            "share of the novelty, unitless",
+        )
+    return f"{model.quantity} (kcal/mol)", "gradient norm, unsigned, no unit" if unit is None else unit
+
+
 def _stream(args: argparse.Namespace, model, method: str, rule, unit: str | None) -> None:
     """Explain file after file, chunk by chunk (`qmlx.data.io.iter_molecules`), printing as it
     goes: memory stays flat in the number of molecules. The first chunk of every file is read and
@@ -118,11 +131,12 @@ def _stream(args: argparse.Namespace, model, method: str, rule, unit: str | None
         id(c): model.check_domain(c) for c in first
     }  # a file that fits one chunk fails before any output
     if args.format == "json":
-        head = json_dumps({"method": method, "quantity": model.quantity, "unit": unit}, indent=None)
+        quantity = "novelty" if method == "novelty" else model.quantity
+        head = json_dumps({"method": method, "quantity": quantity, "unit": unit}, indent=None)
         sys.stdout.write(head[:-1] + ', "molecules": [\n')
     elif args.format == "table":
-        what = "gradient norm, unsigned, no unit" if unit is None else unit
-        print(f"{model.quantity} (kcal/mol), explained by {method}; relevance: {what}")
+        quantity, what = _what(model, method, unit)
+        print(f"{quantity}, explained by {method}; relevance: {what}")
     flagged = total = 0
     written = False
     for path, head_chunk, rest in zip(args.files, first, chunks):
@@ -184,7 +198,8 @@ def explain_command(args: argparse.Namespace) -> None:
             f"{args.model}: --method {method} does not explain {model.kind} models (use: {usable})"
         )
     rule = Gamma(args.gamma) if args.gamma > 0 else Epsilon(args.epsilon)
-    unit = None if method == "gradient" else "kcal/mol"  # the gradient norm is an unsigned sensitivity
+    # the gradient norm is an unsigned sensitivity; novelty has no unit
+    unit = None if method in ("gradient", "novelty") else "kcal/mol"
     if method != "potential" and not args.png and not args.html:
         _stream(args, model, method, rule, unit)
         return
@@ -202,8 +217,8 @@ def explain_command(args: argparse.Namespace) -> None:
     result = explain(model, mols, method, rule=rule, steps=args.steps, top=args.top)
     warn_domain(reports)
     if args.format == "table":
-        what = "gradient norm, unsigned, no unit" if unit is None else unit
-        print(f"{model.quantity} (kcal/mol), explained by {method}; relevance: {what}")
+        quantity, what = _what(model, method, unit)
+        print(f"{quantity}, explained by {method}; relevance: {what}")
         _print_table(result, mols, labels, in_domain, notes)
     else:
         items = _items(result, mols, sources, index, in_domain, notes)
@@ -211,7 +226,14 @@ def explain_command(args: argparse.Namespace) -> None:
             sys.stdout.write("".join(json_dumps(item, indent=None) + "\n" for item in items))
         else:
             print(
-                json_dumps({"method": method, "quantity": model.quantity, "unit": unit, "molecules": items})
+                json_dumps(
+                    {
+                        "method": method,
+                        "quantity": "novelty" if method == "novelty" else model.quantity,
+                        "unit": unit,
+                        "molecules": items,
+                    }
+                )
             )
     if args.png and result.walks is not None:
         from qmlx.explain.plot import page_paths, plot_walks

@@ -14,6 +14,7 @@ al., IEEE Signal Process. Mag. 2022: explain ``f(x) - f(x~)`` for a stated ``x~`
 | ``gradient-x-input`` | ``x_i^0 . dE/dx_i^0`` w.r.t. the embedding | none | no |
 | ``integrated-gradients`` | Sundararajan et al. 2017, embeddings scaled from 0 to x^0 | E with all embeddings 0 | yes (path integral) |
 | ``neuralized`` (KRR) | Kauffmann et al. 2020 neuralization against the empty molecule, features mapped onto atoms, symmetry-averaged | f(0), the prediction for all-zero features | exact (no remainder) |
+| ``novelty`` (every model with a novelty model) | the molecule's novelty (`qmlx.novelty`) split over its atoms: the one-class model neuralized, descriptor entries mapped onto the atoms that make them | 0 | with the soft-min remainder |
 
 Explanations run on a float64 copy of the model; the model passed in is left unchanged.
 
@@ -243,6 +244,23 @@ register_method("integrated-gradients", ["network"], _batched("integrated-gradie
 register_method("neuralized", ["krr"], _neuralized)
 
 
+def _novelty(estimator, molecules: Molecules, options: Options) -> Explanation:
+    from qmlx.novelty import NoveltyModel, explain_novelty
+
+    state = getattr(estimator, "novelty_state", None)
+    if state is None:
+        raise QmlxError(
+            "this model file holds no novelty model; retrain it, or add one (experiments/domain.py)"
+        )
+    relevance, novelty, remainder = explain_novelty(NoveltyModel.from_state(state), molecules)
+    return Explanation(
+        "novelty", molecules, relevance, novelty, np.zeros(len(molecules)), padding=remainder, unit=""
+    )
+
+
+register_method("novelty", ["network", "ensemble", "krr", "cm-network"], _novelty, members=False)
+
+
 def _explain_members(method: Method, members, molecules: Molecules, options: Options) -> Explanation:
     """The mean of the members' explanations (conserving, since every member's does and the sum
     is linear), with the members' standard deviation per atom as ``spread``."""
@@ -318,6 +336,6 @@ def explain(
     trained.check_domain(molecules)
     options = Options(rule or Epsilon(), steps, batch_size, top)
     entry = METHODS[method]
-    if kind == "ensemble":
+    if kind == "ensemble" and kind not in entry.kinds:
         return _explain_members(entry, trained.estimator.members, molecules, options)
     return entry.run(trained.estimator, molecules, options)

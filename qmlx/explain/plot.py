@@ -75,6 +75,7 @@ _QUANTITIES: dict[str, str] = {
     "gradient-x-input": "gradient × input relevance",
     "integrated-gradients": "integrated-gradients relevance",
     "neuralized": "neuralized-KRR relevance",
+    "novelty": "share of the molecule's novelty (unitless)",
 }
 UNSIGNED_METHODS = ("gradient",)
 # no spaces inside $...$: colour-bar labels are wrapped at spaces
@@ -278,6 +279,14 @@ def _quantity(explanation, unit: str | None) -> tuple[str, str]:
     return text, getattr(explanation, "unit", "kcal/mol") if unit is None else unit
 
 
+def _predicted(explanation, i: int, digits: int = 1, prefix: str = "") -> str:
+    """What was explained for molecule ``i``: its predicted energy, or its novelty."""
+    value = explanation.prediction[i]
+    if explanation.method == "novelty":
+        return f"novelty = {value:.{max(digits, 2)}f}"
+    return f"{prefix}E = {value:.{digits}f} kcal/mol"
+
+
 def colorbar_label(
     explanation, unit: str | None = None, label: str | None = None, pairs: bool = False
 ) -> str:
@@ -468,10 +477,7 @@ def _pages(
         labels = []
         for ax, i in zip(axes.flat, shown):
             atoms = mols[i]
-            title = (
-                f"{_shorten(names[i], 40)}\n"
-                f"{atoms.get_chemical_formula()}   E = {explanation.prediction[i]:.1f} kcal/mol"
-            )
+            title = f"{_shorten(names[i], 40)}\n{atoms.get_chemical_formula()}   {_predicted(explanation, i)}"
             matrix = explanation.pairs[i] if draw_pairs else None
             labels += draw_molecule(ax, atoms, explanation.molecule(i), norm, matrix, title, depiction, cmap)
         for ax in axes.flat[len(shown) :]:
@@ -643,7 +649,7 @@ def write_html_report(
         )
         ref = explanation.reference[i]
         summary = (
-            f"{esc(atoms.get_chemical_formula())}, predicted E = {explanation.prediction[i]:.4f} kcal/mol"
+            f"{esc(atoms.get_chemical_formula())}, {_predicted(explanation, i, digits=4, prefix='predicted ')}"
             + (f", explained against {ref:.4f} kcal/mol" if np.isfinite(ref) else "")
         )
         parts.append(
