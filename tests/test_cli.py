@@ -230,7 +230,9 @@ def test_explain_a_kernel_model_from_the_command_line(tmp_path, capsys):
     assert sum(mol["relevance"]) == pytest.approx(mol["prediction"] - mol["reference"], rel=1e-8, abs=1e-8)
     assert mol["relevance"][1] == pytest.approx(mol["relevance"][2], rel=1e-9)  # the two equivalent H
     assert main(["explain", str(path), str(xyz), "--method", "gradient"]) == 1
-    assert "--method gradient does not explain krr models (use: neuralized, novelty)" in capsys.readouterr().err
+    assert (
+        "--method gradient does not explain krr models (use: neuralized, novelty)" in capsys.readouterr().err
+    )
 
 
 def test_explain_streams_chunks_with_the_same_relevances(network_file, tmp_path, capsys):
