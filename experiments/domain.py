@@ -4,7 +4,8 @@ setting the most novel molecules aside lower the error?
 Protocol. The shipped QM7 models were trained on the official fold 0 (``qm7-schnet``: 5,159
 training and 573 validation molecules; the ensemble's members share that split). Their novelty
 model (`qmlx.novelty`) takes its centres from the training molecules and is calibrated on the
-validation molecules; ``--ship`` writes it into the shipped model files (no retraining). The
+validation molecules; ``--ship`` writes it, and the training domain with the statistics of the
+structure rules (`qmlx.data.domain`), into the shipped model files (no retraining). The
 1,433 fold-0 test molecules are then used twice:
 
 - **displaced atoms**: in each test molecule one atom, drawn at random, is moved by 0.1, 0.2 or
@@ -29,6 +30,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import warnings
 from pathlib import Path
@@ -98,8 +100,9 @@ def compute(args: argparse.Namespace) -> dict:
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
-    from qmlx._io import atomic_torch_save, safe_torch_load
+    from qmlx._io import atomic_torch_save, json_dumps, safe_torch_load, write_text_atomic
     from qmlx.data import load_qm7
+    from qmlx.data.domain import Domain
     from qmlx.errors import DomainWarning
     from qmlx.models import load_model
     from qmlx.nn.io import torch_state
@@ -115,13 +118,21 @@ def compute(args: argparse.Namespace) -> dict:
     novelty = fit_domain_model(qm7, sp.train, sp.val, seed=0)
     fit_s = time.perf_counter() - t0
     net.novelty = ens.novelty = novelty
+    domain = Domain.from_molecules(qm7.subset(sp.train)).to_dict()  # with the structure rules' statistics
     if args.ship:
         for name in QM7_MODELS:
             path = shipped_model_path(name)
             record = safe_torch_load(path, "network file")
             record["novelty"] = torch_state(novelty.to_state())
+            record["metadata"]["domain"] = domain
             atomic_torch_save(record, path)
-            print(f"shipped the novelty model in {path} ({path.stat().st_size / 1e6:.2f} MB)")
+            sidecar = path.with_suffix(".json")
+            write_text_atomic(
+                sidecar, json_dumps(json.loads(sidecar.read_text()) | {"domain": domain}) + "\n"
+            )
+            print(f"shipped the novelty model and domain in {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    for model in (net, ens):
+        model.metadata["domain"] = domain
 
     test = qm7.subset(sp.test)
     y = test.target("atomization_energy", "kcal/mol")

@@ -6,9 +6,15 @@ A `Domain` is measured on the training molecules and stored in every saved model
 - **hard errors** (`DomainError`, nothing is predicted): an element the model never saw; two atoms
   closer than `MIN_DISTANCE` (0.5 Å); a periodic cell (qmlx models are molecular); a stated
   charge or spin multiplicity that differs from the training data's.
-- **soft flags** (the prediction is made, and marked): more atoms than any training molecule; a
-  shortest interatomic distance more than `DISTANCE_MARGIN` (0.01 Å) below the training minimum;
-  a single atom. Predicting from Python warns once per call with `qmlx.errors.DomainWarning`.
+- **soft flags** (the prediction is made, and marked): more atoms than any training molecule, or
+  fewer; a shortest interatomic distance more than `DISTANCE_MARGIN` (0.01 Å) below the training
+  minimum; a single atom; more bonded fragments than the training molecules have (isolated atoms
+  included; the largest count held by at least 0.1 % of them); an atom whose nearest neighbour lies farther than in any training molecule (by more
+  than `NEIGHBOUR_MARGIN`, 0.1 Å: a stretched or broken bond); every distance 1.6 to 2.3 times
+  the training minimum (positions in Bohr read as Å?); an odd electron count with no stated spin
+  multiplicity when every training molecule was closed-shell (a radical?). Predicting from
+  Python warns once per call with `qmlx.errors.DomainWarning`. The learned check, novelty, is
+  `qmlx.novelty`.
 
 `DomainReport` carries, per molecule, ``in_domain`` (bool) and ``notes`` (list of strings), which
 every output format of ``qmlx predict`` and ``qmlx explain`` prints. `screen` applies a model's
@@ -31,6 +37,12 @@ from qmlx.errors import DomainError, DomainWarning
 MIN_DISTANCE = 0.5
 #: a shortest distance is flagged when it lies this far (Å) below the training minimum
 DISTANCE_MARGIN = 0.01
+#: atoms closer than this times the sum of their covalent radii are bonded (as `qmlx.chem.bonds`)
+BOND_FACTOR = 1.2
+#: an atom's nearest neighbour is flagged when it lies this far (Å) beyond the training maximum
+NEIGHBOUR_MARGIN = 0.1
+#: a shortest distance this many times the training minimum suggests positions in Bohr (1 Å = 1.89 Bohr)
+BOHR_HINT = (1.6, 2.3)
 
 
 def shortest_distances(mols: Molecules, chunk: int = 4096) -> np.ndarray:
@@ -47,6 +59,57 @@ def shortest_distances(mols: Molecules, chunk: int = 4096) -> np.ndarray:
         d[~valid] = np.inf
         out[idx] = d.min(axis=(1, 2))
     return out
+
+
+def structure(mols: Molecules, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per molecule: ``(farthest (n_mol,), fragments (n_mol,))``: the largest distance in Å from an
+    atom to its nearest neighbour (0 for one atom), and the number of bonded fragments (atoms
+    closer than `BOND_FACTOR` times the sum of their covalent radii are bonded)."""
+    from ase.data import covalent_radii
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    farthest = np.zeros(len(mols))
+    rows, cols = [], []
+    order = np.argsort(mols.n_atoms, kind="stable")
+    for lo in range(0, len(mols), chunk):
+        idx = order[lo : lo + chunk]
+        sub = mols.subset(idx)
+        Z, R, mask = sub.padded()
+        d = np.linalg.norm(R[:, :, None, :] - R[:, None, :, :], axis=-1)
+        pair = mask[:, :, None] & mask[:, None, :] & ~np.eye(R.shape[1], dtype=bool)[None]
+        nearest = np.where(pair, d, np.inf).min(2)
+        farthest[idx] = np.where(mask & np.isfinite(nearest), nearest, 0.0).max(1)
+        radius = covalent_radii[Z]
+        b, i, j = np.nonzero(pair & (d < BOND_FACTOR * (radius[:, :, None] + radius[:, None, :])))
+        start = mols.offsets[idx[b]]
+        rows.append(start + i)
+        cols.append(start + j)
+    n = len(mols.Z)
+    r, c = (np.concatenate(x) if x else np.zeros(0, dtype=np.int64) for x in (rows, cols))
+    _, label = connected_components(coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n)), directed=False)
+    # distinct component labels per molecule (components never span two molecules)
+    pairs = np.unique(np.stack([mols.mol_index, label], axis=1), axis=0)
+    fragments = np.bincount(pairs[:, 0], minlength=len(mols))
+    return farthest, fragments
+
+
+def _common_max(values: np.ndarray, share: float = 0.001) -> int:
+    """The largest value that at least ``share`` of the molecules (and at least one) have: a lone
+    outlier (QM7 holds one molecule in four fragments among 7,165) does not set the limit."""
+    counts = np.bincount(values)
+    enough = np.flatnonzero(counts >= max(1.0, share * len(values)))
+    return int(enough.max()) if len(enough) else int(values.max())
+
+
+def electrons(mols: Molecules) -> np.ndarray:
+    """(n_mol,) electron count of each molecule: the sum of nuclear charges minus its stated charge
+    (0 where none is stated)."""
+    total = np.bincount(mols.mol_index, weights=mols.Z, minlength=len(mols))
+    charge = getattr(mols, "charge", None)
+    if charge is not None:
+        total = total - np.nan_to_num(np.asarray(charge, dtype=np.float64))
+    return np.rint(total).astype(np.int64)
 
 
 def _stated(values: np.ndarray | None) -> np.ndarray | None:
@@ -76,6 +139,10 @@ class Domain:
     charge: float | None = None
     multiplicity: float | None = None
     n_molecules: int = 0
+    min_atoms: int | None = None
+    max_neighbour_distance: float | None = None
+    max_fragments: int | None = None
+    even_electrons: bool | None = None
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -83,6 +150,7 @@ class Domain:
         """Measure the domain of a training set."""
         charges = _stated(getattr(mols, "charge", None))
         spins = _stated(getattr(mols, "multiplicity", None))
+        farthest, fragments = structure(mols)
         return cls(
             elements=sorted(int(z) for z in np.unique(mols.Z)),
             max_atoms=int(mols.n_atoms.max()),
@@ -90,6 +158,10 @@ class Domain:
             charge=float(charges[0]) if charges is not None and len(charges) == 1 else None,
             multiplicity=float(spins[0]) if spins is not None and len(spins) == 1 else None,
             n_molecules=len(mols),
+            min_atoms=int(mols.n_atoms.min()),
+            max_neighbour_distance=float(farthest.max()),
+            max_fragments=_common_max(fragments),
+            even_electrons=bool((electrons(mols) % 2 == 0).all()),
         )
 
     def to_dict(self) -> dict:
@@ -101,6 +173,10 @@ class Domain:
             "charge": self.charge,
             "multiplicity": self.multiplicity,
             "n_molecules": self.n_molecules,
+            "min_atoms": self.min_atoms,
+            "max_neighbour_distance_angstrom": self.max_neighbour_distance,
+            "max_fragments": self.max_fragments,
+            "even_electrons": self.even_electrons,
         }
         return d | self.extra
 
@@ -113,6 +189,10 @@ class Domain:
             charge=d.get("charge"),
             multiplicity=d.get("multiplicity"),
             n_molecules=int(d.get("n_molecules", 0)),
+            min_atoms=d.get("min_atoms"),
+            max_neighbour_distance=d.get("max_neighbour_distance_angstrom"),
+            max_fragments=d.get("max_fragments"),
+            even_electrons=d.get("even_electrons"),
         )
 
 
@@ -192,18 +272,47 @@ def check_domain(domain: Domain | None, mols: Molecules, elements: list[int] | N
             "are the positions in Å?"
         )
     notes: list[list[str]] = [[] for _ in range(len(mols))]
+    farthest, fragments = structure(mols) if domain is not None else (None, None)
+    odd = electrons(mols) % 2 == 1
+    spin = getattr(mols, "multiplicity", None)
+    spin = np.full(len(mols), np.nan) if spin is None else np.asarray(spin, dtype=np.float64)
     for i in range(len(mols)):
         n = int(mols.n_atoms[i])
         if n == 1:
             notes[i].append("a single atom: no interactions, the model was trained on molecules")
-        if domain is not None:
-            if n > domain.max_atoms:
-                notes[i].append(f"{n} atoms, more than any training molecule ({domain.max_atoms})")
-            if np.isfinite(dmin[i]) and dmin[i] < domain.min_distance - DISTANCE_MARGIN:
-                notes[i].append(
-                    f"shortest distance {dmin[i]:.3f} Å, below the training minimum "
-                    f"{domain.min_distance:.3f} Å"
-                )
+        if domain is None:
+            continue
+        if n > domain.max_atoms:
+            notes[i].append(f"{n} atoms, more than any training molecule ({domain.max_atoms})")
+        if domain.min_atoms is not None and n < domain.min_atoms:
+            notes[i].append(f"{n} atoms, fewer than any training molecule ({domain.min_atoms})")
+        if np.isfinite(dmin[i]) and dmin[i] < domain.min_distance - DISTANCE_MARGIN:
+            notes[i].append(
+                f"shortest distance {dmin[i]:.3f} Å, below the training minimum {domain.min_distance:.3f} Å"
+            )
+        low, high = BOHR_HINT
+        if np.isfinite(dmin[i]) and low * domain.min_distance <= dmin[i] <= high * domain.min_distance:
+            notes[i].append(
+                f"every interatomic distance is at least {dmin[i]:.3f} Å, {dmin[i] / domain.min_distance:.2f} "
+                "times the training minimum: are the positions in Bohr (1 Å = 1.89 Bohr)?"
+            )
+        if domain.max_fragments is not None and fragments[i] > domain.max_fragments:
+            notes[i].append(
+                f"{fragments[i]} disconnected fragments (training molecules have at most {domain.max_fragments})"
+            )
+        if (
+            domain.max_neighbour_distance is not None
+            and farthest[i] > domain.max_neighbour_distance + NEIGHBOUR_MARGIN
+        ):
+            notes[i].append(
+                f"an atom's nearest neighbour is {farthest[i]:.2f} Å away, farther than in any training "
+                f"molecule ({domain.max_neighbour_distance:.2f} Å): a stretched or broken bond?"
+            )
+        if domain.even_electrons and odd[i] and not np.isfinite(spin[i]):
+            notes[i].append(
+                "an odd number of electrons and no spin multiplicity stated: a radical? The training "
+                "molecules are all closed-shell"
+            )
     return DomainReport(in_domain=np.array([not n for n in notes], dtype=bool), notes=notes)
 
 

@@ -60,6 +60,8 @@ from qmlx.errors import DataFormatError
 
 XYZ_SUFFIXES = (".xyz", ".extxyz")
 DB_SUFFIXES = (".db",)
+#: MDL molfile suffixes; their ``M  CHG`` lines state charges
+MOL_SUFFIXES = (".mol", ".sdf", ".mdl")
 #: the data sets `load_dataset` knows by name
 DATASETS = ("qm7", "qm9")
 
@@ -155,6 +157,7 @@ def read_frames(
             for key, pattern in _COMMENT_KEYS.items():
                 if not _numeric(atoms.info.get(key)) and (match := pattern.search(comment)):
                     atoms.info[key] = float(match.group(1))
+    _state_charges(frames, _mol_charges(path) if format is None and suffix in MOL_SUFFIXES else [])
     many = len(frames) > 1
     if row_ids is not None:
         labels = [f"{path}, row {r}" if many else str(path) for r in row_ids]
@@ -163,6 +166,42 @@ def read_frames(
         labels = [f"{path}, frame {i}" if many else str(path) for i in range(len(frames))]
         ids = [f"{path.name}:{i}" for i in range(len(frames))]
     return frames, labels, ids
+
+
+def _state_charges(frames: list[ase.Atoms], stated: list[int | None]) -> None:
+    """Put each frame's net charge into ``atoms.info["charge"]`` where the file states one that
+    ASE left elsewhere: ``stated[k]`` (a mol/sdf file's ``M  CHG`` lines, `_mol_charges`), else the
+    sum of per-atom ``initial_charges`` (extxyz, ASE databases) when any is non-zero."""
+    for k, atoms in enumerate(frames):
+        if _numeric(atoms.info.get("charge")):
+            continue
+        if k < len(stated) and stated[k] is not None:
+            atoms.info["charge"] = float(stated[k])
+        elif atoms.has("initial_charges") and np.any(atoms.get_initial_charges()):
+            atoms.info["charge"] = float(np.rint(atoms.get_initial_charges().sum()))
+
+
+def _with_charge(atoms: ase.Atoms, info: dict) -> ase.Atoms:
+    """``atoms`` with ``info`` merged into ``atoms.info`` and its stated charge found (`_state_charges`)."""
+    atoms.info.update(info)
+    _state_charges([atoms], [])
+    return atoms
+
+
+def _mol_charges(path: Path) -> list[int | None]:
+    """Per molecule of a mol/sdf file, the net charge its ``M  CHG`` lines state (``None`` where it
+    has none; such a file may still state charges in the atom block, which this does not read)."""
+    charges: list[int | None] = []
+    for block in path.read_text(errors="replace").split("$$$$"):
+        if not block.strip():
+            continue
+        total = None
+        for line in block.splitlines():
+            if line.startswith("M  CHG"):
+                fields = line.split()[3:]
+                total = (total or 0) + sum(int(q) for q in fields[1::2])
+        charges.append(total)
+    return charges
 
 
 # ---------------------------------------------------------------------------- columns and tables
@@ -483,9 +522,14 @@ def iter_molecules(path: str | os.PathLike, chunk_size: int = 10_000) -> Iterato
     if suffix in DB_SUFFIXES:
         import ase.db
 
-        frames = (row.toatoms() for row in ase.db.connect(path).select())
+        frames = (_with_charge(row.toatoms(), row.key_value_pairs) for row in ase.db.connect(path).select())
+    elif suffix in MOL_SUFFIXES:  # small files: read whole, with the charges they state
+        frames = iter(read_frames(path)[0])
     else:
-        frames = ase.io.iread(path, index=":", format="extxyz" if suffix in XYZ_SUFFIXES else None)
+        frames = (
+            _with_charge(atoms, {})
+            for atoms in ase.io.iread(path, index=":", format="extxyz" if suffix in XYZ_SUFFIXES else None)
+        )
     chunk: list[ase.Atoms] = []
     lo = 0
 
