@@ -22,19 +22,27 @@ class QmlxCalculator(Calculator):
     from `qmlx.load_model`).
 
     ``results``: ``energy`` (eV), ``energies`` (per-atom, eV), ``forces`` (eV/Å), filled together
-    from one forward and backward pass (an ensemble: the members' means), and for an ensemble
-    ``uncertainty`` (eV). The energy is what the network was trained on (its metadata's
-    ``target_description``; QM7 models: PBE0 atomization energy). Atoms outside the model's domain
-    raise `qmlx.errors.DomainError` (unknown elements, atoms closer than 0.5 Å, periodic cells,
-    another charge or spin). Softer flags (e.g. more atoms than any training molecule) raise one
-    `DomainWarning` per calculator, however many steps an optimisation or MD takes; every flagged
-    step's notes are kept in ``domain_notes``.
+    from one forward and backward pass (an ensemble: the members' means), for an ensemble
+    ``uncertainty`` (eV), and ``novelty`` for a model with a novelty model (`qmlx.novelty`),
+    evaluated at every step. The energy is what the network was trained on (its metadata's
+    ``target_description``; the shipped QM7 models: PBE0 atomization energies of equilibrium
+    geometries, so geometries far from equilibrium lie outside what they learned).
+
+    Atoms the model cannot answer raise `qmlx.errors.DomainError` (unknown elements, atoms closer
+    than 0.5 Å, periodic cells, another charge or spin). Leaving the training domain (a novelty
+    p-value below the model's level, a stretched bond, more atoms than any training molecule, ...)
+    raises `DomainError` too with ``on_novel="raise"`` (the default), naming the step's notes; with
+    ``on_novel="warn"`` it warns once per calculator (`DomainWarning`), however many steps an
+    optimisation or MD takes, and keeps the notes of the last flagged step in ``domain_notes``.
     """
 
     implemented_properties = ["energy", "energies", "forces"]
 
-    def __init__(self, model="qm7-schnet", **kwargs) -> None:
+    def __init__(self, model="qm7-schnet", on_novel: str = "raise", **kwargs) -> None:
         super().__init__(**kwargs)
+        if on_novel not in ("raise", "warn"):
+            raise QmlxError(f"on_novel must be 'raise' or 'warn', not {on_novel!r}")
+        self.on_novel = on_novel
         from qmlx.models import as_trained_model, load_model
 
         self.model = load_model(model) if isinstance(model, str) else as_trained_model(model)
@@ -53,6 +61,11 @@ class QmlxCalculator(Calculator):
             raise DomainError(pred.errors[0])
         if pred.notes[0]:
             self.domain_notes = list(pred.notes[0])
+            if self.on_novel == "raise":
+                raise DomainError(
+                    f"{mols.name}: left the model's training domain ({'; '.join(pred.notes[0])}); "
+                    "QmlxCalculator(..., on_novel='warn') goes on with a warning"
+                )
             if not self._warned:
                 self._warned = True
                 warnings.warn(
@@ -66,3 +79,5 @@ class QmlxCalculator(Calculator):
         self.results["energy"] = float(pred.atom_energies.sum()) * KCAL_MOL_TO_EV
         if pred.uncertainty is not None:
             self.results["uncertainty"] = float(pred.uncertainty[0]) * KCAL_MOL_TO_EV
+        if pred.novelty is not None:
+            self.results["novelty"] = float(pred.novelty[0])

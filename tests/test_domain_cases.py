@@ -106,3 +106,41 @@ def test_a_kernel_model_trained_on_larger_molecules_flags_methane(qm7, tmp_path,
     molecule("CH4").write(tmp_path / "methane.xyz")
     _, row = _predict(capsys, str(path), tmp_path / "methane.xyz")
     _flagged(row, "5 atoms, fewer than any training molecule (9)")
+
+
+def test_an_optimisation_that_leaves_the_domain_stops_with_a_domain_error():
+    from ase.optimize import BFGS
+
+    from qmlx.calculator import QmlxCalculator
+    from qmlx.errors import DomainError
+
+    methanol = molecule("CH3OH")
+    methanol.calc = QmlxCalculator("qm7-schnet")
+    methanol.get_potential_energy()  # the equilibrium geometry is familiar
+    assert methanol.calc.results["novelty"] < 1.0
+    with pytest.raises(DomainError, match="left the model's training domain"):
+        BFGS(methanol, logfile=None).run(fmax=0.01, steps=200)
+    assert methanol.calc.domain_notes  # what the last step was flagged for
+
+
+@pytest.mark.parametrize("mode", ["flag", "refuse", "skip"])
+def test_on_novel_flags_refuses_or_leaves_out_what_lies_outside(tmp_path, capsys, mode):
+    import ase.io
+
+    near, apart = molecule("C6H6"), molecule("C6H6")
+    apart.positions *= 100.0
+    ase.io.write(tmp_path / "two.xyz", [near, apart])
+    status = main(
+        ["predict", "qm7-schnet", str(tmp_path / "two.xyz"), "--format", "json", "--on-novel", mode]
+    )
+    out, err = capsys.readouterr()
+    rows = json.loads(out)["molecules"]
+    if mode == "flag":
+        assert status == 0 and [r["in_domain"] for r in rows] == [True, False]
+        assert rows[1]["energy"] is not None
+    elif mode == "refuse":
+        assert status == 1 and rows[0]["energy"] is not None and rows[1]["energy"] is None
+        assert "outside the training domain" in rows[1]["error"] and "molecule 1" in err
+    else:
+        assert status == 0 and [r["molecule"] for r in rows] == [0]
+        assert "1 of 2 molecules outside the training domain left out" in err

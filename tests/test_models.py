@@ -237,6 +237,11 @@ def test_calculator_goes_through_the_protocol_and_warns_once(tiny_network):
     # more atoms than any training molecule: flagged; the warning comes once per calculator
     big = ase.Atoms("H8", positions=[[1.1 * k, 0, 0] for k in range(8)])
     big.calc = QmlxCalculator(str(tiny_network))
+    with pytest.raises(
+        DomainError, match="left the model's training domain .*more than any training molecule"
+    ):
+        big.get_potential_energy()  # by default, leaving the domain stops an optimisation or MD
+    big.calc = QmlxCalculator(str(tiny_network), on_novel="warn")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for step in range(3):

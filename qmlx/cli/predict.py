@@ -194,9 +194,12 @@ def predict(args: argparse.Namespace) -> int:
     parsed before anything is predicted.
 
     A molecule the model cannot answer is refused alone: its row carries an ``error``, one line on
-    stderr names it, the other molecules are predicted, and the exit status is 1."""
+    stderr names it, the other molecules are predicted, and the exit status is 1. ``--on-novel``
+    says what happens to molecules outside the training domain: ``flag`` (marked in the output),
+    ``refuse`` (treated as refused) or ``skip`` (left out, counted on stderr)."""
     import warnings
 
+    import numpy as np
     from tqdm.auto import tqdm
 
     from qmlx.data.io import iter_molecules
@@ -213,7 +216,7 @@ def predict(args: argparse.Namespace) -> int:
         args.format, args.model, model.quantity, args.unit, args.atoms, spread, model.novelty is not None
     )
     bar = tqdm(desc="predicting", unit="mol", disable=args.no_progress or None, mininterval=1.0)
-    flagged = refused = total = 0
+    flagged = refused = skipped = total = 0
     try:
         for (path, head), rest in zip(first, chunks):
             offset = 0
@@ -221,14 +224,23 @@ def predict(args: argparse.Namespace) -> int:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DomainWarning)  # reported once, below
                     pred = model.predict(mols)
+                outside = ~pred.in_domain & ~pred.refused
+                if args.on_novel == "refuse":  # outside the domain: an error record, like a refusal
+                    for i in np.flatnonzero(outside):
+                        label = f"{path}: molecule {offset + i}" if len(mols) > 1 or offset else path
+                        pred.errors[i] = f"{label}: outside the training domain ({'; '.join(pred.notes[i])})"
+                rows = _rows(path, mols, pred, offset, args)
                 for error in pred.errors:
                     if error is not None:
                         print(f"qmlx: error: {error}", file=sys.stderr)
-                writer.write(_rows(path, mols, pred, offset, args))
+                if args.on_novel == "skip":
+                    rows = [r for r, out in zip(rows, outside) if not out]
+                    skipped += int(outside.sum())
+                writer.write(rows)
                 offset += len(mols)
-                n_refused = int(pred.refused.sum())
-                refused, total = refused + n_refused, total + len(mols)
-                flagged += int((~pred.in_domain).sum()) - n_refused
+                refused += sum(e is not None for e in pred.errors)
+                total += len(mols)
+                flagged += int(outside.sum()) if args.on_novel == "flag" else 0
                 bar.update(len(mols))
     finally:
         bar.close()
@@ -237,6 +249,11 @@ def predict(args: argparse.Namespace) -> int:
         print(
             f"qmlx: warning: {flagged} of {total} molecules lie outside the model's training domain "
             "(see domain_notes); their predictions are less reliable",
+            file=sys.stderr,
+        )
+    if skipped:
+        print(
+            f"qmlx: {skipped} of {total} molecules outside the training domain left out (--on-novel skip)",
             file=sys.stderr,
         )
     return 1 if refused else 0
@@ -268,6 +285,11 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="jsonl: one JSON object per molecule and line",
     )  # fmt: skip
     p.add_argument("--unit", choices=["kcal/mol", "eV", "Hartree"], default="kcal/mol")
+    p.add_argument(
+        "--on-novel", choices=["flag", "refuse", "skip"], default="flag",
+        help="molecules outside the training domain (rules or novelty): flag them in the output (default), "
+        "refuse them (an error record and exit status 1), or leave them out",
+    )  # fmt: skip
     p.add_argument(
         "--chunk-size", type=positive_int, default=10_000,
         help="molecules read and predicted at a time (memory stays flat in the file size)",
