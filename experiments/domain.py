@@ -5,7 +5,8 @@ Protocol. The shipped QM7 models were trained on the official fold 0 (``qm7-schn
 training and 573 validation molecules; the ensemble's members share that split). Their novelty
 model (`qmlx.novelty`) takes its centres from the training molecules and is calibrated on the
 validation molecules; ``--ship`` writes it, and the training domain with the statistics of the
-structure rules (`qmlx.data.domain`), into the shipped model files (no retraining). The
+structure rules (`qmlx.data.domain`), into the shipped model files (no retraining; the QM9 models
+from their own recorded splits). The
 1,433 fold-0 test molecules are then used twice:
 
 - **displaced atoms**: in each test molecule one atom, drawn at random, is moved by 0.1, 0.2 or
@@ -45,6 +46,24 @@ except ImportError:  # run as a script: experiments/ is on sys.path
 SHIFTS = (0.1, 0.2, 0.4)
 FRACTIONS = (0.01, 0.05, 0.10)
 QM7_MODELS = ("qm7-schnet", "qm7-dtnn", "qm7-schnet-ensemble")
+QM9_MODELS = ("qm9-schnet", "qm9-schnet-50k")
+
+
+def ship(name: str, novelty, domain: dict) -> None:
+    """Write ``novelty`` (a `NoveltyModel`) and the training ``domain`` into shipped model ``name``
+    (its weights file and its JSON sidecar), atomically; the weights are left as they are."""
+    from qmlx._io import atomic_torch_save, json_dumps, safe_torch_load, write_text_atomic
+    from qmlx.nn.io import torch_state
+    from qmlx.pretrained import shipped_model_path
+
+    path = shipped_model_path(name)
+    record = safe_torch_load(path, "network file")
+    record["novelty"] = torch_state(novelty.to_state())
+    record["metadata"]["domain"] = domain
+    atomic_torch_save(record, path)
+    sidecar = path.with_suffix(".json")
+    write_text_atomic(sidecar, json_dumps(json.loads(sidecar.read_text()) | {"domain": domain}) + "\n")
+    print(f"shipped the novelty model and domain in {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,14 +119,11 @@ def compute(args: argparse.Namespace) -> dict:
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
-    from qmlx._io import atomic_torch_save, json_dumps, safe_torch_load, write_text_atomic
     from qmlx.data import load_qm7
     from qmlx.data.domain import Domain
     from qmlx.errors import DomainWarning
     from qmlx.models import load_model
-    from qmlx.nn.io import torch_state
     from qmlx.novelty import fit_domain_model
-    from qmlx.pretrained import shipped_model_path
     from qmlx.train.config import recorded_split
 
     warnings.simplefilter("ignore", DomainWarning)
@@ -121,16 +137,18 @@ def compute(args: argparse.Namespace) -> dict:
     domain = Domain.from_molecules(qm7.subset(sp.train)).to_dict()  # with the structure rules' statistics
     if args.ship:
         for name in QM7_MODELS:
-            path = shipped_model_path(name)
-            record = safe_torch_load(path, "network file")
-            record["novelty"] = torch_state(novelty.to_state())
-            record["metadata"]["domain"] = domain
-            atomic_torch_save(record, path)
-            sidecar = path.with_suffix(".json")
-            write_text_atomic(
-                sidecar, json_dumps(json.loads(sidecar.read_text()) | {"domain": domain}) + "\n"
+            ship(name, novelty, domain)
+        from qmlx.data import load_qm9
+        from qmlx.pretrained import available_models
+
+        qm9 = load_qm9()
+        for name in QM9_MODELS:
+            split9 = recorded_split(qm9, available_models()[name])
+            ship(
+                name,
+                fit_domain_model(qm9, split9.train, split9.val, seed=0),
+                Domain.from_molecules(qm9.subset(split9.train)).to_dict(),
             )
-            print(f"shipped the novelty model and domain in {path} ({path.stat().st_size / 1e6:.2f} MB)")
     for model in (net, ens):
         model.metadata["domain"] = domain
 
