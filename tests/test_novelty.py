@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.build import molecule
 from conftest import grid_molecules
 from scipy.spatial.transform import Rotation
 
@@ -33,10 +34,24 @@ def test_descriptor_of_a_pair_is_one_gaussian_at_its_distance():
     expected_o = fcut * np.exp(-((r - grid) ** 2) / (2 * 0.05**2))
     n = len(grid)
     # carbon sees one oxygen, nothing else; oxygen sees one carbon
-    np.testing.assert_allclose(X[0, 2 * n :], expected_o, rtol=1e-5, atol=1e-5)  # window: 5 widths
+    np.testing.assert_allclose(X[0, 2 * n : 3 * n], expected_o, rtol=1e-5, atol=1e-5)  # window: 5 widths
     assert not X[0, : 2 * n].any()
     np.testing.assert_allclose(X[1, n : 2 * n], expected_o, rtol=1e-5, atol=1e-5)
-    assert DESCRIPTOR.n_features == 3 * n and DESCRIPTOR.feature_element()[2 * n] == 8
+    assert not X[:, 3 * n :].any()  # two atoms: no angles
+    assert DESCRIPTOR.n_features == 3 * n + 21 and DESCRIPTOR.feature_element()[2 * n] == 8
+
+
+def test_descriptor_angles_hold_the_angle_at_the_atom():
+    water = molecule("H2O")  # O0, H1, H2
+    X = DESCRIPTOR.transform(_mols(water))
+    start = 3 * len(DESCRIPTOR.grid)
+    cos = np.cos(np.radians(water.get_angle(1, 0, 2)))
+    d1, d2 = water.get_distance(0, 1), water.get_distance(0, 2)
+    assert max(d1, d2) < 1.7  # both O-H bonds inside the shell: weight 1
+    weight = 0.5  # the angle Gaussians' height
+    expected = weight * np.exp(-((cos - DESCRIPTOR.angle_grid) ** 2) / (2 * 0.15**2))
+    np.testing.assert_allclose(X[0, start:], expected, atol=1e-5)
+    assert EnvironmentDescriptor.from_dict({"elements": [1, 6]}).angle_cutoff == 0.0  # older files
 
 
 def test_descriptor_is_invariant_to_rotation_translation_and_atom_order():
