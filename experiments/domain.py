@@ -18,8 +18,7 @@ from their own recorded splits). The
 - **selective prediction** on the untouched test molecules: the ensemble's MAE as the most novel
   1, 5 and 10 % are set aside, by novelty and by the ensemble's uncertainty, and the Spearman
   correlation of each with the absolute error;
-- **cost**: ``qm7-schnet`` prediction throughput on the test molecules with and without novelty
-  (one thread).
+(what novelty costs in prediction is measured in ``benchmarks/novelty_cost.py``).
 
 Energies are PBE0 atomization energies in kcal/mol.
 
@@ -200,24 +199,6 @@ def compute(args: argparse.Namespace) -> dict:
         "spearman_uncertainty": float(spearmanr(base.uncertainty, error).statistic),
     }
 
-    single = load_model("qm7-schnet")
-    single.novelty = None  # the same network without its novelty model
-    times = {}
-    for label, model in (("without", single), ("with", net)):
-        model.predict(test)  # tables built, caches warm
-        runs = []
-        for _ in range(3):
-            start = time.perf_counter()
-            model.predict(test)
-            runs.append(time.perf_counter() - start)
-        times[label] = len(test) / min(runs)
-    result["throughput"] = {
-        "molecules": len(test),
-        "threads": args.threads,
-        "without_novelty_mol_s": times["without"],
-        "with_novelty_mol_s": times["with"],
-        "ratio": times["with"] / times["without"],
-    }
     return result
 
 
@@ -277,14 +258,7 @@ def render(result: dict, out_dir: Path) -> None:
         f"Spearman correlation with |error|: novelty {result['selective']['spearman_novelty']:.3f}, ensemble σ "
         f"{result['selective']['spearman_uncertainty']:.3f}.",
         "",
-        "## Cost",
-        "",
-    ]
-    t = result["throughput"]
-    lines += [
-        f"qm7-schnet on the {t['molecules']} test molecules, {t['threads']} thread(s), best of 3: "
-        f"{t['without_novelty_mol_s']:.0f} molecules/s without novelty, {t['with_novelty_mol_s']:.0f} with "
-        f"({100 * t['ratio']:.0f} %).",
+        "What novelty costs in prediction: `benchmarks/novelty_cost.md`.",
         "",
         *report.run_lines(result),
     ]
