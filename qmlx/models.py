@@ -7,7 +7,8 @@ or Nyström). Every one of them offers
 
 - ``predict(molecules) -> Prediction``: energies (n_mol,) in kcal/mol and, where the model has
   them, atom energies (n_atoms_total,), an uncertainty (n_mol,) and forces (n_atoms_total, 3) in
-  kcal/mol/Å; with each molecule's domain verdict;
+  kcal/mol/Å; with each molecule's domain verdict and, for a model file with a novelty model
+  (`qmlx.novelty`, every training command fits one), its novelty and p-value;
 - ``check_domain(molecules) -> DomainReport``: raises `DomainError` for input the model cannot
   answer, returns soft flags otherwise (`qmlx.data.domain`);
 - ``metadata``: target, description, unit, split and training domain, as recorded at training;
