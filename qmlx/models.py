@@ -234,26 +234,19 @@ class NetworkModel(TrainedModel):
         return check_network_domain(self.estimator, as_molecules(molecules))
 
     def _predict(self, mols: Molecules, forces: bool) -> dict[str, np.ndarray]:
-        from qmlx.nn.io import network_energies, network_forces
+        from qmlx.nn.io import ensemble_energies, network_energies, network_forces
 
-        if forces:
-            members = self.estimator.members if self.kind == "ensemble" else [self.estimator]
-            runs = [network_forces(m, mols) for m in members]
-            out = {
-                "energy": np.mean([r[0] for r in runs], 0),
-                "forces": np.mean([r[1] for r in runs], 0),
-                "atom_energies": np.mean([r[2] for r in runs], 0),
-            }
-            if self.kind == "ensemble":
-                out["uncertainty"] = _spread(self.estimator, np.array([r[0] for r in runs]))
+        ensemble = self.kind == "ensemble"
+        if forces:  # one pass per member gives energies, forces and atom energies together
+            members = self.estimator.members if ensemble else [self.estimator]
+            energy, force, atom = (np.array(r) for r in zip(*(network_forces(m, mols) for m in members)))
+            out = {"energy": energy.mean(0), "forces": force.mean(0), "atom_energies": atom.mean(0)}
+            if ensemble:
+                out["uncertainty"] = energy.std(0) * self.estimator.uncertainty_scale
             return out
-        if self.kind == "ensemble":
-            energies, atom_energies = zip(*(network_energies(m, mols) for m in self.estimator.members))
-            return {
-                "energy": np.mean(energies, 0),
-                "atom_energies": np.mean(atom_energies, 0),
-                "uncertainty": _spread(self.estimator, np.array(energies)),
-            }
+        if ensemble:
+            energy, uncertainty, atom_energies = ensemble_energies(self.estimator, mols)
+            return {"energy": energy, "atom_energies": atom_energies, "uncertainty": uncertainty}
         energy, atom_energies = network_energies(self.estimator, mols)
         return {"energy": energy, "atom_energies": atom_energies}
 
@@ -261,12 +254,6 @@ class NetworkModel(TrainedModel):
         from qmlx.nn.io import save_network
 
         return save_network(self.estimator, path, metadata=self.metadata)
-
-
-def _spread(ensemble, energies: np.ndarray) -> np.ndarray:
-    """(n_mol,) the members' standard deviation (``ddof=0``) of ``energies (n_members, n_mol)`` times
-    the ensemble's calibrated `uncertainty_scale`."""
-    return energies.std(0) * ensemble.uncertainty_scale
 
 
 class KernelModel(TrainedModel):

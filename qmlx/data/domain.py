@@ -45,33 +45,19 @@ NEIGHBOUR_MARGIN = 0.1
 BOHR_HINT = (1.6, 2.3)
 
 
-def shortest_distances(mols: Molecules, chunk: int = 4096) -> np.ndarray:
-    """(n_molecules,) shortest interatomic distance of each molecule in Å (``inf`` for one atom)."""
-    out = np.full(len(mols), np.inf)
-    order = np.argsort(mols.n_atoms, kind="stable")  # similar sizes together: little padding
-    for lo in range(0, len(mols), chunk):
-        idx = order[lo : lo + chunk]
-        sub = mols.subset(idx)
-        _, R, mask = sub.padded()
-        d = np.linalg.norm(R[:, :, None, :] - R[:, None, :, :], axis=-1)
-        valid = mask[:, :, None] & mask[:, None, :]
-        valid &= ~np.eye(R.shape[1], dtype=bool)[None]
-        d[~valid] = np.inf
-        out[idx] = d.min(axis=(1, 2))
-    return out
-
-
-def structure(mols: Molecules, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Per molecule: ``(farthest (n_mol,), fragments (n_mol,))``: the largest distance in Å from an
-    atom to its nearest neighbour (0 for one atom), and the number of bonded fragments (atoms
-    closer than `BOND_FACTOR` times the sum of their covalent radii are bonded)."""
+def structure(mols: Molecules, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per molecule, from one pass over its distances: ``(shortest (n_mol,), farthest (n_mol,),
+    fragments (n_mol,))``: the shortest interatomic distance in Å (``inf`` for one atom), the
+    largest distance from an atom to its nearest neighbour (0 for one atom), and the number of
+    bonded fragments (atoms closer than `BOND_FACTOR` times the sum of their covalent radii are
+    bonded)."""
     from ase.data import covalent_radii
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    farthest = np.zeros(len(mols))
+    shortest, farthest = np.full(len(mols), np.inf), np.zeros(len(mols))
     rows, cols = [], []
-    order = np.argsort(mols.n_atoms, kind="stable")
+    order = np.argsort(mols.n_atoms, kind="stable")  # similar sizes together: little padding
     for lo in range(0, len(mols), chunk):
         idx = order[lo : lo + chunk]
         sub = mols.subset(idx)
@@ -79,6 +65,7 @@ def structure(mols: Molecules, chunk: int = 4096) -> tuple[np.ndarray, np.ndarra
         d = np.linalg.norm(R[:, :, None, :] - R[:, None, :, :], axis=-1)
         pair = mask[:, :, None] & mask[:, None, :] & ~np.eye(R.shape[1], dtype=bool)[None]
         nearest = np.where(pair, d, np.inf).min(2)
+        shortest[idx] = nearest.min(1)
         farthest[idx] = np.where(mask & np.isfinite(nearest), nearest, 0.0).max(1)
         radius = covalent_radii[Z]
         b, i, j = np.nonzero(pair & (d < BOND_FACTOR * (radius[:, :, None] + radius[:, None, :])))
@@ -91,7 +78,7 @@ def structure(mols: Molecules, chunk: int = 4096) -> tuple[np.ndarray, np.ndarra
     # distinct component labels per molecule (components never span two molecules)
     pairs = np.unique(np.stack([mols.mol_index, label], axis=1), axis=0)
     fragments = np.bincount(pairs[:, 0], minlength=len(mols))
-    return farthest, fragments
+    return shortest, farthest, fragments
 
 
 def _common_max(values: np.ndarray, share: float = 0.001) -> int:
@@ -150,11 +137,11 @@ class Domain:
         """Measure the domain of a training set."""
         charges = _stated(getattr(mols, "charge", None))
         spins = _stated(getattr(mols, "multiplicity", None))
-        farthest, fragments = structure(mols)
+        shortest, farthest, fragments = structure(mols)
         return cls(
             elements=sorted(int(z) for z in np.unique(mols.Z)),
             max_atoms=int(mols.n_atoms.max()),
-            min_distance=float(shortest_distances(mols).min()),
+            min_distance=float(shortest.min()),
             charge=float(charges[0]) if charges is not None and len(charges) == 1 else None,
             multiplicity=float(spins[0]) if spins is not None and len(spins) == 1 else None,
             n_molecules=len(mols),
@@ -263,7 +250,7 @@ def check_domain(domain: Domain | None, mols: Molecules, elements: list[int] | N
             raise DomainError(
                 f"{_label(mols, i)}: {what} {given[i]:g} differs from the training data's {trained:g}"
             )
-    dmin = shortest_distances(mols)
+    dmin, farthest, fragments = structure(mols)
     close = dmin < MIN_DISTANCE
     if close.any():
         i = int(np.argmax(close))
@@ -272,7 +259,6 @@ def check_domain(domain: Domain | None, mols: Molecules, elements: list[int] | N
             "are the positions in Å?"
         )
     notes: list[list[str]] = [[] for _ in range(len(mols))]
-    farthest, fragments = structure(mols) if domain is not None else (None, None)
     odd = electrons(mols) % 2 == 1
     spin = getattr(mols, "multiplicity", None)
     spin = np.full(len(mols), np.nan) if spin is None else np.asarray(spin, dtype=np.float64)

@@ -67,6 +67,7 @@ def train_krr(
     solver: str = "exact",
     n_centers: int = 1000,
     seed: int = 0,
+    calibration: np.ndarray | None = None,
 ) -> tuple[KRRModel, dict]:
     """Fit a representation and a kernel ridge regressor on ``mols[train]``; evaluate on ``mols[test]``.
 
@@ -80,8 +81,9 @@ def train_krr(
     depend on the compositions only, never on targets. A test molecule the model still cannot
     answer is refused alone; ``n_test_refused`` counts them and the test metrics cover the rest.
 
-    The model carries a novelty model of its training domain (`qmlx.novelty.fit_domain_model`: 10 %
-    of the training molecules, drawn with ``seed``, calibrate it).
+    The model carries a novelty model of its training domain (`qmlx.novelty.fit_domain_model`),
+    calibrated on ``mols[calibration]`` (molecules it never trained on) or, without them, on 10 % of
+    the training molecules drawn with ``seed`` and kept out of its centres.
 
     Targets are converted to kcal/mol. With ``baseline="elements"`` the regression learns what is
     left after per-element reference energies fitted on the training part (for total energies;
@@ -153,7 +155,7 @@ def train_krr(
         "baseline": baseline,
     }
     model = KRRModel(representation, rep, reg, target, meta, baseline=refs)
-    model.novelty_state = fit_domain_model(mols, train, seed=seed).to_state()
+    model.novelty_state = fit_domain_model(mols, train, calibration, seed=seed).to_state()
     if test is not None and len(test):
         test = np.asarray(test)
         _, errors = screen(model.check_domain, mols.subset(test))

@@ -263,10 +263,17 @@ def predict_ensemble(
     about 68% of errors fall within ±1 uncertainty (1 for ensembles assembled without one)."""
     mols = as_molecules(mols)
     warn_if_flagged(check_network_domain(model, mols), mols)
+    return ensemble_energies(model, mols, batch_size, tabulated)
+
+
+def ensemble_energies(
+    model: Ensemble, mols: Molecules, batch_size: int = 256, tabulated: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`predict_ensemble` with no domain check: ``(mean energies (n_mol,), uncertainty (n_mol,),
+    mean atom energies (n_atoms_total,))`` in kcal/mol."""
     runs = [network_energies(m, mols, batch_size, tabulated) for m in model.members]
     energies = np.array([e for e, _ in runs])
-    std = energies.std(0) * model.uncertainty_scale
-    return energies.mean(0), std, np.mean([ae for _, ae in runs], 0)
+    return energies.mean(0), energies.std(0) * model.uncertainty_scale, np.mean([ae for _, ae in runs], 0)
 
 
 def energy_and_forces(
