@@ -15,7 +15,8 @@ nearest centre.
 Calibration, on molecules the model never trained on (its validation molecules):
 
 - **atom novelty** = ``o(x) / q_e``, with ``q_e`` the 99th percentile of ``o`` over the
-  calibration atoms of the same element: 1 is as unusual as the 1 % most unusual calibration
+  calibration atoms of the same element (over the training atoms left out of the centres, for an
+  element no calibration molecule has): 1 is as unusual as the 1 % most unusual calibration
   atoms of that element; an atom in a familiar environment is near 0.1 to 0.3;
 - **molecule novelty** = the largest atom novelty of the molecule, and its **p-value** =
   the fraction of calibration molecules whose molecule novelty is at least as large (with
@@ -155,7 +156,7 @@ class NoveltyModel:
         if len(train) > MAX_TRAIN_MOLECULES:
             train = train.subset(np.sort(rng.choice(len(train), MAX_TRAIN_MOLECULES, replace=False)))
         X = descriptor.transform(train)
-        centres, gamma = {}, {}
+        centres, gamma, held_atoms = {}, {}, {}
         for z in np.unique(train.Z):
             rows = np.flatnonzero(train.Z == z)
             rng.shuffle(rows)
@@ -167,10 +168,13 @@ class NoveltyModel:
             d2 = sq_distances(X[held], U).min(1) if len(held) else np.ones(1)
             centres[int(z)] = U
             gamma[int(z)] = 1.0 / max(float(np.median(d2)), 1e-6)
+            held_atoms[int(z)] = X[held]
         model = cls(descriptor, centres, gamma, {}, np.zeros(0), level)
         score = model.atom_scores(calibration)
         for z in centres:
             s = score[calibration.Z == z]
+            if not len(s) and len(held_atoms[z]):  # no calibration atom of this element: the training
+                s = soft_min(held_atoms[z], centres[z], gamma[z])[0]  # atoms left out of the centres
             model.scale[z] = float(np.quantile(s, ATOM_QUANTILE)) if len(s) else float(np.inf)
             model.scale[z] = max(model.scale[z], 1e-9)
         model.calibration = np.sort(model.evaluate(calibration).novelty)

@@ -135,6 +135,6 @@ def randomized(build):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.2 * torch.randn_like(p))
-        model.head.reference[[1, 6, 7, 8]] = torch.tensor([-5.0, -30.0, -40.0, -50.0])
+        model.head.reference[[1, 6, 7, 8]] = torch.tensor([-5.0, -30.0, -40.0, -50.0], dtype=torch.float64)
         model.head.scale.fill_(3.0)
     return model.eval()

@@ -55,7 +55,7 @@ def network_file(tmp_path):
     torch.manual_seed(0)
     model = SchNet(n_features=8, n_interactions=1)
     with torch.no_grad():
-        model.head.reference[[1, 8]] = torch.tensor([-10.0, -60.0])
+        model.head.reference[[1, 8]] = torch.tensor([-10.0, -60.0], dtype=torch.float64)
     return save_network(model, tmp_path / "tiny.pt")
 
 
@@ -169,11 +169,13 @@ def test_predict_streams_chunks_with_the_same_numbers(network_file, tmp_path, ca
     lines = capsys.readouterr().out.strip().splitlines()
     rows = [json.loads(line) for line in lines]
     assert len(rows) == 7 and [r["molecule"] for r in rows] == list(range(7))
-    assert [r["energy"] for r in rows] == pytest.approx([m["energy"] for m in whole], abs=1e-9)
+    # the network runs in float32, whose matrix products round by batch shape (about 1e-7 kcal/mol
+    # here); the energies are float64 sums of its outputs, so chunks agree to that rounding
+    assert [r["energy"] for r in rows] == pytest.approx([m["energy"] for m in whole], abs=1e-6)
     assert main(argv + ["--format", "json"]) == 0
     streamed = json.loads(capsys.readouterr().out)
     assert [m["energy"] for m in streamed["molecules"]] == pytest.approx(
-        [m["energy"] for m in whole], abs=1e-9
+        [m["energy"] for m in whole], abs=1e-6
     )
 
 

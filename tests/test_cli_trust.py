@@ -60,7 +60,7 @@ def network(tmp_path):
     torch.manual_seed(0)
     model = SchNet(n_features=8, n_interactions=1)
     with torch.no_grad():
-        model.head.reference[[1, 6, 8]] = torch.tensor([-10.0, -40.0, -60.0])
+        model.head.reference[[1, 6, 8]] = torch.tensor([-10.0, -40.0, -60.0], dtype=torch.float64)
     domain = {
         "elements": [1, 6, 8], "max_atoms": 9, "min_distance_angstrom": 0.95, "charge": 0.0,
         "multiplicity": 1.0, "n_molecules": 100,

@@ -20,7 +20,7 @@ def _member(seed: int) -> SchNet:
     torch.manual_seed(seed)
     model = SchNet(n_features=8, n_interactions=2)
     with torch.no_grad():
-        model.head.reference[[1, 6, 8]] = torch.tensor([-10.0, -40.0, -60.0])
+        model.head.reference[[1, 6, 8]] = torch.tensor([-10.0, -40.0, -60.0], dtype=torch.float64)
     return model.eval()
 
 

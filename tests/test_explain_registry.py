@@ -71,7 +71,7 @@ def toy():
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0.0, 0.6)
-        net.head.reference[[1, 6, 8]] = torch.tensor([-1.0, -4.0, -6.0])
+        net.head.reference[[1, 6, 8]] = torch.tensor([-1.0, -4.0, -6.0], dtype=torch.float64)
         net.head.scale[:] = 2.0
     return net.eval()
 

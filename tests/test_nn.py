@@ -39,7 +39,7 @@ def _model(kind: str):
     else:
         model = DTNN(n_features=8, n_factors=12, n_interactions=2)
     # references and scale of a realistic size, so the sums are not trivially small
-    model.head.reference[[1, 6, 7, 8]] = torch.tensor([-60.0, -150.0, -110.0, -90.0])
+    model.head.reference[[1, 6, 7, 8]] = torch.tensor([-60.0, -150.0, -110.0, -90.0], dtype=torch.float64)
     model.head.scale.fill_(3.0)
     return model.eval()
 

@@ -75,7 +75,7 @@ def tiny_network():
     torch.manual_seed(0)
     model = SchNet(n_features=8, n_interactions=1)
     with torch.no_grad():
-        model.head.reference[[1, 6, 8]] = torch.tensor([-10.0, -40.0, -60.0])
+        model.head.reference[[1, 6, 8]] = torch.tensor([-10.0, -40.0, -60.0], dtype=torch.float64)
     return model.eval()
 
 

@@ -36,6 +36,7 @@ eV/Å**, so that ``atoms.get_forces()`` follows ASE's convention.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,7 +65,9 @@ def energy_unit(unit: str) -> str:
     try:
         convert_energy(1.0, canonical, "kcal/mol")
     except ValueError as err:
-        raise DataFormatError(f"energy unit {unit!r}: {err}") from None
+        close = difflib.get_close_matches(str(unit).strip().lower(), _ENERGY_ALIASES, n=1, cutoff=0.6)
+        hint = f"; did you mean {_ENERGY_ALIASES[close[0]]!r}?" if close else ""
+        raise DataFormatError(f"energy unit {unit!r}: {err}{hint}") from None
     return canonical
 
 

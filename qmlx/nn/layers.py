@@ -220,7 +220,9 @@ class AtomwiseHead(nn.Module):
         super().__init__()
         nh = n_hidden or max(n_features // 2, 1)
         self.mlp = nn.Sequential(Dense(n_features, nh, activation=activation), Dense(nh, 1))
-        self.register_buffer("reference", torch.zeros(max_z + 1))
+        # float64: with total energies (tens of thousands of kcal/mol per atom) float32 would round
+        # each atom energy by up to 1e-3 kcal/mol; the sum of y * scale (float32) and this is float64
+        self.register_buffer("reference", torch.zeros(max_z + 1, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(max_z + 1))
 
     def forward(self, x: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:

@@ -49,9 +49,13 @@ from qmlx.nn.layers import (
     ElementEmbedding,
     GaussianRBF,
     SchNetInteraction,
+    shifted_softplus,
 )
 from qmlx.nn.ops import segment_sum
 from qmlx.nn.tables import RadialTables
+
+#: the output head's hidden activations `SchNet` offers, by the name its config records
+HEAD_ACTIVATIONS = {"ssp": shifted_softplus, "silu": nn.functional.silu}
 
 
 @dataclass
@@ -177,6 +181,9 @@ class SchNet(InteractionNetwork):
     rbf_width : Gaussian width in Å; 0.2236 Å is gamma = 10 / Å^2 of the paper.
     n_filters : filter size, default ``n_features``.
     max_z : largest nuclear charge supported.
+    rbf_start : first Gaussian centre in Å (0; the centres run from here to ``cutoff``).
+    head_activation : the output head's hidden activation, a name in `HEAD_ACTIVATIONS`
+        (``"ssp"``, the shifted softplus of the papers; schnetpack 2.x heads use ``"silu"``).
     """
 
     def __init__(
@@ -188,20 +195,32 @@ class SchNet(InteractionNetwork):
         rbf_width: float = 0.2236,
         n_filters: int | None = None,
         max_z: int = 100,
+        rbf_start: float = 0.0,
+        head_activation: str = "ssp",
     ) -> None:
         super().__init__()
+        if head_activation not in HEAD_ACTIVATIONS:
+            raise ValueError(
+                f"head_activation {head_activation!r}: expected one of {sorted(HEAD_ACTIVATIONS)}"
+            )
         self.config = dict(
             n_features=n_features, n_interactions=n_interactions, cutoff=cutoff, rbf_spacing=rbf_spacing,
             rbf_width=rbf_width, n_filters=n_filters, max_z=max_z,
         )  # fmt: skip
+        if (
+            rbf_start != 0.0
+        ):  # recorded only where not the default: configs of existing files stay as they were
+            self.config["rbf_start"] = rbf_start
+        if head_activation != "ssp":
+            self.config["head_activation"] = head_activation
         self.cutoff = float(cutoff)
         self.embedding = ElementEmbedding(n_features, max_z)
-        self.rbf = GaussianRBF(0.0, cutoff, rbf_spacing, rbf_width)
+        self.rbf = GaussianRBF(rbf_start, cutoff, rbf_spacing, rbf_width)
         self.cutoff_fn = CosineCutoff(cutoff)
         self.interactions = nn.ModuleList(
             SchNetInteraction(n_features, self.rbf.n_rbf, n_filters) for _ in range(n_interactions)
         )
-        self.head = AtomwiseHead(n_features, max_z=max_z)
+        self.head = AtomwiseHead(n_features, activation=HEAD_ACTIVATIONS[head_activation], max_z=max_z)
 
     def interact(self, t: int, x: torch.Tensor, rbf, fcut, batch: Batch) -> torch.Tensor:
         return self.interactions[t](x, rbf, fcut, batch.idx_i, batch.idx_j)
