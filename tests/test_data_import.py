@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import ase
+import ase.build
 import ase.db
 import ase.io
 import h5py
@@ -274,9 +275,13 @@ TABLE_ERRORS = {
     ),
     "same file twice": ("a.xyz 1\na 2\n", r"table\.txt, line 2: 'a' names the same file as line 1"),
     "non-numeric": ("a.xyz 1\nb.xyz x2\n", r"table\.txt, line 2: column 2 \(energy\) is 'x2', not a number"),
-    "header": (
-        "name energy\na.xyz 1\n",
-        r"table\.txt, line 1: .* not a number \(a header line\? start it with #\)",
+    "words after the first row": (
+        "a.xyz 1\nname energy\n",
+        r"table\.txt, line 2: column 2 \(energy\) is 'energy', not a number$",
+    ),
+    "a word where the first row's number goes": (
+        "a.xyz x\nb.xyz 2\n",
+        r"table\.txt, line 1: column 2 \(energy\) is 'x', not a number \(a header row names the columns",
     ),
     "nan": ("a.xyz nan\nb.xyz 2\n", r"table\.txt, line 1: column 2 \(energy\) is NaN"),
     "inf": ("a.xyz 1\n\nb.xyz -inf\n", r"table\.txt, line 3: column 2 \(energy\) is infinite"),
@@ -292,6 +297,25 @@ def test_bad_table_names_file_and_line(folder, case):
     with pytest.raises(DataFormatError, match=message) as err:
         _import_table(folder, text)
     assert "\n" not in str(err.value)
+
+
+def test_table_header_row_is_skipped_or_names_the_columns(folder):
+    table = folder.parent / "h.csv"
+    table.write_text("file,energy[kcal/mol],homo[Hartree]\na.xyz,-1.5,-0.3\nb.xyz,-2.5,-0.4\n")
+    mols = import_molecules([folder], table=table)  # the columns from the header
+    assert mols.units == {"energy": "kcal/mol", "homo": "Hartree"}
+    np.testing.assert_allclose(mols.targets["energy"], [-1.5, -2.5])
+    np.testing.assert_allclose(mols.targets["homo"], [-0.3, -0.4])
+    same = import_molecules([folder], table=table, columns=["name", "energy[kcal/mol]", "-"])
+    np.testing.assert_allclose(same.targets["energy"], [-1.5, -2.5])  # a header given --columns is skipped
+    table.write_text("a.xyz,-1.5\nb.xyz,-2.5\n")
+    with pytest.raises(DataFormatError, match=r"h\.csv: no header row; give the table's columns"):
+        import_molecules([folder], table=table)
+    table.write_text("molecule,energy[eV]\na.xyz,-1.5\nb.xyz,-2.5\n")
+    with pytest.raises(
+        DataFormatError, match=r"h\.csv: the header 'molecule,energy\[eV\]' has no file-name column"
+    ):
+        import_molecules([folder], table=table)
 
 
 def test_bad_multiplicity_column(folder):
@@ -315,7 +339,9 @@ def test_bad_column_specs(folder, columns, message):
 
 def test_table_column_needs_a_unit(folder):
     (folder.parent / "t.txt").write_text("a.xyz 1\nb.xyz 2\n")
-    with pytest.raises(DataFormatError, match=r"t\.txt: column 'energy' has no unit; pass unit="):
+    with pytest.raises(
+        DataFormatError, match=r"t\.txt: column 'energy' has no unit; pass --unit \(unit= in Python"
+    ):
         import_molecules([folder], table=folder.parent / "t.txt", columns=["name", "energy"])
     mols = import_molecules([folder], table=folder.parent / "t.txt", columns=["name", "energy[eV]"])
     assert mols.units == {"energy": "eV"}
@@ -489,3 +515,98 @@ def test_invalid_new_fields_are_rejected():
         Molecules(**base, multiplicity=[0.5])
     with pytest.raises(DataFormatError, match=r"description\(s\) for unknown target"):
         Molecules(**base, descriptions={"energy": "x"})
+
+
+# ---------------------------------------------------------------------------- other tools' files
+SCHNETPACK_DB = Path(__file__).parent / "fixtures" / "schnetpack" / "molecules.db"
+
+
+def test_schnetpack_database_reads_data_units_and_atom_references():
+    """A database written by schnetpack's ASEAtomsData: properties in row.data, units and atom
+    references in the metadata (made by tests/fixtures/schnetpack/make_fixtures.py)."""
+    mols = import_molecules([SCHNETPACK_DB])
+    assert len(mols) == 40 and mols.units["energy"] == "eV" and mols.force_unit == "eV/Å"
+    with ase.db.connect(SCHNETPACK_DB) as db:
+        rows = list(db.select())
+        refs = np.asarray(db.metadata["atomrefs"]["energy"])
+    np.testing.assert_allclose(mols.targets["energy"], [r.data["energy"][0] for r in rows])
+    np.testing.assert_allclose(mols.forces, np.concatenate([r.data["forces"] for r in rows]))
+    by_hand = mols.targets["energy"][3] - refs[rows[3].numbers].sum()
+    assert mols.targets["energy_atomization"][3] == pytest.approx(by_hand)
+    assert mols.units["energy_atomization"] == "eV" and "atom references" in mols.describe(
+        "energy_atomization"
+    )
+    assert load_dataset(SCHNETPACK_DB).units["energy"] == "eV"  # every loader reads it the same way
+
+
+def test_schnetpack_database_units_contradicted_or_missing_properties_name_the_file():
+    with pytest.raises(DataFormatError, match=r"molecules\.db: records energy in eV, not kcal/mol"):
+        import_molecules([SCHNETPACK_DB], unit="kcal/mol")
+    with pytest.raises(DataFormatError, match=r"molecules\.db: records energy in eV, not Hartree"):
+        import_molecules([SCHNETPACK_DB], columns=["energy[Hartree]"])
+    with pytest.raises(
+        DataFormatError,
+        match=r"molecules\.db: no molecule has a property 'U0'; its molecules have: energy, forces",
+    ):
+        import_molecules([SCHNETPACK_DB], columns=["U0[eV]"])
+
+
+def test_extxyz_property_by_name_and_unit_from_the_command_line(tmp_path, capsys):
+    from qmlx.cli import main
+
+    frames = []
+    for k, name in enumerate(["H2O", "CH4", "NH3"]):
+        atoms = ase.build.molecule(name)
+        atoms.info["U0"], atoms.info["homo"] = -40.0 - k, -0.3
+        frames.append(atoms)
+    src, out = tmp_path / "u0.extxyz", tmp_path / "u0.h5"
+    ase.io.write(src, frames)
+    assert main(["data", "import", str(src), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "no 'energy', but the molecules have U0, homo" in err and "--target U0[eV]" in err
+    assert not out.exists()
+    assert (
+        main(["data", "import", str(src), "--target", "U0[Hartree]", "--out", str(out), "--no-progress"]) == 0
+    )
+    mols = load_dataset(out)
+    assert mols.units == {"U0": "Hartree"}
+    np.testing.assert_allclose(mols.targets["U0"], [-40.0, -41.0, -42.0])
+    assert (
+        main(["data", "import", str(src), "--target", "U0[kcal/mole]", "--out", str(out), "--no-progress"])
+        == 1
+    )
+    assert "unknown unit 'kcal/mole'; did you mean 'kcal/mol'?" in capsys.readouterr().err
+    assert main(["data", "import", str(src), "--columns", "U0", "--out", str(out), "--no-progress"]) == 1
+    assert "--target KEY[UNIT]" in capsys.readouterr().err
+
+
+def test_every_molecule_of_a_multi_molecule_sdf_and_mol2(tmp_path):
+    from qmlx.models import load_model
+
+    blocks = []
+    for k, name in enumerate(["H2O", "CH4", "NH3"]):
+        path = tmp_path / f"{k}.sdf"
+        ase.io.write(path, ase.build.molecule(name), format="sdf")
+        blocks.append(path.read_text().rstrip("\n").removesuffix("$$$$").rstrip("\n") + "\n$$$$\n")
+    sdf = tmp_path / "three.sdf"
+    sdf.write_text("".join(blocks))
+    frames, labels, _ = read_frames(sdf)
+    assert [a.get_chemical_formula() for a in frames] == ["H2O", "CH4", "H3N"]
+    assert labels[2].endswith("three.sdf, frame 2")
+    pred = load_model("qm7-schnet").predict(frames)
+    assert len(pred.energy) == 3 and np.isfinite(pred.energy).all()
+    mol2 = tmp_path / "two.mol2"
+    mol2.write_text(
+        "@<TRIPOS>MOLECULE\nwater\n 3 2 0 0 0\nSMALL\nNO_CHARGES\n\n@<TRIPOS>ATOM\n"
+        "1 O1 0.0 0.0 0.119 O.3 1 HOH 0.0\n2 H1 0.0 0.763 -0.477 H 1 HOH 0.0\n3 H2 0.0 -0.763 -0.477 H 1 HOH 0.0\n"
+        "@<TRIPOS>BOND\n1 1 2 1\n2 1 3 1\n"
+        "@<TRIPOS>MOLECULE\nmethane\n 5 4 0 0 0\nSMALL\nNO_CHARGES\n\n@<TRIPOS>ATOM\n"
+        "1 C1 0.0 0.0 0.0 C.3 1 MET 0.0\n2 H1 0.629 0.629 0.629 H 1 MET 0.0\n3 H2 -0.629 -0.629 0.629 H 1 MET 0.0\n"
+        "4 H3 -0.629 0.629 -0.629 H 1 MET 0.0\n5 H4 0.629 -0.629 -0.629 H 1 MET 0.0\n"
+    )
+    frames, _, _ = read_frames(mol2)
+    assert [a.get_chemical_formula() for a in frames] == ["H2O", "CH4"]
+    np.testing.assert_allclose(frames[0].positions[1], [0.0, 0.763, -0.477])
+    mol2.write_text("@<TRIPOS>MOLECULE\nx\n@<TRIPOS>ATOM\n1 X1 0 0 0 Xx.3\n")
+    with pytest.raises(DataFormatError, match=r"two\.mol2.*unknown atom type 'Xx\.3'"):
+        read_frames(mol2)

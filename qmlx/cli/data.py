@@ -55,7 +55,14 @@ def import_command(args: argparse.Namespace) -> None:
     check_writable(args.out, "--out")
     columns = args.columns.split(",") if args.columns else None
     if columns is not None and args.table is None:
-        raise ConfigError("--columns describes the columns of --table; give --table as well")
+        raise ConfigError(
+            "--columns describes the columns of --table; to read properties from the molecule files, "
+            "name them with --target KEY[UNIT]"
+        )
+    if args.target and args.table is not None:
+        raise ConfigError("--target reads properties from the molecule files; with --table give --columns")
+    if args.target:
+        columns = list(args.target)
     mols = import_molecules(
         args.sources,
         table=args.table,
@@ -89,6 +96,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="molecule file(s) or folder(s) of xyz files")
     p.add_argument("--table", default=None, help="property table: one line per molecule, file name first")
+    p.add_argument(
+        "--target", action="append", metavar="KEY[UNIT]",
+        help="a property to read from the molecule files (atoms.info, an ASE database's key-value pairs or "
+        "data, or the calculator), with its unit, e.g. --target U0[Hartree]; repeat for several "
+        "(default: energy, or every property a schnetpack database records units for)",
+    )  # fmt: skip
     p.add_argument(
         "--columns",
         default=None,

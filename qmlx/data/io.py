@@ -5,8 +5,17 @@ Sources of `import_molecules`
 -----------------------------
 - an extxyz file or an ASE database (``.db``): every frame (row) is a molecule. Targets come from
   ``atoms.info`` or the calculator (``atoms.calc.results``); forces from ``atoms.arrays["forces"]``
-  or the calculator. Key-value pairs of a database row are read like ``atoms.info``.
-- any other file ASE can read (sdf, ...), several frames allowed.
+  or the calculator. Key-value pairs of a database row, and the numbers in its ``data`` (where
+  schnetpack keeps properties), are read like ``atoms.info`` (per-atom arrays like ``arrays``).
+  ``columns`` names the targets to read (``["U0[Hartree]"]``); without it, ``energy``, or every
+  property a schnetpack database records a unit for. A named property that no molecule has is an
+  error listing those they have; so are molecules without ``energy`` that carry other numbers.
+- a schnetpack database (``ASEAtomsData``) also records units (``_property_unit_dict``) and atom
+  references (``atomrefs``) in its metadata: its units are used (and a contradicting ``unit`` is an
+  error), and a target with atom references gets a second one, ``<key>_atomization``, the value
+  minus its atoms' references.
+- mol/sdf files (every ``$$$$``-separated molecule), Tripos mol2 files (every molecule), and any
+  other file ASE can read, several frames allowed.
 - a folder of xyz files (``*.xyz``, ``*.extxyz``), which needs a property table.
 
 Molecule ids are the file name without its extension (``"0001"`` for ``0001.xyz``) for files named
@@ -16,7 +25,9 @@ and ``"<file name>:<row id>"`` for rows of an ASE database.
 Property tables
 ---------------
 One line per molecule, fields separated by whitespace or commas; ``#`` starts a comment and blank
-lines are skipped. ``columns`` names the fields in order:
+lines are skipped. A first row that names the columns (``file,energy[kcal/mol]``) is a header:
+without ``columns`` it gives them (the file-name column headed ``name``, ``file`` or
+``filename``), with ``columns`` it is skipped. ``columns`` names the fields in order:
 
 - ``name``: the file the line describes, relative to the source folder(s) (``0001.xyz``; the name
   without its extension also works when it is unambiguous). Exactly one column is ``name``.
@@ -24,7 +35,8 @@ lines are skipped. ``columns`` names the fields in order:
 - ``charge``, ``multiplicity``: the net charge and spin multiplicity 2S+1 of the molecule; they
   take precedence over what the file says.
 - any other name (letters, digits, ``_``): a target, in ``unit``; ``energy[eV]`` gives a column its
-  own unit (also one that is not an energy, e.g. ``mu[Debye]``).
+  own unit (an energy unit or one of `qmlx.data.molecules.OTHER_UNITS`, e.g. ``mu[Debye]``; an
+  unknown one is an error that suggests the closest).
 
 Every file of a source folder needs a line, every line needs a file, a name appears once, and
 each named file holds one molecule. Targets from a table replace any the files carry.
@@ -55,7 +67,14 @@ import ase
 import numpy as np
 from tqdm.auto import tqdm
 
-from qmlx.data.molecules import Molecules, collect_frames, energy_unit, normalize_force_unit, unit_name
+from qmlx.data.molecules import (
+    Molecules,
+    collect_frames,
+    energy_unit,
+    normalize_force_unit,
+    stated_unit,
+    unit_name,
+)
 from qmlx.errors import DataFormatError
 
 XYZ_SUFFIXES = (".xyz", ".extxyz")
@@ -132,10 +151,12 @@ def read_frames(
 
             frames, row_ids = [], []
             for row in ase.db.connect(path).select():
-                atoms = row.toatoms()
-                atoms.info.update(row.key_value_pairs)
-                frames.append(atoms)
+                frames.append(_row_atoms(row))
                 row_ids.append(row.id)
+        elif format is None and suffix in (".sdf", ".mol", ".mdl"):
+            frames = [ase.io.read(io.StringIO(block), format="sdf") for block in _sdf_blocks(path)]
+        elif format is None and suffix == ".mol2":
+            frames = _read_mol2(path)
         elif format is None and suffix in XYZ_SUFFIXES:
             text = path.read_text()
             frames = ase.io.read(io.StringIO(text), index=":", format="extxyz")
@@ -179,6 +200,93 @@ def _state_charges(frames: list[ase.Atoms], stated: list[int | None]) -> None:
             atoms.info["charge"] = float(stated[k])
         elif atoms.has("initial_charges") and np.any(atoms.get_initial_charges()):
             atoms.info["charge"] = float(np.rint(atoms.get_initial_charges().sum()))
+
+
+def _row_atoms(row) -> ase.Atoms:
+    """One ASE database row as ``ase.Atoms``: its key-value pairs and its ``data`` in ``info``
+    (scalars) and ``arrays`` (one value or vector per atom, such as schnetpack's ``forces``)."""
+    atoms = row.toatoms()
+    atoms.info.update(row.key_value_pairs)
+    for key, value in (row.get("data") or {}).items():
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiu":
+            continue
+        if arr.size == 1:
+            atoms.info.setdefault(key, float(arr.reshape(-1)[0]))
+        elif arr.ndim >= 1 and arr.shape[0] == len(atoms) and key not in atoms.arrays:
+            atoms.arrays[key] = arr.astype(np.float64)
+    _state_charges([atoms], [])
+    return atoms
+
+
+def file_units(path: str | os.PathLike) -> dict[str, str]:
+    """The units a file records for its properties: a schnetpack database's metadata
+    (``_property_unit_dict``, e.g. ``{"energy": "eV", "forces": "eV/Ang"}``); empty otherwise."""
+    path = Path(path)
+    if path.suffix.lower() not in DB_SUFFIXES or not path.is_file():
+        return {}
+    import ase.db
+
+    try:
+        meta = ase.db.connect(path).metadata
+    except Exception as err:  # noqa: BLE001 - ASE raises many kinds for a broken database
+        raise DataFormatError(f"{path}: cannot read the database's metadata ({_one_line(err)})") from None
+    units = meta.get("_property_unit_dict") or {}
+    return {str(k): str(v) for k, v in units.items() if v not in (None, "")}
+
+
+def file_atomrefs(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Per property, the atom reference energies a schnetpack database records (``atomrefs`` in its
+    metadata, indexed by nuclear charge, in the property's unit); only properties with a non-zero
+    reference."""
+    path = Path(path)
+    if path.suffix.lower() not in DB_SUFFIXES or not path.is_file():
+        return {}
+    import ase.db
+
+    refs = ase.db.connect(path).metadata.get("atomrefs") or {}
+    out = {}
+    for key, values in refs.items():
+        arr = np.asarray(values, dtype=np.float64).reshape(-1)
+        if np.any(arr != 0):
+            out[str(key)] = arr
+    return out
+
+
+def _sdf_blocks(path: Path) -> list[str]:
+    """The molecule blocks of a mol or sdf file (separated by ``$$$$`` lines), each ending in
+    ``M  END``; ASE's sdf reader reads one block only."""
+    parts = re.split(r"^\$\$\$\$[^\n]*$", path.read_text(), flags=re.M)
+    # each part after a separator starts with that line's newline; a molecule's title line may be blank
+    parts = parts[:1] + [p[1:] if p.startswith("\n") else p for p in parts[1:]]
+    return [p for p in parts if p.strip()]
+
+
+def _read_mol2(path: Path) -> list[ase.Atoms]:
+    """Every molecule of a Tripos mol2 file (``@<TRIPOS>MOLECULE`` records): elements from the SYBYL
+    atom types (``C.3`` is carbon), positions in Å; the formal charge is not in a mol2 file."""
+    from ase.data import atomic_numbers
+
+    frames: list[ase.Atoms] = []
+    for k, record in enumerate(re.split(r"^@<TRIPOS>MOLECULE[^\n]*$", path.read_text(), flags=re.M)[1:]):
+        atoms = re.search(r"^@<TRIPOS>ATOM[^\n]*\n(.*?)(?=^@<TRIPOS>|\Z)", record, flags=re.M | re.S)
+        if atoms is None:
+            raise DataFormatError(f"{path}, molecule {k}: no @<TRIPOS>ATOM section")
+        numbers, positions = [], []
+        for line in atoms.group(1).splitlines():
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) < 6:
+                raise DataFormatError(f"{path}, molecule {k}: atom line {line.strip()!r} has too few fields")
+            symbol = fields[5].split(".")[0]
+            symbol = symbol[:1].upper() + symbol[1:].lower()
+            if symbol not in atomic_numbers:
+                raise DataFormatError(f"{path}, molecule {k}: unknown atom type {fields[5]!r}")
+            numbers.append(atomic_numbers[symbol])
+            positions.append([float(x) for x in fields[2:5]])
+        frames.append(ase.Atoms(numbers=numbers, positions=positions))
+    return frames
 
 
 def _with_charge(atoms: ase.Atoms, info: dict) -> ase.Atoms:
@@ -228,7 +336,7 @@ def _parse_columns(
                     "or a target name such as 'energy' or 'energy[eV]'"
                 )
             kind, key, key_unit = "target", match.group(1), match.group(2)
-            key_unit = unit_name(key_unit) if key_unit is not None else unit
+            key_unit = stated_unit(key_unit, f"{where}: {spec}") if key_unit is not None else unit
         if key != "-" and key in seen:
             raise DataFormatError(f"{where}: column {key!r} is given twice in {list(columns)}")
         seen.add(key)
@@ -242,7 +350,7 @@ def _parse_columns(
         no_unit = [key for kind, key, u in specs if kind == "target" and u is None]
         if no_unit:
             raise DataFormatError(
-                f"{where}: column {no_unit[0]!r} has no unit; pass unit= (kcal/mol, eV or Hartree) "
+                f"{where}: column {no_unit[0]!r} has no unit; pass --unit (unit= in Python: kcal/mol, eV or Hartree) "
                 f"or write e.g. '{no_unit[0]}[kcal/mol]'"
             )
     elif any(k != "target" for k in kinds):
@@ -264,11 +372,15 @@ def _parse_table(table: Path, specs: list[tuple[str, str, str | None]]) -> list[
     expected = " ".join(key for _, key, _ in specs)
     rows: list[tuple[int, str, dict]] = []
     first_line: dict[str, int] = {}
+    header_seen = False
     for lineno, line in enumerate(text.splitlines(), start=1):
         body = line.split("#", 1)[0].strip()
         if not body:
             continue
         fields = _FIELD_SEP.split(body)
+        if not rows and not header_seen and _is_header(fields, specs):
+            header_seen = True
+            continue
         if len(fields) != len(specs):
             raise DataFormatError(
                 f"{table}, line {lineno}: {len(fields)} columns, expected {len(specs)} ({expected})"
@@ -283,7 +395,11 @@ def _parse_table(table: Path, specs: list[tuple[str, str, str | None]]) -> list[
             try:
                 value = float(text_value)
             except ValueError:
-                hint = " (a header line? start it with #)" if not rows else ""
+                hint = (
+                    f" (a header row names the columns, e.g. '{' '.join(k for _, k, _ in specs)}')"
+                    if not rows and not header_seen
+                    else ""
+                )
                 raise DataFormatError(
                     f"{table}, line {lineno}: column {j} ({key}) is {text_value!r}, not a number{hint}"
                 ) from None
@@ -306,6 +422,58 @@ def _parse_table(table: Path, specs: list[tuple[str, str, str | None]]) -> list[
     if not rows:
         raise DataFormatError(f"{table}: the table has no rows")
     return rows
+
+
+#: header names of the column that names the files
+_NAME_HEADERS = {"name", "file", "filename", "file_name"}
+
+
+def _is_header(fields: list[str], specs: list[tuple[str, str, str | None]]) -> bool:
+    """True for a table's first line that names its columns: no number where numbers go, and
+    a file-name column headed ``name``/``file``/``filename`` or number columns headed by their
+    keys (``energy`` or ``energy[eV]`` over ``energy``)."""
+    if len(fields) != len(specs):
+        return False
+    numeric = [(f, key) for f, (kind, key, _) in zip(fields, specs) if kind not in ("name", "skip")]
+    if not numeric or any(_is_number(f) for f, _ in numeric):
+        return False
+    names = [f for f, (kind, _, _) in zip(fields, specs) if kind == "name"]
+    return any(f.lower() in _NAME_HEADERS for f in names) or all(
+        f.split("[", 1)[0].lower() == key.lower() for f, key in numeric
+    )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _header_columns(table: Path) -> list[str]:
+    """The columns a table's header row names: ``name`` (or ``file``, ``filename``) for the file
+    names, targets as ``energy`` or ``energy[kcal/mol]``; `DataFormatError` without a header."""
+    try:
+        lines = [ln.split("#", 1)[0].strip() for ln in table.read_text().splitlines()]
+    except FileNotFoundError:
+        raise DataFormatError(f"{table}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataFormatError(f"{table}: cannot read the table ({_one_line(err)})") from None
+    first = next((ln for ln in lines if ln), "")
+    fields = _FIELD_SEP.split(first) if first else []
+    if not fields or any(_is_number(f) for f in fields):
+        raise DataFormatError(
+            f"{table}: no header row; give the table's columns, e.g. --columns name,energy "
+            "(columns=['name', 'energy'] in Python)"
+        )
+    columns = ["name" if f.lower() in _NAME_HEADERS else f for f in fields]
+    if "name" not in columns:
+        raise DataFormatError(
+            f"{table}: the header {first!r} has no file-name column (name, file or filename); "
+            "or give --columns"
+        )
+    return columns
 
 
 class _Folder:
@@ -407,6 +575,7 @@ def import_molecules(
         raise DataFormatError("import: no sources given")
     unit = energy_unit(unit) if unit is not None else None
     force_unit = normalize_force_unit(force_unit) if force_unit is not None else None
+    descriptions = dict(descriptions or {})
     for source in sources:
         if not source.exists():
             raise DataFormatError(f"{source}: no such file or folder")
@@ -423,19 +592,33 @@ def import_molecules(
                 f"{folders[0].path}: a folder of xyz files needs a property table naming its files "
                 "(table=..., columns=[...]); or give the files themselves"
             )
-        specs = _parse_columns(columns, "columns", False, unit) if columns is not None else None
+        specs = _parse_columns(columns, "targets", False, None) if columns is not None else None
         frames, labels, ids = [], [], []
         for file in tqdm(files, desc=f"reading {name}", unit="file", disable=not progress):
             f, lab, i = read_frames(file)
             frames += f
             labels += lab
             ids += i
-        targets = None if specs is None else {key: key_unit for _, key, key_unit in specs}
+        recorded = _recorded_units(files)
+        if force_unit is None and "forces" in recorded:
+            force_unit = normalize_force_unit(recorded["forces"][0])
+        if specs is None:
+            # what a file records units for (a schnetpack database) is read; else the energy
+            scalars = [k for k in recorded if k != "forces" and _numeric(frames[0].info.get(k))]
+            targets = {k: None for k in scalars} if scalars else None
+        else:
+            targets = {key: key_unit for _, key, key_unit in specs}
+        if targets is not None:
+            targets = {k: _target_unit(k, u, unit, recorded) for k, u in targets.items()}
+        _check_present(frames, labels, targets)
         fields = collect_frames(frames, labels, targets, unit, force_unit, strict=True)
+        if not fields["targets"]:
+            _check_nothing_left_out(frames, labels)
+        _add_atomization(fields, files, descriptions)
     else:
         table = Path(table)
         if columns is None:
-            raise DataFormatError(f"{table}: give the table's columns, e.g. ['name', 'energy']")
+            columns = _header_columns(table)
         specs = _parse_columns(columns, str(table), True, unit)
         rows = _parse_table(table, specs)
         paths = _resolve(rows, table, folders, files)
@@ -461,13 +644,95 @@ def import_molecules(
         for key in ("charge", "multiplicity"):
             if any(kind == key for kind, _, _ in specs):
                 fields[key] = np.array([values[key] for _, _, values in rows])
-    descriptions = dict(descriptions or {})
     unknown = sorted(set(descriptions) - set(fields["targets"]))
     if unknown:
         raise DataFormatError(
             f"{name}: description(s) for unknown target(s) {unknown}; targets are {sorted(fields['targets'])}"
         )
     return Molecules(**fields, ids=np.asarray(ids), name=name, descriptions=descriptions)
+
+
+def _recorded_units(files: Sequence[Path]) -> dict[str, tuple[str, Path]]:
+    """Property -> (unit, file) over the files that record units (`file_units`); files that
+    disagree on a property's unit are an error."""
+    out: dict[str, tuple[str, Path]] = {}
+    for file in files:
+        for key, key_unit in file_units(file).items():
+            if key in out and unit_name(out[key][0]) != unit_name(key_unit):
+                raise DataFormatError(
+                    f"{file}: records {key} in {key_unit}, but {out[key][1]} records it in {out[key][0]}"
+                )
+            out.setdefault(key, (key_unit, file))
+    return out
+
+
+def _target_unit(key: str, stated: str | None, unit: str | None, recorded: dict) -> str | None:
+    """A target's unit: as stated for it (``U0[Hartree]``), else as its file records it, else the
+    common ``unit``; a stated unit that contradicts the file's is an error naming the file."""
+    if key not in recorded:
+        return stated
+    file_unit, file = recorded[key]
+    given = stated if stated is not None else unit
+    if given is not None and unit_name(given) != unit_name(file_unit):
+        raise DataFormatError(f"{file}: records {key} in {file_unit}, not {given}")
+    return unit_name(file_unit)
+
+
+def _check_present(frames: list[ase.Atoms], labels: list[str], targets: dict | None) -> None:
+    """A target the caller named that no molecule has is an error naming the file and the
+    properties its molecules do have."""
+    for key in targets or {}:
+        if any(_numeric(a.info.get(key)) or _calc_has(a, key) for a in frames):
+            continue  # some have it: collect_frames names the first that does not
+        first = frames[0]
+        have = sorted(
+            {k for k, v in first.info.items() if _numeric(v)}
+            | set((getattr(first.calc, "results", None) or {}) if first.calc is not None else {})
+            | (set(first.arrays) - {"numbers", "positions"})
+        )
+        source = labels[0].split(", ")[0]
+        raise DataFormatError(
+            f"{source}: no molecule has a property {key!r}; its molecules have: {', '.join(have) or 'none'}"
+        )
+
+
+def _check_nothing_left_out(frames: list[ase.Atoms], labels: list[str]) -> None:
+    """Without an ``energy``, molecules that carry other numeric properties are an error that
+    names them: the caller most likely meant one of them as the target."""
+    keys = sorted(
+        {k for a in frames for k, v in a.info.items() if _numeric(v)} - {"charge", "multiplicity", "spin"}
+    )
+    if keys:
+        source = labels[0].split(", ")[0]
+        raise DataFormatError(
+            f"{source}: no 'energy', but the molecules have {', '.join(keys)}; name the target and its "
+            f"unit, e.g. --target {keys[0]}[eV] (columns=['{keys[0]}[eV]'] in Python)"
+        )
+
+
+def _calc_has(atoms: ase.Atoms, key: str) -> bool:
+    return atoms.calc is not None and key in (getattr(atoms.calc, "results", None) or {})
+
+
+def _add_atomization(fields: dict, files: Sequence[Path], descriptions: dict[str, str]) -> None:
+    """For each target a schnetpack database has atom references for (`file_atomrefs`), a second
+    target ``<key>_atomization``: the value minus the sum of its atoms' references, in the same
+    unit (the atomization energy, where the references are the free atoms' energies)."""
+    refs: dict[str, np.ndarray] = {}
+    for file in files:
+        for key, values in file_atomrefs(file).items():
+            refs.setdefault(key, values)
+    n_mol = len(fields["n_atoms"])
+    mol_index = np.repeat(np.arange(n_mol), fields["n_atoms"])
+    for key in [k for k in fields["targets"] if k in refs]:
+        ref = refs[key]
+        if fields["Z"].max() >= len(ref) or np.any(ref[fields["Z"]] == 0):
+            continue  # an element without a reference: no atomization energy
+        per_mol = np.bincount(mol_index, weights=ref[fields["Z"]], minlength=n_mol)
+        new = f"{key}_atomization"
+        fields["targets"][new] = fields["targets"][key] - per_mol
+        fields["units"][new] = fields["units"][key]
+        descriptions.setdefault(new, f"{descriptions.get(key, key)} minus the database's atom references")
 
 
 # ---------------------------------------------------------------------------- one file
@@ -490,6 +755,8 @@ def read_molecules(
     path = str(path)
     if is_qmlx_hdf5(path) or path.lower().endswith((".h5", ".hdf5")):
         return load_molecules(path)
+    if targets is None and format is None and file_units(path):  # a schnetpack database
+        return import_molecules([path], unit=unit, force_unit=force_unit, name=path)
     frames, _, _ = read_frames(path, format=format)
     return Molecules.from_atoms(frames, targets=targets, name=path, unit=unit, force_unit=force_unit)
 
@@ -522,8 +789,8 @@ def iter_molecules(path: str | os.PathLike, chunk_size: int = 10_000) -> Iterato
     if suffix in DB_SUFFIXES:
         import ase.db
 
-        frames = (_with_charge(row.toatoms(), row.key_value_pairs) for row in ase.db.connect(path).select())
-    elif suffix in MOL_SUFFIXES:  # small files: read whole, with the charges they state
+        frames = (_row_atoms(row) for row in ase.db.connect(path).select())
+    elif suffix in (*MOL_SUFFIXES, ".mol2"):  # small files: read whole, with the charges they state
         frames = iter(read_frames(path)[0])
     else:
         frames = (

@@ -46,7 +46,7 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from qmlx.errors import DataFormatError
-from qmlx.units import BOHR_TO_ANGSTROM, convert_energy
+from qmlx.units import BOHR_TO_ANGSTROM, ENERGY_UNITS, convert_energy
 
 MAX_Z = len(chemical_symbols) - 1
 
@@ -69,6 +69,27 @@ def energy_unit(unit: str) -> str:
         hint = f"; did you mean {_ENERGY_ALIASES[close[0]]!r}?" if close else ""
         raise DataFormatError(f"energy unit {unit!r}: {err}{hint}") from None
     return canonical
+
+
+#: units a user may state for a target besides the energy units (QM9's properties among them)
+OTHER_UNITS = ("Debye", "Bohr^3", "Bohr^2", "Bohr", "Å", "GHz", "cal/mol/K", "e", "a.u.", "K", "cm^-1", "1")
+
+
+def stated_unit(unit: str, where: str) -> str:
+    """A unit a user typed for a target (``energy[eV]``): its canonical spelling if it is an
+    energy unit or one of `OTHER_UNITS` (any case), else `DataFormatError` naming ``where``, with
+    the closest known unit as a suggestion."""
+    text = str(unit).strip()
+    if text.lower() in _ENERGY_ALIASES:
+        return _ENERGY_ALIASES[text.lower()]
+    known = {u.lower(): u for u in OTHER_UNITS}
+    if text.lower() in known:
+        return known[text.lower()]
+    names = {**_ENERGY_ALIASES, **known}
+    close = difflib.get_close_matches(text.lower(), names, n=1, cutoff=0.6)
+    hint = f"; did you mean {names[close[0]]!r}?" if close else ""
+    listed = ", ".join([*ENERGY_UNITS, *OTHER_UNITS])
+    raise DataFormatError(f"{where}: unknown unit {text!r}{hint} (known: {listed})")
 
 
 def unit_name(unit: str) -> str:
