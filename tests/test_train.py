@@ -324,3 +324,30 @@ def test_resume_with_reset_lr_starts_a_recorded_second_phase(tmp_path):
     assert second.metadata["command"] == "train"
     assert second.metadata["resume_commands"] == ["train --resume --reset-lr 1e-4"]
     assert second.history[2]["lr"] <= 1e-4
+
+
+def test_a_new_run_never_overwrites_an_existing_one(tmp_path, capsys):
+    from qmlx.cli import main
+    from qmlx.errors import ConfigError
+    from qmlx.train.run import check_new_run, train_network
+
+    run = tmp_path / "run"
+    run.mkdir()
+    check_new_run(run, resume=False)  # an empty folder is fine
+    (run / "model.pt").write_bytes(b"weights")
+    (run / "checkpoint.pt").write_bytes(b"state")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    # the command refuses before reading any data: the data set named here does not even exist
+    argv = ["train", "schnet", "--data", str(tmp_path / "missing.h5"), "--out", str(run), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds a run (checkpoint.pt, model.pt)" in err and "--resume" in err
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train_network("schnet", _synthetic(), config=TrainConfig(epochs=1), out=run, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    check_new_run(run, resume=True)  # resuming is what the folder is for
+    ensemble = tmp_path / "ens"
+    (ensemble / "member-0").mkdir(parents=True)
+    (ensemble / "member-0" / "checkpoint.pt").write_bytes(b"state")
+    with pytest.raises(ConfigError, match=r"member-0/checkpoint\.pt"):
+        check_new_run(ensemble, resume=False)

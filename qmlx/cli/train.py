@@ -124,7 +124,7 @@ def train_network_command(args: argparse.Namespace) -> None:
     from qmlx._io import json_dumps
     from qmlx.train.config import SplitSpec, TrainConfig
     from qmlx.train.ensemble import train_ensemble
-    from qmlx.train.run import train_network
+    from qmlx.train.run import check_new_run, train_network
 
     if args.reset_lr is not None and not args.resume:
         raise ConfigError("--reset-lr starts a second phase of a resumed run; give --resume as well")
@@ -132,6 +132,7 @@ def train_network_command(args: argparse.Namespace) -> None:
         if value is not None and args.network != "dtnn":
             raise ConfigError(f"{option} applies to dtnn only")
     check_writable(args.out, "--out", is_dir=True)
+    check_new_run(args.out, args.resume)  # before the data is read
     from qmlx.nn.batch import resolve_device
 
     device = resolve_device(args.device)  # a CUDA request without CUDA fails here, before any work

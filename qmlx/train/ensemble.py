@@ -18,7 +18,14 @@ from qmlx.data.molecules import Molecules
 from qmlx.errors import ConfigError
 from qmlx.train.config import SplitSpec, TrainConfig, recorded_split
 from qmlx.train.engine import BEST_NAME, CHECKPOINT_NAME
-from qmlx.train.run import ENERGY_UNIT, data_label, summary_metrics, train_network, write_result
+from qmlx.train.run import (
+    ENERGY_UNIT,
+    check_new_run,
+    data_label,
+    summary_metrics,
+    train_network,
+    write_result,
+)
 
 #: metadata of one member that does not describe the ensemble
 MEMBER_KEYS = {
@@ -66,6 +73,7 @@ def train_ensemble(
     mols = data if isinstance(data, Molecules) else load_dataset(data)
     label = data_label(data)
     out = Path(out or f"runs/{Path(label).stem if label not in ('qm7', 'qm9') else label}-{model}-ensemble")
+    check_new_run(out, resume)
     summaries = []
     for k in range(n_members):
         member_out = out / f"member-{k}"

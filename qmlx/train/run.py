@@ -29,7 +29,7 @@ from qmlx.metrics import metrics
 from qmlx.nn.batch import PairCache, resolve_device
 from qmlx.nn.models import build_model
 from qmlx.train.config import SplitSpec, TrainConfig
-from qmlx.train.engine import CHECKPOINT_NAME, Trainer, evaluate
+from qmlx.train.engine import BEST_NAME, CHECKPOINT_NAME, Trainer, evaluate
 
 ENERGY_UNIT = "kcal/mol"
 #: training settings that may change when a run is resumed (everything else must match)
@@ -81,6 +81,22 @@ def _compare(old: dict, new: dict, keys, prefix: str = "") -> list[str]:
         if key in old and key in new and old[key] != new[key]:
             diffs.append(f"{prefix}{key} {old[key]!r} -> {new[key]!r}")
     return diffs
+
+
+def check_new_run(out: str | os.PathLike | None, resume: bool) -> None:
+    """Refuse to start a new run (``resume`` False) in a folder that holds one already (its
+    ``checkpoint.pt`` or ``model.pt``, or an ensemble member's checkpoint), which it would
+    overwrite."""
+    if out is None or resume:
+        return
+    out = Path(out)
+    held = [p.name for p in (out / CHECKPOINT_NAME, out / BEST_NAME) if p.exists()]
+    held += [f"{p.parent.name}/{p.name}" for p in sorted(out.glob(f"member-*/{CHECKPOINT_NAME}"))]
+    if held:
+        raise ConfigError(
+            f"{out}: already holds a run ({', '.join(held[:3])}); continue it with --resume "
+            "(resume=True), or give another --out"
+        )
 
 
 def check_resume(checkpoint: Path, metadata: dict, model_name: str, model_config: dict) -> None:
@@ -166,6 +182,7 @@ def train_network(
         label = data_label(data)
         stem = Path(label).stem if label not in ("qm7", "qm9") else label
         out = Path(out or f"runs/{stem}-{model.lower()}-fold{sp.fold if sp.fold is not None else 0}")
+        check_new_run(out, resume)
         train_m = mols.subset(sp.train)
         metadata = {
             "data": label,
