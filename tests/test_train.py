@@ -341,7 +341,9 @@ def test_a_new_run_never_overwrites_an_existing_one(tmp_path, capsys):
     argv = ["train", "schnet", "--data", str(tmp_path / "missing.h5"), "--out", str(run), "--no-progress"]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "already holds a run (checkpoint.pt, model.pt)" in err and "--resume" in err
+    assert (
+        err.count("\n") == 1 and "already holds a run (checkpoint.pt, model.pt)" in err and "--resume" in err
+    )
     with pytest.raises(ConfigError, match="already holds a run"):
         train_network("schnet", _synthetic(), config=TrainConfig(epochs=1), out=run, progress=False)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before

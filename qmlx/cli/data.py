@@ -78,6 +78,19 @@ def import_command(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(mols)} molecules, {len(mols.Z)} atoms; {targets}", file=sys.stderr)
 
 
+def export_command(args: argparse.Namespace) -> None:
+    """Write a data set to an extxyz file or ASE database that reads back to the same numbers."""
+    from qmlx.data import load_dataset
+    from qmlx.data.export import check_export_path, export_molecules
+
+    check_writable(args.out, "--out")
+    check_export_path(args.out)
+    mols = load_dataset(args.data)
+    export_molecules(mols, args.out)
+    targets = ", ".join(mols.describe(k) for k in mols.targets) or "no targets"
+    print(f"wrote {args.out}: {len(mols)} molecules; {targets}", file=sys.stderr)
+
+
 def add(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="inspect and import data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -122,3 +135,15 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="HDF5 file to write (.h5)")
     add_progress(p)
     p.set_defaults(func=import_command)
+
+    p = data_sub.add_parser(
+        "export",
+        help="write a data set to an extxyz file or ASE database (eV, eV/Å; other units recorded)",
+        description="Write molecules with their targets, forces, charge and multiplicity in files ASE and "
+        "schnetpack read: an energy target in the calculator in eV (ASE's convention), other targets in "
+        "their own unit with <key>_unit beside them, forces in eV/Å; an ASE database also records the "
+        "units in its metadata. qmlx data import reads the file back to the same numbers and units.",
+    )
+    p.add_argument("data", help="qm7, qm9, a qmlx .h5 store or a molecule file")
+    p.add_argument("--out", required=True, help="file to write (.extxyz or .db)")
+    p.set_defaults(func=export_command)

@@ -16,15 +16,16 @@ from qmlx.cli.common import (
 from qmlx.errors import QmlxError
 
 
-def _labels(files: list[str], inputs) -> tuple[list[str], list[int]]:
+def _labels(files: list[str], positions: list[list[int]], sizes: list[int]) -> tuple[list[str], list[int]]:
     """Per molecule: a label for pictures and tables (the file name, plus ``#k`` for the k-th
-    molecule of a multi-molecule file) and its index within its file."""
+    molecule of a multi-molecule file) and its index within its file; ``positions`` are the
+    indices of the molecules explained in each file of ``sizes`` molecules."""
     from pathlib import Path
 
     labels, index = [], []
-    for path, part in zip(files, inputs):
-        for k in range(len(part)):
-            labels.append(Path(path).name if len(part) == 1 else f"{Path(path).name} #{k}")
+    for path, kept, size in zip(files, positions, sizes):
+        for k in kept:
+            labels.append(Path(path).name if size == 1 else f"{Path(path).name} #{k}")
             index.append(k)
     return labels, index
 
@@ -115,21 +116,21 @@ def _what(model, method: str, unit: str | None) -> tuple[str, str]:
     return f"{model.quantity} (kcal/mol)", "gradient norm, unsigned, no unit" if unit is None else unit
 
 
-def _stream(args: argparse.Namespace, model, method: str, rule, unit: str | None) -> None:
+def _stream(args: argparse.Namespace, model, method: str, rule, unit: str | None) -> int:
     """Explain file after file, chunk by chunk (`qmlx.data.io.iter_molecules`), printing as it
     goes: memory stays flat in the number of molecules. The first chunk of every file is read and
-    checked against the model's domain before anything is printed."""
+    checked against the model's domain before anything is printed. A molecule the model cannot
+    answer is refused alone (one stderr line, a record with its ``error``); returns 1 if any was."""
     from pathlib import Path
 
     from qmlx._io import json_dumps
+    from qmlx.data.domain import screen
     from qmlx.data.io import iter_molecules
     from qmlx.explain import explain
 
     chunks = [iter_molecules(path, args.chunk_size) for path in args.files]
-    first = [next(it) for it in chunks]
-    checked = {
-        id(c): model.check_domain(c) for c in first
-    }  # a file that fits one chunk fails before any output
+    first = [next(it) for it in chunks]  # every file opens and parses before any output
+    checked = {id(c): screen(model.check_domain, c) for c in first}
     if args.format == "json":
         quantity = "novelty" if method == "novelty" else model.quantity
         head = json_dumps({"method": method, "quantity": quantity, "unit": unit}, indent=None)
@@ -137,30 +138,46 @@ def _stream(args: argparse.Namespace, model, method: str, rule, unit: str | None
     elif args.format == "table":
         quantity, what = _what(model, method, unit)
         print(f"{quantity}, explained by {method}; relevance: {what}")
-    flagged = total = 0
+    flagged = total = refused = 0
     written = False
+
+    def emit(items: list[dict]) -> None:
+        nonlocal written
+        for item in items:
+            text = json_dumps(item, indent=None)
+            if args.format == "jsonl":
+                sys.stdout.write(text + "\n")
+            else:
+                sys.stdout.write(("" if not written else ",\n") + text)
+            written = True
+
     for path, head_chunk, rest in zip(args.files, first, chunks):
         offset = 0
         for mols in _chain(head_chunk, rest):
-            report = checked.pop(id(mols), None) or model.check_domain(mols)
-            result = explain(model, mols, method, rule=rule, steps=args.steps, top=args.top)
+            report, errors = checked.pop(id(mols), None) or screen(model.check_domain, mols)
             n = len(mols)
-            index = list(range(offset, offset + n))
             name = Path(path).name
-            labels = [name] if n == 1 and offset == 0 else [f"{name} #{k}" for k in index]
-            in_domain, notes = [bool(v) for v in report.in_domain], report.notes
-            if args.format == "table":
-                _print_table(result, mols, labels, in_domain, notes)
-            else:
-                for item in _items(result, mols, [path] * n, index, in_domain, notes):
-                    text = json_dumps(item, indent=None)
-                    if args.format == "jsonl":
-                        sys.stdout.write(text + "\n")
+            labels = [name] if n == 1 and offset == 0 else [f"{name} #{k}" for k in range(offset, offset + n)]
+            ok = [i for i, e in enumerate(errors) if e is None]
+            for i, error in enumerate(errors):
+                if error is not None:
+                    print(f"qmlx: error: {error}", file=sys.stderr)
+                    if args.format == "table":
+                        print(f"{labels[i]}  refused: {error}")
                     else:
-                        sys.stdout.write(("" if not written else ",\n") + text)
-                    written = True
+                        emit([{"file": path, "molecule": offset + i, "error": error}])
+            if ok:
+                sub = mols.subset(ok)
+                result = explain(model, sub, method, rule=rule, steps=args.steps, top=args.top)
+                index = [offset + i for i in ok]
+                in_domain, notes = [bool(report.in_domain[i]) for i in ok], [report.notes[i] for i in ok]
+                if args.format == "table":
+                    _print_table(result, sub, [labels[i] for i in ok], in_domain, notes)
+                else:
+                    emit(_items(result, sub, [path] * len(ok), index, in_domain, notes))
             offset += n
-            flagged, total = flagged + report.n_flagged, total + n
+            refused += n - len(ok)
+            flagged, total = flagged + sum(not report.in_domain[i] for i in ok), total + n
     if args.format == "json":
         sys.stdout.write("\n]}\n")
     if flagged:
@@ -169,6 +186,7 @@ def _stream(args: argparse.Namespace, model, method: str, rule, unit: str | None
             "(see domain_notes); their explanations are less reliable",
             file=sys.stderr,
         )
+    return 1 if refused else 0
 
 
 def _chain(head, rest):
@@ -176,7 +194,7 @@ def _chain(head, rest):
     yield from rest
 
 
-def explain_command(args: argparse.Namespace) -> None:
+def explain_command(args: argparse.Namespace) -> int:
     from qmlx._io import json_dumps
     from qmlx.cli.predict import read_inputs, warn_domain
     from qmlx.data.molecules import Molecules
@@ -185,6 +203,11 @@ def explain_command(args: argparse.Namespace) -> None:
 
     check_writable(args.png, "--png")
     check_writable(args.html, "--html")
+    check_writable(args.out, "--out")
+    if args.out:
+        from qmlx.data.export import check_export_path
+
+        check_export_path(args.out)
     if args.method == "potential" and not args.png:
         raise QmlxError("--method potential draws a map: give --png FILE")
     model = load_model(args.model, args.device)
@@ -200,17 +223,18 @@ def explain_command(args: argparse.Namespace) -> None:
     rule = Gamma(args.gamma) if args.gamma > 0 else Epsilon(args.epsilon)
     # the gradient norm is an unsigned sensitivity; novelty has no unit
     unit = None if method in ("gradient", "novelty") else "kcal/mol"
-    if method != "potential" and not args.png and not args.html:
-        _stream(args, model, method, rule, unit)
-        return
-    inputs = read_inputs(args.files)
-    reports = [(path, model.check_domain(mols)) for path, mols in zip(args.files, inputs)]
+    if method != "potential" and not args.png and not args.html and not args.out:
+        return _stream(args, model, method, rule, unit)
+    read = read_inputs(args.files)
+    inputs, reports, positions, refused = _answerable(model, read, args.files)
+    if not any(len(m) for m in inputs):
+        return 1
     if method == "potential":
         potential_maps(model, args, inputs)
         warn_domain(reports)
-        return
+        return 1 if refused else 0
     sources = [path for path, mols in zip(args.files, inputs) for _ in range(len(mols))]
-    labels, index = _labels(args.files, inputs)
+    labels, index = _labels(args.files, positions, [len(m) for m in read])
     mols = Molecules.concatenate(inputs, name=", ".join(args.files))
     in_domain = [bool(v) for _, r in reports for v in r.in_domain]
     notes = [n for _, r in reports for n in r.notes]
@@ -255,6 +279,8 @@ def explain_command(args: argparse.Namespace) -> None:
         )
         for written in pages:
             print(f"wrote {written}", file=sys.stderr)
+    if args.out:
+        _write_frames(args, model, method, unit, result, mols, sources, in_domain, notes)
     if args.html:
         from qmlx.explain.plot import write_html_report
 
@@ -265,6 +291,54 @@ def explain_command(args: argparse.Namespace) -> None:
             result, args.html, labels, meta, pairs=result.pairs is not None, depiction=args.depiction
         )
         print(f"wrote {args.html}", file=sys.stderr)
+    return 1 if refused else 0
+
+
+def _answerable(model, inputs: list, files: list[str]) -> tuple[list, list, list[list[int]], int]:
+    """``(inputs, reports, positions, n_refused)``: each file's molecules without those the model
+    refuses (each named on one stderr line), their domain reports and their indices in the file."""
+    from qmlx.data.domain import DomainReport, screen
+
+    kept, reports, positions, refused = [], [], [], 0
+    for path, mols in zip(files, inputs):
+        report, errors = screen(model.check_domain, mols)
+        ok = [i for i, e in enumerate(errors) if e is None]
+        for error in filter(None, errors):
+            print(f"qmlx: error: {error}", file=sys.stderr)
+        refused += len(mols) - len(ok)
+        kept.append(mols.subset(ok))
+        positions.append(ok)
+        reports.append((path, DomainReport(report.in_domain[ok], [report.notes[i] for i in ok])))
+    return kept, reports, positions, refused
+
+
+def _write_frames(
+    args, model, method: str, unit: str | None, result, mols, sources, in_domain, notes
+) -> None:
+    """``--out``: the molecules with their relevances per atom (`qmlx.data.export`): in kcal/mol
+    (``relevance_kcal_mol``, and ``relevance`` in eV) for energy explanations, unitless
+    (``novelty_relevance``) for novelty, with the predicted energy (or novelty) per molecule."""
+    from qmlx.data.export import result_frames, write_frames
+
+    n = len(mols)
+    info = {
+        "source": sources,
+        "model": [args.model] * n,
+        "method": [method] * n,
+        "in_domain": in_domain,
+        "domain_notes": ["; ".join(x) for x in notes],
+    }
+    if method == "novelty":
+        info["novelty"] = [float(v) for v in result.prediction]
+        frames = result_frames(mols, None, {"novelty_relevance": result.relevance}, info)
+        units = {"novelty": "1"}
+    else:
+        info["quantity"] = [model.quantity] * n
+        name = "relevance_kcal_mol" if unit == "kcal/mol" else "relevance"
+        frames = result_frames(mols, result.prediction, {name: result.relevance}, info)
+        units = {"energy": "eV", "energy_kcal_mol": "kcal/mol"}
+    write_frames(args.out, frames, units)
+    print(f"wrote {args.out}", file=sys.stderr)
 
 
 def potential_maps(model, args: argparse.Namespace, inputs) -> None:
@@ -330,6 +404,11 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--format", choices=["table", "json", "jsonl"], default="table",
         help="jsonl: one JSON object per molecule and line",
+    )  # fmt: skip
+    p.add_argument(
+        "--out", default=None, metavar="FILE",
+        help="also write the molecules with each atom's relevance to FILE.extxyz or FILE.db (relevance in eV "
+        "and relevance_kcal_mol per atom; the energy in eV in the calculator)",
     )  # fmt: skip
     p.add_argument(
         "--chunk-size", type=positive_int, default=1000,

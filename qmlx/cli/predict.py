@@ -196,16 +196,19 @@ def predict(args: argparse.Namespace) -> int:
     A molecule the model cannot answer is refused alone: its row carries an ``error``, one line on
     stderr names it, the other molecules are predicted, and the exit status is 1. ``--on-novel``
     says what happens to molecules outside the training domain: ``flag`` (marked in the output),
-    ``refuse`` (treated as refused) or ``skip`` (left out, counted on stderr)."""
-    import warnings
-
-    import numpy as np
+    ``refuse`` (treated as refused) or ``skip`` (left out, counted on stderr). ``--out`` also writes
+    the molecules with their results (`qmlx.data.export`), atomically, as the rows are written."""
     from tqdm.auto import tqdm
 
     from qmlx.data.io import iter_molecules
-    from qmlx.errors import DomainWarning
     from qmlx.models import load_model
 
+    if args.out:
+        from qmlx.cli.common import check_writable
+        from qmlx.data.export import check_export_path
+
+        check_writable(args.out, "--out")
+        check_export_path(args.out)
     model = load_model(args.model, args.device)
     if args.atoms and "atom_energies" not in model.properties and model.novelty is None:
         raise QmlxError(f"{args.model}: this model gives neither atom energies nor atom novelty")
@@ -216,7 +219,35 @@ def predict(args: argparse.Namespace) -> int:
         args.format, args.model, model.quantity, args.unit, args.atoms, spread, model.novelty is not None
     )
     bar = tqdm(desc="predicting", unit="mol", disable=args.no_progress or None, mininterval=1.0)
-    flagged = refused = skipped = total = 0
+    counts = dict.fromkeys(("flagged", "refused", "skipped", "total"), 0)
+    with _frame_writer(args.out, model) as frames_out:
+        _predict_all(args, model, first, chunks, writer, bar, frames_out, counts)
+    if args.out:
+        print(f"wrote {args.out}", file=sys.stderr)
+    flagged, refused, skipped, total = (counts[k] for k in ("flagged", "refused", "skipped", "total"))
+    if flagged:
+        print(
+            f"qmlx: warning: {flagged} of {total} molecules lie outside the model's training domain "
+            "(see domain_notes); their predictions are less reliable",
+            file=sys.stderr,
+        )
+    if skipped:
+        print(
+            f"qmlx: {skipped} of {total} molecules outside the training domain left out (--on-novel skip)",
+            file=sys.stderr,
+        )
+    return 1 if refused else 0
+
+
+def _predict_all(args, model, first, chunks, writer, bar, frames_out, counts: dict) -> None:
+    """The loop of `predict`: every chunk of every file predicted, written as rows (and frames to
+    ``frames_out``), ``counts`` updated."""
+    import warnings
+
+    import numpy as np
+
+    from qmlx.errors import DomainWarning
+
     try:
         for (path, head), rest in zip(first, chunks):
             offset = 0
@@ -233,30 +264,63 @@ def predict(args: argparse.Namespace) -> int:
                 for error in pred.errors:
                     if error is not None:
                         print(f"qmlx: error: {error}", file=sys.stderr)
+                keep = ~outside if args.on_novel == "skip" else np.ones(len(mols), dtype=bool)
                 if args.on_novel == "skip":
                     rows = [r for r, out in zip(rows, outside) if not out]
-                    skipped += int(outside.sum())
+                    counts["skipped"] += int(outside.sum())
                 writer.write(rows)
+                if frames_out is not None:
+                    frames_out.write([f for f, k in zip(_result_frames(mols, pred, model, path), keep) if k])
                 offset += len(mols)
-                refused += sum(e is not None for e in pred.errors)
-                total += len(mols)
-                flagged += int(outside.sum()) if args.on_novel == "flag" else 0
+                counts["refused"] += sum(e is not None for e in pred.errors)
+                counts["total"] += len(mols)
+                counts["flagged"] += int(outside.sum()) if args.on_novel == "flag" else 0
                 bar.update(len(mols))
     finally:
         bar.close()
         writer.close()
-    if flagged:
-        print(
-            f"qmlx: warning: {flagged} of {total} molecules lie outside the model's training domain "
-            "(see domain_notes); their predictions are less reliable",
-            file=sys.stderr,
-        )
-    if skipped:
-        print(
-            f"qmlx: {skipped} of {total} molecules outside the training domain left out (--on-novel skip)",
-            file=sys.stderr,
-        )
-    return 1 if refused else 0
+
+
+def _frame_writer(path: str | None, model):
+    """A `qmlx.data.export.FrameWriter` for ``--out`` (a context yielding None without it)."""
+    from contextlib import nullcontext
+
+    if not path:
+        return nullcontext(None)
+    from qmlx.data.export import FrameWriter
+
+    units = {"energy": "eV", "energy_kcal_mol": "kcal/mol"}
+    if "uncertainty" in model.properties:
+        units["uncertainty_kcal_mol"] = "kcal/mol"
+    return FrameWriter(path, units)
+
+
+def _result_frames(mols: Molecules, pred, model, path: str) -> list:
+    """The molecules of one chunk as ``ase.Atoms`` with the prediction (`qmlx.data.export.result_frames`)."""
+    from qmlx.data.export import result_frames
+
+    n = len(mols)
+    info = {
+        "source": [path] * n,
+        "model": [str(model.name)] * n,
+        "quantity": [model.quantity] * n,
+        "in_domain": [bool(v) for v in pred.in_domain],
+        "domain_notes": ["; ".join(notes) for notes in pred.notes],
+        "error": list(pred.errors),
+    }
+    if pred.uncertainty is not None:
+        info["uncertainty_kcal_mol"] = [
+            None if e else float(u) for u, e in zip(pred.uncertainty, pred.errors)
+        ]
+    if pred.novelty is not None:
+        info["novelty"] = [None if e else float(v) for v, e in zip(pred.novelty, pred.errors)]
+        info["novelty_p"] = [None if e else float(v) for v, e in zip(pred.novelty_p, pred.errors)]
+    atom_values = {}
+    if pred.atom_energies is not None:
+        atom_values["atom_energy_kcal_mol"] = pred.atom_energies
+    if pred.atom_novelty is not None:
+        atom_values["atom_novelty"] = pred.atom_novelty
+    return result_frames(mols, pred.energy, atom_values, info)
 
 
 def _number(value: float | None) -> str:
@@ -289,6 +353,11 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--on-novel", choices=["flag", "refuse", "skip"], default="flag",
         help="molecules outside the training domain (rules or novelty): flag them in the output (default), "
         "refuse them (an error record and exit status 1), or leave them out",
+    )  # fmt: skip
+    p.add_argument(
+        "--out", default=None, metavar="FILE",
+        help="also write the molecules with their results to FILE.extxyz or FILE.db (ASE's conventions: "
+        "energy in eV in the calculator, energy_kcal_mol beside it; atom energies and novelty per atom)",
     )  # fmt: skip
     p.add_argument(
         "--chunk-size", type=positive_int, default=10_000,

@@ -600,11 +600,23 @@ def import_molecules(
             labels += lab
             ids += i
         recorded = _recorded_units(files)
+        for key, value in frames[0].info.items():  # "homo_unit": "Hartree" beside "homo" (qmlx's export)
+            if key.endswith("_unit") and isinstance(value, str) and key[: -len("_unit")] in frames[0].info:
+                recorded.setdefault(key[: -len("_unit")], (value, files[0]))
         if force_unit is None and "forces" in recorded:
             force_unit = normalize_force_unit(recorded["forces"][0])
         if specs is None:
-            # what a file records units for (a schnetpack database) is read; else the energy
-            scalars = [k for k in recorded if k != "forces" and _numeric(frames[0].info.get(k))]
+            # what a file records units for (a schnetpack database, qmlx's export) is read, and the energy
+            first = frames[0]
+            scalars = [
+                k for k in recorded if k != "forces" and (_numeric(first.info.get(k)) or _calc_has(first, k))
+            ]
+            if (
+                scalars
+                and "energy" not in scalars
+                and (_numeric(first.info.get("energy")) or _calc_has(first, "energy"))
+            ):
+                scalars.insert(0, "energy")
             targets = {k: None for k in scalars} if scalars else None
         else:
             targets = {key: key_unit for _, key, key_unit in specs}
