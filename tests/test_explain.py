@@ -188,3 +188,90 @@ def test_relevance_pass_reproduces_the_model_energies(name, random_molecules):
     own = explain(model, random_molecules, "decomposition")  # the model's own forward pass
     # equal up to what the epsilon stabilizer (1e-9) changes in the activations
     np.testing.assert_allclose(lrp.prediction, own.prediction, rtol=1e-7)
+
+
+# ---------------------------------------------------------------------------- RDKit and 3-D views
+@pytest.fixture(scope="module")
+def g2_explanation():
+    import ase.build
+
+    from qmlx.explain import explain
+    from qmlx.models import load_model
+
+    frames = [ase.build.molecule(n) for n in ("C6H6", "CH3CONH2", "CH3")]  # CH3: a radical
+    return explain(load_model("qm7-schnet"), frames[:2], method="lrp"), frames
+
+
+def test_to_rdkit_carries_relevance_in_atom_order(g2_explanation):
+    from rdkit import Chem
+
+    e, frames = g2_explanation
+    mols = e.to_rdkit()
+    assert len(mols) == 2
+    for i, (mol, atoms) in enumerate(zip(mols, frames)):
+        assert [a.GetAtomicNum() for a in mol.GetAtoms()] == list(atoms.numbers)
+        np.testing.assert_allclose(mol.GetConformer().GetPositions(), atoms.positions, atol=1e-6)
+        np.testing.assert_allclose([a.GetDoubleProp("relevance") for a in mol.GetAtoms()], e.molecule(i))
+        assert mol.GetDoubleProp("prediction") == pytest.approx(e.prediction[i])
+        assert mol.GetProp("method") == "lrp" and mol.GetProp("unit") == "kcal/mol"
+        assert mol.GetProp("qmlx_bond_orders") == "assigned"
+    assert Chem.MolToSmiles(Chem.RemoveHs(mols[0])) == "c1ccccc1"
+    assert Chem.MolToSmiles(Chem.RemoveHs(mols[1])) == "CC(N)=O"
+
+
+def test_to_rdkit_keeps_a_molecule_whose_bond_orders_fail(g2_explanation):
+    import ase
+
+    from qmlx.data import Molecules
+    from qmlx.explain import Explanation
+
+    _, frames = g2_explanation
+    bad = ase.Atoms(
+        "NH4", positions=[[0, 0, 0], [0.6, 0.6, 0.6], [-0.6, -0.6, 0.6], [-0.6, 0.6, -0.6], [0.6, -0.6, -0.6]]
+    )
+    mols = Molecules.from_atoms([frames[2], bad], targets={})
+    e = Explanation("lrp", mols, np.arange(len(mols.Z), dtype=float), np.zeros(2), np.zeros(2))
+    out = e.to_rdkit()
+    assert len(out) == 2 and out[1].GetProp("qmlx_bond_orders") == "not assigned"
+    assert out[1].GetNumBonds() == 4
+    assert [a.GetDoubleProp("relevance") for a in out[1].GetAtoms()] == [4.0, 5.0, 6.0, 7.0, 8.0]
+
+
+def test_similarity_map_writes_a_png(g2_explanation, tmp_path):
+    from qmlx.explain.plot import similarity_map
+
+    e, _ = g2_explanation
+    for with_h in (True, False):
+        path = similarity_map(e, 1, tmp_path / f"map-{with_h}.png", with_hydrogens=with_h)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map-False.png", "map-True.png"]
+
+
+def test_3d_view_is_self_contained_and_draws_what_it_should(g2_explanation, tmp_path):
+    import json
+    import re
+
+    import matplotlib
+    from matplotlib.colors import Normalize, to_hex
+
+    from qmlx.chem import bonds
+    from qmlx.explain.plot import write_html_report
+    from qmlx.explain.view3d import view3d_html, write_view3d
+
+    e, frames = g2_explanation
+    norm = Normalize(-20, 20)
+    snippet = view3d_html(frames[1], e.molecule(1), norm, "RdBu_r", "v1")
+    data = json.loads(re.search(r"\}\)\((\{.*\})\);</script>", snippet).group(1))
+    assert data["id"] == "v1" and data["bonds"] == bonds(frames[1]).tolist()
+    np.testing.assert_allclose([a[:3] for a in data["atoms"]], frames[1].positions, atol=1e-4)
+    expected = [to_hex(matplotlib.colormaps["RdBu_r"](norm(v))) for v in e.molecule(1)]
+    assert [a[4] for a in data["atoms"]] == expected
+    assert [a[5] for a in data["atoms"]] == [
+        f"{s}{k}" for k, s in enumerate(frames[1].get_chemical_symbols())
+    ]
+    page = write_view3d(e, tmp_path / "view.html").read_text()
+    report = write_html_report(e, tmp_path / "report.html").read_text()
+    for text in (page, report):
+        assert text.count("<canvas") == 2
+        assert not re.search(r"(?:src|href)\s*=\s*[\"']?(?:https?:)?//", text)  # nothing from the network
+        assert "</script>" in text and text.count("<script>") == text.count("</script>")

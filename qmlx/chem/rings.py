@@ -145,31 +145,17 @@ RETRY_COVALENT_FACTORS = (1.2, 1.15)
 
 
 def _rdkit_mol(atoms: ase.Atoms, cov_factor: float | None = None):
-    """An RDKit molecule with bonds and bond orders perceived from the geometry (Å).
+    """An RDKit molecule with bonds and bond orders perceived from the geometry (Å), as neutral
+    (`qmlx.chem.rdkit.rdkit_molecule`).
 
     ``cov_factor`` ``None``: RDKit's default connectivity ("connect the dots"); a number: bonds
     between atoms closer than ``cov_factor`` times the sum of their covalent radii, and the result
     accepted only without formal charges or radicals. Raises ``ImportError`` without RDKit and
     ``ValueError`` when RDKit cannot perceive the bonds.
     """
-    from rdkit import Chem, RDLogger
-    from rdkit.Chem import rdDetermineBonds
+    from qmlx.chem.rdkit import rdkit_molecule
 
-    RDLogger.DisableLog("rdApp.*")
-    block = f"{len(atoms)}\n\n" + "\n".join(
-        f"{s} {x:.6f} {y:.6f} {z:.6f}" for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions)
-    )
-    mol = Chem.MolFromXYZBlock(block)
-    if mol is None:
-        raise ValueError("RDKit could not read the geometry")
-    try:
-        if cov_factor is None:
-            rdDetermineBonds.DetermineBonds(mol, charge=0)
-        else:
-            rdDetermineBonds.DetermineConnectivity(mol, useVdw=True, covFactor=cov_factor)
-            rdDetermineBonds.DetermineBondOrders(mol, charge=0)
-    except Exception as err:  # RDKit cannot assign bond orders (charged or unusual structures)
-        raise ValueError(f"RDKit could not assign bond orders: {err}".strip()) from err
+    mol = rdkit_molecule(atoms, charge=0, cov_factor=cov_factor)
     if cov_factor is not None and any(
         a.GetFormalCharge() or a.GetNumRadicalElectrons() for a in mol.GetAtoms()
     ):

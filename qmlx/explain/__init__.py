@@ -87,6 +87,46 @@ class Explanation:
         """(n_mol,) ``totals() - (prediction - reference)`` in kcal/mol."""
         return self.totals() - (self.prediction - self.reference)
 
+    def to_rdkit(self) -> list:
+        """One RDKit molecule per explained molecule, in the atom order of ``molecules``, with a 3-D
+        conformer (Å) and bonds perceived from the geometry (`qmlx.chem.rdkit.rdkit_molecule`;
+        where RDKit cannot assign bond orders, single bonds and the molecule property
+        ``qmlx_bond_orders`` = ``"not assigned"``).
+
+        Each atom carries its ``relevance`` (and ``bias_relevance``, ``relevance_spread`` where
+        the method gives them) as double properties (``atom.GetDoubleProp("relevance")``, in
+        ``unit``); each molecule ``prediction`` and ``reference`` (doubles), ``method`` and
+        ``unit`` (strings). Needs RDKit (``pip install qmlx[chem]``). `qmlx.explain.plot.
+        similarity_map` draws one in the style of RDKit's similarity maps.
+        """
+        try:
+            from qmlx.chem.rdkit import rdkit_connectivity, rdkit_molecule
+        except ImportError:  # pragma: no cover - the chem extra
+            raise QmlxError("Explanation.to_rdkit needs RDKit: pip install qmlx[chem]") from None
+        out = []
+        for i, atoms in enumerate(self.molecules):
+            try:
+                mol, orders = rdkit_molecule(atoms), "assigned"
+            except ValueError:
+                mol, orders = rdkit_connectivity(atoms), "not assigned"
+            lo, hi = self.molecules.offsets[i], self.molecules.offsets[i + 1]
+            per_atom = {
+                "relevance": self.relevance,
+                "bias_relevance": self.bias,
+                "relevance_spread": self.spread,
+            }
+            for name, values in per_atom.items():
+                if values is not None:
+                    for atom, value in zip(mol.GetAtoms(), values[lo:hi]):
+                        atom.SetDoubleProp(name, float(value))
+            mol.SetDoubleProp("prediction", float(self.prediction[i]))
+            mol.SetDoubleProp("reference", float(self.reference[i]))
+            mol.SetProp("method", self.method)
+            mol.SetProp("unit", self.unit or "")
+            mol.SetProp("qmlx_bond_orders", orders)
+            out.append(mol)
+        return out
+
 
 @dataclass(frozen=True)
 class Options:

@@ -55,6 +55,7 @@ from matplotlib.text import Text
 from qmlx._io import atomic_path, savefig_atomic, write_text_atomic
 from qmlx.chem.bonds import bonds
 from qmlx.errors import QmlxError
+from qmlx.explain.view3d import view3d_html
 
 if TYPE_CHECKING:
     from qmlx.explain.walks import WalkResult
@@ -206,20 +207,13 @@ def _rdkit_depiction(atoms: ase.Atoms) -> Depiction | None:
         return None
     try:
         from rdkit import Chem, rdBase
-        from rdkit.Chem import rdDetermineBonds
+
+        from qmlx.chem.rdkit import rdkit_molecule
     except ImportError:
         return None
-    charge = atoms.info.get("charge", 0)
-    charge = int(round(charge)) if isinstance(charge, (int, float)) and np.isfinite(charge) else 0
-    block = f"{len(atoms)}\n\n" + "\n".join(
-        f"{s} {x:.6f} {y:.6f} {z:.6f}" for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions)
-    )
     try:
         with rdBase.BlockLogs():
-            mol = Chem.MolFromXYZBlock(block)
-            if mol is None or mol.GetNumAtoms() != len(atoms):
-                return None
-            rdDetermineBonds.DetermineBonds(mol, charge=charge)
+            mol = rdkit_molecule(atoms)
             kekule = Chem.Mol(mol)
             try:
                 Chem.Kekulize(kekule, clearAromaticFlags=True)
@@ -652,12 +646,53 @@ def write_html_report(
             f"{esc(atoms.get_chemical_formula())}, {_predicted(explanation, i, digits=4, prefix='predicted ')}"
             + (f", explained against {ref:.4f} kcal/mol" if np.isfinite(ref) else "")
         )
+        view = view3d_html(atoms, rel, norm, cmap, f"qmlx-view-{i}", explanation.unit or "", size=300)
         parts.append(
-            f'<div class="mol"><div>{_svg(fig, f"qmlx-{i}")}</div><div><h3>{esc(names[i])}</h3><p>{summary}</p>'
-            f"<table>{head}{body}</table></div></div>"
+            f'<div class="mol"><div>{_svg(fig, f"qmlx-{i}")}</div><div>{view}</div>'
+            f"<div><h3>{esc(names[i])}</h3><p>{summary}</p><table>{head}{body}</table></div></div>"
         )
     parts.append("</body></html>")
     return write_text_atomic(path, "\n".join(parts) + "\n")
+
+
+def similarity_map(
+    explanation,
+    i: int,
+    path: str | os.PathLike,
+    size: tuple[int, int] = (420, 420),
+    with_hydrogens: bool = True,
+) -> Path:
+    """Draw molecule ``i`` of ``explanation`` in the style of RDKit's similarity maps (Riniker and
+    Landrum, J. Cheminform. 5, 43, 2013): RDKit's 2-D depiction under a field of Gaussians, one per
+    atom, weighted by its relevance (red positive, blue negative, contour lines), as a PNG written
+    atomically. ``with_hydrogens=False`` adds each hydrogen's relevance to its heavy atom and draws
+    the heavy atoms only. Needs RDKit (`Explanation.to_rdkit` builds the molecule)."""
+    from rdkit import Chem
+    from rdkit.Chem import rdDepictor
+    from rdkit.Chem.Draw import SimilarityMaps, rdMolDraw2D
+
+    mol = Chem.Mol(explanation.to_rdkit()[i])
+    weights = [a.GetDoubleProp("relevance") for a in mol.GetAtoms()]
+    if not with_hydrogens:
+        heavy = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() != 1]
+        folded = dict.fromkeys(heavy, 0.0)
+        for atom in mol.GetAtoms():
+            k = atom.GetIdx()
+            target = k if atom.GetAtomicNum() != 1 else next((n.GetIdx() for n in atom.GetNeighbors()), None)
+            if target in folded:
+                folded[target] += weights[k]
+        mol = Chem.RemoveHs(mol, sanitize=False)
+        weights = [folded[k] for k in heavy]
+    mol.RemoveAllConformers()
+    rdDepictor.Compute2DCoords(mol)
+    drawer = rdMolDraw2D.MolDraw2DCairo(*size)
+    SimilarityMaps.GetSimilarityMapFromWeights(
+        mol, weights, draw2d=drawer, colorMap=matplotlib.colormaps[CMAP], contourLines=8
+    )
+    drawer.FinishDrawing()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(drawer.GetDrawingText())
+    return Path(path)
 
 
 # -- relevant walks ----------------------------------------------------------------------------------
