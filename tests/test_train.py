@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -348,8 +349,138 @@ def test_a_new_run_never_overwrites_an_existing_one(tmp_path, capsys):
         train_network("schnet", _synthetic(), config=TrainConfig(epochs=1), out=run, progress=False)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     check_new_run(run, resume=True)  # resuming is what the folder is for
+    (run / "notes.txt").write_text("mine")
+    small = {"n_features": 8, "n_interactions": 1, "cutoff": 4.0, "rbf_spacing": 0.5}
+    train_network("schnet", _synthetic(), config=TrainConfig(epochs=1), model_config=small, out=run,
+                  progress=False, overwrite=True)  # fmt: skip
+    assert (run / "model.pt").read_bytes() != before["model.pt"] and (run / "notes.txt").read_text() == "mine"
+    assert main(argv[:-1] + ["--resume", "--overwrite", "--no-progress"]) == 1
+    assert "give one" in capsys.readouterr().err
     ensemble = tmp_path / "ens"
     (ensemble / "member-0").mkdir(parents=True)
     (ensemble / "member-0" / "checkpoint.pt").write_bytes(b"state")
     with pytest.raises(ConfigError, match=r"member-0/checkpoint\.pt"):
         check_new_run(ensemble, resume=False)
+
+
+def test_tensorboard_events_hold_the_logged_curves_and_a_resume_continues_them(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first = _trainer(tmp_path, epochs=4)
+    first.fit(stop_after=2)
+    second = _trainer(tmp_path, epochs=4)
+    second.fit(resume=True)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    for key in ("val_mae", "train_mae", "lr"):
+        scalars = events.Scalars(key)
+        assert [s.step for s in scalars] == [1, 2, 3, 4]
+        np.testing.assert_allclose([s.value for s in scalars], [h[key] for h in second.history], rtol=1e-6)
+
+
+def test_config_file_sets_options_the_command_line_overrides_and_the_run_records_it(tmp_path, capsys):
+    import json
+
+    from qmlx.cli import main
+    from qmlx.data import save_molecules
+
+    data = tmp_path / "syn.h5"
+    save_molecules(data, _synthetic())
+    (tmp_path / "run.toml").write_text(
+        f'network = "schnet"\ndata = "{data}"\n'
+        '[split]\nmethod = "random"\nn_val = 6\n'
+        "[train]\nepochs = 3\nbatch_size = 8\nlr = 0.003\nseed = 1\n"
+        "[model]\nn_features = 8\nn_interactions = 1\ncutoff = 4.0\nrbf_spacing = 0.5\n"
+    )
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "schnet",
+        "--config",
+        str(tmp_path / "run.toml"),
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    capsys.readouterr()
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["train"]["epochs"] == 2  # the command line wins
+    assert (
+        resolved["train"]["batch_size"] == 8
+        and resolved["train"]["lr"] == 0.003
+        and resolved["train"]["seed"] == 1
+    )
+    assert resolved["model"]["n_features"] == 8 and resolved["model"]["rbf_spacing"] == 0.5
+    assert resolved["split"]["method"] == "random" and resolved["split"]["n_val"] == 6
+    assert resolved["data"] == str(data)
+    meta = torch.load(out / "model.pt", weights_only=True)["metadata"]
+    assert meta["n_val"] == 6 and meta["epochs_run"] == 2
+    # the saved config runs the same settings again
+    again = tmp_path / "again"
+    assert (
+        main(["train", "schnet", "--config", str(out / "config.json"), "--out", str(again), "--no-progress"])
+        == 0
+    )
+    capsys.readouterr()
+    assert json.loads((again / "config.json").read_text()) == resolved
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[train]\nepochz = 3\n", r"unknown key 'train.epochz'; did you mean 'train.epochs'\?"),
+        ("[train]\nepochs = -3\n", r"train.epochs must be a positive integer"),
+        ('[train]\nschedule = "step"\n', r"train.schedule = 'step'; expected one of plateau, cosine"),
+        ('[train]\ncompile = "yes"\n', r"train.compile must be true or false"),
+        ("[model]\nn_featurs = 8\n", r"unknown key 'model.n_featurs'; did you mean 'model.n_features'\?"),
+        ('network = "dtnn"\n', r"network = 'dtnn', but the command trains schnet"),
+        ("[train\n", r"not valid TOML"),
+        ("[split]\nseed = 1\n[train]\nseed = 2\n", r"train.seed = 2 contradicts 1"),
+    ],
+)
+def test_bad_config_files_fail_in_one_line_before_any_work(tmp_path, capsys, text, message):
+    from qmlx.cli import main
+
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    argv = ["train", "schnet", "--config", str(path), "--data", str(tmp_path / "missing.h5"), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.toml" in err
+    assert re.search(message, err), err
+
+
+def test_a_toml_config_reproduces_a_run_given_by_options(tmp_path, capsys):
+    from qmlx.cli import main
+    from qmlx.data import save_molecules
+
+    data = tmp_path / "syn.h5"
+    save_molecules(data, _synthetic())
+    flags = ["--data", str(data), "--split", "random", "--fold", "1", "--n-val", "6", "--epochs", "2",
+             "--batch-size", "8", "--lr", "0.003", "--seed", "3", "--features", "8", "--interactions", "1",
+             "--cutoff", "4.0", "--no-progress"]  # fmt: skip
+    assert main(["train", "schnet", *flags, "--out", str(tmp_path / "flags")]) == 0
+    (tmp_path / "run.toml").write_text(
+        f'data = "{data}"\n[split]\nmethod = "random"\nfold = 1\nn_val = 6\n'
+        "[train]\nepochs = 2\nbatch_size = 8\nlr = 0.003\nseed = 3\n"
+        "[model]\nn_features = 8\nn_interactions = 1\ncutoff = 4.0\n"
+    )
+    argv = [
+        "train",
+        "schnet",
+        "--config",
+        str(tmp_path / "run.toml"),
+        "--out",
+        str(tmp_path / "toml"),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    capsys.readouterr()
+    a, b = (torch.load(tmp_path / run / "model.pt", weights_only=True) for run in ("flags", "toml"))
+    assert a["metadata"]["split"] == b["metadata"]["split"]  # the same test-set hash, sizes and seed
+    assert a["metadata"]["split"]["test_sha1"] and a["metadata"]["epochs_run"] == 2
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])

@@ -74,7 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``qmlx`` command with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     import warnings
 
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        train.apply_config(argv)  # ``qmlx train schnet --config FILE``: the file's settings as defaults
+    except QmlxError as err:
+        print(f"qmlx: error: {err}", file=sys.stderr)
+        return 1
+    args = parser.parse_args(argv)
     import numpy as np
 
     np.set_printoptions(precision=4, suppress=True)

@@ -132,7 +132,11 @@ def train_network_command(args: argparse.Namespace) -> None:
         if value is not None and args.network != "dtnn":
             raise ConfigError(f"{option} applies to dtnn only")
     check_writable(args.out, "--out", is_dir=True)
-    check_new_run(args.out, args.resume)  # before the data is read
+    if args.overwrite and args.resume:
+        raise ConfigError("--overwrite starts the run again; --resume continues it: give one")
+    check_new_run(
+        args.out, args.resume or args.overwrite
+    )  # before the data is read; the run deletes on overwrite
     from qmlx.nn.batch import resolve_device
 
     device = resolve_device(args.device)  # a CUDA request without CUDA fails here, before any work
@@ -142,19 +146,21 @@ def train_network_command(args: argparse.Namespace) -> None:
         weight_decay=args.weight_decay, loss=args.loss, early_stop_patience=args.patience, ema_decay=args.ema,
         seed=args.seed, max_minutes=args.max_minutes, threads=args.threads,
         device=str(device), precision=args.precision, compile=args.compile, tables=not args.no_tables,
+        **args.config_train,
     )  # fmt: skip
     names = {
         "features": "n_features", "interactions": "n_interactions", "factors": "n_factors",
         "rbf_stop": "rbf_stop", "cutoff": "cutoff",
     }  # fmt: skip
-    model_config = {key: getattr(args, opt) for opt, key in names.items() if getattr(args, opt) is not None}
+    model_config = dict(args.config_model)  # from --config; the options below override it
+    model_config |= {key: getattr(args, opt) for opt, key in names.items() if getattr(args, opt) is not None}
     command = command_line()
     spec = SplitSpec(
         method=args.split, fold=args.fold, n_folds=args.folds, n_train=args.n_train, n_val=args.n_val,
         n_test=args.n_test, seed=args.seed,
     )  # fmt: skip
     common = dict(
-        target=args.target, model_config=model_config, out=args.out, resume=args.resume,
+        target=args.target, model_config=model_config, out=args.out, resume=args.resume, overwrite=args.overwrite,
         progress=not args.no_progress, command=command,
     )  # fmt: skip
     try:
@@ -243,6 +249,10 @@ def _network_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/<data>-<model>-fold<K>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.add_argument(
+        "--overwrite", action="store_true",
+        help="start again in a run directory that holds a run: its files (checkpoint, model, logs) are deleted",
+    )  # fmt: skip
+    p.add_argument(
         "--ensemble", type=positive_int, default=None, metavar="N",
         help="train N members (seeds S..S+N-1, one split) into one ensemble file with uncertainties",
     )  # fmt: skip
@@ -255,6 +265,139 @@ def _network_options(p: argparse.ArgumentParser) -> None:
     add_progress(p)
 
 
+#: the network parsers by name, for `apply_config`
+_NETWORK_PARSERS: dict[str, argparse.ArgumentParser] = {}
+#: config-file keys (as `qmlx.train.run.train_network` records them in a run's ``config.json``)
+#: -> the option they set; ``[model]`` takes the network's constructor arguments instead
+CONFIG_OPTIONS = {
+    "": {"network": "network", "data": "data", "target": "target"},
+    "split": {"method": "split", "fold": "fold", "n_folds": "folds", "n_train": "n_train", "n_val": "n_val",
+              "n_test": "n_test", "seed": "seed"},
+    "train": {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "lr_factor": "lr_factor",
+              "lr_patience": "lr_patience", "min_lr": "min_lr", "schedule": "schedule",
+              "weight_decay": "weight_decay", "loss": "loss", "early_stop_patience": "patience",
+              "ema_decay": "ema", "seed": "seed", "max_minutes": "max_minutes", "threads": "threads",
+              "device": "device", "precision": "precision", "compile": "compile", "tables": "no_tables",
+              "eval_batch_size": None},
+}  # fmt: skip
+
+
+def apply_config(argv: list[str]) -> None:
+    """``qmlx train schnet|dtnn --config FILE``: the file's settings become the defaults of the
+    command's options, so that options on the command line override them.
+
+    FILE is TOML (``.toml``) or JSON (a run's ``config.json``): top-level ``network``, ``data``,
+    ``target``; sections ``[split]`` (`qmlx.train.config.SplitSpec` fields), ``[train]``
+    (`qmlx.train.config.TrainConfig` fields) and ``[model]`` (the network's constructor arguments,
+    e.g. ``n_features``). Every value is checked as its option checks it; an unknown key is an
+    error naming the file, with the closest known key.
+    """
+    import difflib
+
+    if len(argv) < 2 or argv[0] != "train" or argv[1] not in _NETWORK_PARSERS:
+        return
+    path = next((argv[k + 1] for k, a in enumerate(argv[:-1]) if a == "--config"), None)
+    path = path or next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if path is None:
+        return
+    parser, network = _NETWORK_PARSERS[argv[1]], argv[1]
+    config = _read_config(Path(path))
+    actions = {a.dest: a for a in parser._actions}
+    defaults: dict = {}
+
+    def unknown(key: str, known) -> ConfigError:
+        close = difflib.get_close_matches(key, list(known), n=1)
+        return ConfigError(
+            f"{path}: unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+        )
+
+    def put(dest: str, value, key: str) -> None:
+        if dest in defaults and defaults[dest] != value:
+            raise ConfigError(
+                f"{path}: {key} = {value!r} contradicts {defaults[dest]!r} set elsewhere in the file"
+            )
+        defaults[dest] = value
+
+    for key, value in config.items():
+        if isinstance(value, dict):
+            if key == "model":
+                continue
+            if key not in CONFIG_OPTIONS:
+                raise unknown(key, [*CONFIG_OPTIONS, "model"])
+            section = value
+        else:
+            section, key, value = {key: value}, "", None
+        options = CONFIG_OPTIONS[key]
+        for name, v in section.items():
+            if name not in options:
+                raise unknown(f"{key}.{name}" if key else name, [f"{key}.{n}" if key else n for n in options])
+            if v is None:
+                continue
+            where = f"{key}.{name}" if key else name
+            dest = options[name]
+            if dest is None:  # a setting without an option
+                defaults.setdefault("config_train", {})[name] = v
+            elif name == "network":
+                if str(v).lower() != network:
+                    raise ConfigError(f"{path}: network = {v!r}, but the command trains {network}")
+            elif name == "tables":
+                put("no_tables", not _flag(v, path, where), where)
+            elif isinstance(actions[dest], argparse._StoreTrueAction):
+                put(dest, _flag(v, path, where), where)
+            else:
+                put(dest, _checked(actions[dest], v, path, where), where)
+    model = config.get("model") or {}
+    if model:
+        import inspect
+
+        from qmlx.nn.models import MODEL_CLASSES
+
+        cls = {k.lower(): c for k, c in MODEL_CLASSES.items()}[network]
+        known = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+        for name in model:
+            if name not in known:
+                raise unknown(f"model.{name}", [f"model.{n}" for n in known])
+        defaults["config_model"] = dict(model)
+    parser.set_defaults(**defaults)
+
+
+def _read_config(path: Path) -> dict:
+    import json
+
+    import tomllib
+
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"--config {path}: cannot read ({err.strerror or err})") from None
+    try:
+        config = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(
+            f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'} ({err})"
+        ) from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a table of settings")
+    return config
+
+
+def _flag(value, path, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: {key} must be true or false, got {value!r}")
+    return value
+
+
+def _checked(action: argparse.Action, value, path, key: str):
+    """``value`` as the option ``action`` would take it from the command line."""
+    try:
+        out = action.type(str(value)) if action.type is not None else value
+    except (argparse.ArgumentTypeError, ValueError) as err:
+        raise ConfigError(f"{path}: {key} {err}") from None
+    if action.choices is not None and out not in action.choices:
+        raise ConfigError(f"{path}: {key} = {value!r}; expected one of {', '.join(map(str, action.choices))}")
+    return out
+
+
 def add(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a model (krr, schnet, dtnn)")
     models = train.add_subparsers(dest="model", required=True)
@@ -262,4 +405,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     for name, text in (("schnet", "SchNet (Schütt et al. 2018)"), ("dtnn", "DTNN (Schütt et al. 2017)")):
         p = models.add_parser(name, help=f"train a {text} on an energy target")
         _network_options(p)
-        p.set_defaults(func=train_network_command, network=name)
+        p.add_argument(
+            "--config", default=None, metavar="FILE",
+            help="settings from a TOML file (or a run's config.json); options given here override them. "
+            "Sections [split], [train], [model]; see docs/networks.md",
+        )  # fmt: skip
+        p.set_defaults(func=train_network_command, network=name, config_model={}, config_train={})
+        _NETWORK_PARSERS[name] = p

@@ -51,6 +51,8 @@ from qmlx.train.config import TrainConfig
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "model.pt"
 LOG_NAME = "log.csv"
+#: the folder of TensorBoard event files in a run directory (written when TensorBoard is installed)
+TENSORBOARD_DIR = "tensorboard"
 
 
 def _distributed() -> tuple[int, int]:
@@ -76,11 +78,23 @@ def evaluate(
     return (torch.cat(preds).double().cpu().numpy() if preds else np.zeros(0)), ref
 
 
+def tensorboard_writer(out_dir: Path, epoch: int = 0):
+    """A ``torch.utils.tensorboard.SummaryWriter`` on ``out_dir/tensorboard`` when TensorBoard is
+    installed (``pip install qmlx[tensorboard]``), else None. Resuming at ``epoch`` drops events
+    logged after it by an interrupted run (``purge_step``), so the curves match ``log.csv``."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(Path(out_dir) / TENSORBOARD_DIR), purge_step=epoch + 1 if epoch else None)
+
+
 class Trainer:
     """Train ``model`` on ``train`` with early stopping on ``val``; files go to ``out_dir``.
 
     ``out_dir`` receives ``checkpoint.pt`` (resumable state, rewritten atomically every epoch),
-    ``model.pt`` (the best-validation weights as a network file) and ``log.csv``.
+    ``model.pt`` (the best-validation weights as a network file) and ``log.csv`` (one row per
+    epoch), and with TensorBoard installed the same curves as event files in ``tensorboard/``.
     """
 
     def __init__(
@@ -334,6 +348,7 @@ class Trainer:
                 resets = list(self.metadata.get("lr_resets", []))
                 self.metadata["lr_resets"] = resets + [{"epoch": self.epoch, "lr": float(reset_lr)}]
         start_time = time.perf_counter() - self.elapsed
+        events = tensorboard_writer(self.out_dir, self.epoch) if self.rank == 0 else None
         bar = tqdm(
             total=cfg.epochs, initial=self.epoch, desc=type(self.model).__name__,
             disable=not self.progress or self.rank != 0,
@@ -376,6 +391,10 @@ class Trainer:
                 if self.best_epoch == self.epoch:
                     self.save_best()
                 self.write_log()
+                if events is not None:
+                    for key in ("train_mae", "val_mae", "best_val_mae", "lr", "epoch_s"):
+                        events.add_scalar(key, self.history[-1][key], self.epoch)
+                    events.flush()
                 bar.update(1)
                 bar.set_postfix(
                     train_mae=f"{train_mae:.3f}", val_mae=f"{val_mae:.3f}", best=f"{self.best_val:.3f}"
@@ -397,6 +416,8 @@ class Trainer:
                 self.stop_reason = "epochs"
         finally:
             bar.close()
+            if events is not None:
+                events.close()
         return self.history
 
     def load_best(self) -> None:

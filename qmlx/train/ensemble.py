@@ -47,6 +47,7 @@ def train_ensemble(
     resume: bool = False,
     progress: bool = True,
     command: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Train ``n_members`` networks on one split (seeded by ``split.seed``, default ``config.seed``)
     with initialization and batch-order seeds ``config.seed + k``, each in ``out/member-k/``
@@ -73,7 +74,7 @@ def train_ensemble(
     mols = data if isinstance(data, Molecules) else load_dataset(data)
     label = data_label(data)
     out = Path(out or f"runs/{Path(label).stem if label not in ('qm7', 'qm9') else label}-{model}-ensemble")
-    check_new_run(out, resume)
+    check_new_run(out, resume, overwrite)
     summaries = []
     for k in range(n_members):
         member_out = out / f"member-{k}"

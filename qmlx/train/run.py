@@ -1,8 +1,9 @@
 """One training run of a network: data, split, model, reference fit, training, test evaluation;
 and the checks that a resumed run continues the same run.
 
-Every run directory holds ``checkpoint.pt``, ``model.pt`` (best validation weights with metadata),
-``log.csv``, ``result.json`` and ``test_predictions.npz``. The metadata says what the model
+Every run directory holds ``config.json`` (the resolved settings, which ``qmlx train ... --config``
+reads back), ``checkpoint.pt``, ``model.pt`` (best validation weights with metadata), ``log.csv``,
+``result.json`` and ``test_predictions.npz``. The metadata says what the model
 predicts (target, its description and unit), which data and split it was trained on
 (`qmlx.data.splits.Split.record`), and its domain of applicability (`qmlx.data.domain.Domain`).
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qmlx._io import safe_torch_load, write_text_atomic
+from qmlx._io import json_dumps, safe_torch_load, write_text_atomic
 from qmlx.data.domain import Domain
 from qmlx.data.io import load_dataset
 from qmlx.data.molecules import Molecules
@@ -29,7 +30,7 @@ from qmlx.metrics import metrics
 from qmlx.nn.batch import PairCache, resolve_device
 from qmlx.nn.models import build_model
 from qmlx.train.config import SplitSpec, TrainConfig
-from qmlx.train.engine import BEST_NAME, CHECKPOINT_NAME, Trainer, evaluate
+from qmlx.train.engine import BEST_NAME, CHECKPOINT_NAME, LOG_NAME, TENSORBOARD_DIR, Trainer, evaluate
 
 ENERGY_UNIT = "kcal/mol"
 #: training settings that may change when a run is resumed (everything else must match)
@@ -83,20 +84,47 @@ def _compare(old: dict, new: dict, keys, prefix: str = "") -> list[str]:
     return diffs
 
 
-def check_new_run(out: str | os.PathLike | None, resume: bool) -> None:
+#: the resolved settings of a run, in its folder
+CONFIG_NAME = "config.json"
+#: what a run writes into its folder (``--overwrite`` deletes these, and ensemble members' folders)
+RUN_FILES = (
+    CONFIG_NAME,
+    CHECKPOINT_NAME,
+    BEST_NAME,
+    LOG_NAME,
+    TENSORBOARD_DIR,
+    "result.json",
+    "test_predictions.npz",
+)
+
+
+def check_new_run(out: str | os.PathLike | None, resume: bool, overwrite: bool = False) -> None:
     """Refuse to start a new run (``resume`` False) in a folder that holds one already (its
     ``checkpoint.pt`` or ``model.pt``, or an ensemble member's checkpoint), which it would
-    overwrite."""
+    overwrite; with ``overwrite``, delete that run's files instead (and nothing else in the folder)."""
     if out is None or resume:
         return
     out = Path(out)
     held = [p.name for p in (out / CHECKPOINT_NAME, out / BEST_NAME) if p.exists()]
     held += [f"{p.parent.name}/{p.name}" for p in sorted(out.glob(f"member-*/{CHECKPOINT_NAME}"))]
-    if held:
+    if not held:
+        return
+    if not overwrite:
         raise ConfigError(
-            f"{out}: already holds a run ({', '.join(held[:3])}); continue it with --resume "
-            "(resume=True), or give another --out"
+            f"{out}: already holds a run ({', '.join(held[:3])}); continue it with --resume, or start "
+            "again with --overwrite (resume=True / overwrite=True), or give another --out"
         )
+    import shutil
+
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    for member in out.glob("member-*"):
+        if member.is_dir():
+            shutil.rmtree(member, ignore_errors=True)
 
 
 def check_resume(checkpoint: Path, metadata: dict, model_name: str, model_config: dict) -> None:
@@ -140,6 +168,7 @@ def train_network(
     reset_lr: float | None = None,
     progress: bool = True,
     command: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Train ``model`` (schnet or dtnn) on ``data`` and return a summary (energies kcal/mol).
 
@@ -153,7 +182,8 @@ def train_network(
 
     Writes ``checkpoint.pt``, ``model.pt``, ``log.csv``, ``result.json`` and
     ``test_predictions.npz`` into ``out`` (default ``runs/<data>-<model>-fold<K>``). With
-    ``resume`` the checkpoint must exist and match the data, target, split and settings;
+    ``resume`` the checkpoint must exist and match the data, target, split and settings; a folder
+    that holds a run already is refused unless resuming or ``overwrite`` (which deletes that run);
     ``reset_lr`` then starts a second phase at that learning rate (`Trainer.fit`). ``command`` is
     recorded in the metadata (default: this process's command line).
 
@@ -182,7 +212,15 @@ def train_network(
         label = data_label(data)
         stem = Path(label).stem if label not in ("qm7", "qm9") else label
         out = Path(out or f"runs/{stem}-{model.lower()}-fold{sp.fold if sp.fold is not None else 0}")
-        check_new_run(out, resume)
+        if rank == 0:
+            check_new_run(
+                out, resume, overwrite
+            )  # the resolved settings, readable by ``qmlx train ... --config out/config.json``
+            resolved = {
+                "network": model.lower(), "data": label, "target": target, "split": asdict(spec),
+                "model": dict(net.config), "train": {k: v for k, v in asdict(config).items() if k != "extra"},
+            }  # fmt: skip
+            write_text_atomic(out / CONFIG_NAME, json_dumps(resolved) + "\n")
         train_m = mols.subset(sp.train)
         metadata = {
             "data": label,
