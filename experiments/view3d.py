@@ -5,13 +5,14 @@ For a few molecules of ASE's G2 collection explained by ``qm7-schnet`` (LRP), th
 the 3-D view (`qmlx.explain.view3d.view3d_html`) into a page with nothing else on it, has Chromium
 (Debian's package ``chromium``) take a screenshot, and compares, for every atom that nothing is
 drawn over, the pixel at a point of its disc away from its label and highlight with the relevance
-colour it should have (0-255 per channel). It also checks that the page loads nothing from the
-network, and saves a screenshot of the page with every molecule for the docs.
+colour it should have (0-255 per channel). Chromium runs with the network off, and the page is
+checked to link nothing outside it. A screenshot of the page with every molecule and an RDKit-style
+similarity map go to the docs.
 
     python experiments/view3d.py              # needs /usr/bin/chromium (apt-get install chromium)
 
-Writes ``view3d.json`` and ``.md`` to ``--out-dir`` (default ``results/``) and the screenshot to
-``docs/img/view3d.png``.
+Writes ``view3d.json`` and ``.md`` to ``--out-dir`` (default ``results/``), the screenshot to
+``docs/img/view3d.png`` and the similarity map to ``docs/img/similarity_map.png``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ except ImportError:  # run as a script: experiments/ is on sys.path
 MOLECULES = ("CH3CH2OH", "CH3CONH2", "C6H6", "CH3COOH", "CH3CN")
 SIZE = 400  # canvas pixels
 SCREENSHOT = report.ROOT / "docs" / "img" / "view3d.png"
+SIMILARITY_MAP = report.ROOT / "docs" / "img" / "similarity_map.png"
+#: Chromium with the network off: every host name fails to resolve, every connection goes nowhere
+NETWORK_OFF = (
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--proxy-server=127.0.0.1:9",
+    "--proxy-bypass-list=<-loopback>",
+)
 
 
 def expected_pixels(atoms, values, norm, cmap: str) -> list[dict]:
@@ -84,7 +92,7 @@ def screenshot(html_file: Path, png: Path, width: int, height: int) -> None:
         raise SystemExit("view3d: needs Chromium (Debian: apt-get install chromium)")
     subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--force-device-scale-factor=1",
-         f"--window-size={width},{height}", f"--screenshot={png}", html_file.as_uri()],
+         *NETWORK_OFF, f"--window-size={width},{height}", f"--screenshot={png}", html_file.as_uri()],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
 
@@ -133,7 +141,11 @@ def compute(args: argparse.Namespace) -> dict:
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         screenshot(full, Path(tmp) / "all.png", 1300, 560)
         shutil.copyfile(Path(tmp) / "all.png", SCREENSHOT)
-    return {"model": "qm7-schnet", "method": "lrp", "browser": version, "canvas_px": SIZE, "molecules": rows}
+    from qmlx.explain.plot import similarity_map
+
+    similarity_map(e, MOLECULES.index("CH3CONH2"), SIMILARITY_MAP, with_hydrogens=False)
+    return {"model": "qm7-schnet", "method": "lrp", "browser": version, "browser_flags": list(NETWORK_OFF),
+            "canvas_px": SIZE, "molecules": rows}  # fmt: skip
 
 
 def render(result: dict, out_dir: Path) -> None:
@@ -141,8 +153,9 @@ def render(result: dict, out_dir: Path) -> None:
     lines = [
         "# The 3-D view in a browser",
         "",
-        f"{result['browser']}, headless, one screenshot of each molecule's view ({result['canvas_px']} px "
-        f"canvas); {result['model']}, {result['method']} relevances. For every atom that nothing is drawn over, "
+        f"{result['browser']}, headless and with the network off (`{' '.join(result['browser_flags'])}`), one "
+        f"screenshot of each molecule's view ({result['canvas_px']} px canvas); {result['model']}, "
+        f"{result['method']} relevances. For every atom that nothing is drawn over, "
         "the pixel at a point of its disc away from its label and highlight is compared with the relevance "
         "colour it should have (largest difference over the three channels, 0-255).",
         "",
