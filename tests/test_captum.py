@@ -72,7 +72,9 @@ def test_captum_shapley_values_are_the_exact_atom_shapley_values(model, molecule
 
 def test_sampled_shapley_values_conserve_and_ablation_runs(model, molecules):
     e = captum_explain(model, molecules, ShapleyValueSampling, n_samples=5)
-    np.testing.assert_allclose(e.conservation_error(), 0.0, atol=1e-5)  # each permutation adds up (float32 sums)
+    np.testing.assert_allclose(
+        e.conservation_error(), 0.0, atol=1e-5
+    )  # each permutation adds up (float32 sums)
     ablation = captum_explain(model, molecules[1:2], FeatureAblation)
     assert ablation.relevance.shape == (5,) and np.isfinite(ablation.relevance).all()
 

@@ -7,6 +7,7 @@ folder is a failure, not a skip.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -610,3 +611,91 @@ def test_every_molecule_of_a_multi_molecule_sdf_and_mol2(tmp_path):
     mol2.write_text("@<TRIPOS>MOLECULE\nx\n@<TRIPOS>ATOM\n1 X1 0 0 0 Xx.3\n")
     with pytest.raises(DataFormatError, match=r"two\.mol2.*unknown atom type 'Xx\.3'"):
         read_frames(mol2)
+
+
+@pytest.mark.parametrize(
+    "extra, status, message",
+    [
+        ([], 0, "40 molecules, 312 atoms; energy (eV), energy minus the database's atom references (eV)"),
+        (["--target", "energy"], 0, "40 molecules, 312 atoms; energy (eV), energy minus"),
+        (
+            ["--target", "U0[eV]"],
+            1,
+            "molecules.db: no molecule has a property 'U0'; its molecules have: energy, forces",
+        ),
+        (["--unit", "kcal/mol"], 1, "molecules.db: records energy in eV, not kcal/mol"),
+        (["--target", "energy[Hartree]"], 1, "molecules.db: records energy in eV, not Hartree"),
+        (["--target", "energy[ev]", "--target", "energy"], 1, "column 'energy' is given twice"),
+    ],
+)
+def test_schnetpack_database_from_the_command_line(tmp_path, capsys, extra, status, message):
+    from qmlx.cli import main
+
+    out = tmp_path / "spk.h5"
+    assert main(["data", "import", str(SCHNETPACK_DB), "--out", str(out), "--no-progress", *extra]) == status
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert out.exists() == (status == 0)
+    if status == 0:
+        mols = load_dataset(out)
+        assert mols.units["energy"] == "eV" and mols.force_unit == "eV/Å" and len(mols) == 40
+
+
+def test_table_with_a_header_and_a_multi_molecule_sdf_from_the_command_line(folder, tmp_path, capsys):
+    from qmlx.cli import main
+
+    table = folder.parent / "h.csv"
+    table.write_text("file,energy[kcal/mol]\na.xyz,-1.5\nb.xyz,-2.5\n")
+    out = tmp_path / "t.h5"
+    assert (
+        main(["data", "import", str(folder), "--table", str(table), "--out", str(out), "--no-progress"]) == 0
+    )
+    assert "2 molecules" in capsys.readouterr().err
+    np.testing.assert_allclose(load_dataset(out).targets["energy"], [-1.5, -2.5])
+    blocks = []
+    for k, name in enumerate(["H2O", "CH4", "NH3"]):
+        part = tmp_path / f"{k}.sdf"
+        ase.io.write(part, ase.build.molecule(name), format="sdf")
+        blocks.append(part.read_text().rstrip("\n").removesuffix("$$$$").rstrip("\n") + "\n$$$$\n")
+    sdf = tmp_path / "three.sdf"
+    sdf.write_text("".join(blocks))
+    assert main(["data", "import", str(sdf), "--out", str(tmp_path / "s.h5"), "--no-progress"]) == 0
+    assert "3 molecules" in capsys.readouterr().err
+    assert main(["predict", "qm7-schnet", str(sdf), "--format", "jsonl", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["formula"] for r in rows] == ["H2O", "CH4", "H3N"] and all(r["energy"] < 0 for r in rows)
+
+
+def test_forces_from_a_named_array_with_its_unit(tmp_path, capsys):
+    from qmlx.cli import main
+
+    frames = []
+    rng = np.random.default_rng(1)
+    for name in ("H2O", "CH4"):
+        atoms = ase.build.molecule(name)
+        atoms.info["energy"] = -10.0
+        atoms.arrays["dft_forces"] = rng.normal(size=(len(atoms), 3))
+        frames.append(atoms)
+    src, out = tmp_path / "f.extxyz", tmp_path / "f.h5"
+    ase.io.write(src, frames)
+    argv = [
+        "data",
+        "import",
+        str(src),
+        "--forces",
+        "dft_forces[Hartree/Bohr]",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    capsys.readouterr()
+    mols = load_dataset(out)
+    assert mols.force_unit == "Hartree/Bohr"
+    np.testing.assert_allclose(
+        mols.forces, np.concatenate([a.arrays["dft_forces"] for a in frames]), atol=1e-8
+    )
+    assert main(["data", "import", str(src), "--forces", "grad", "--out", str(out), "--no-progress"]) == 1
+    assert (
+        "f.extxyz: no molecule has per-atom 'grad'; its molecules have: dft_forces" in capsys.readouterr().err
+    )

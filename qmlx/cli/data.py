@@ -63,12 +63,22 @@ def import_command(args: argparse.Namespace) -> None:
         raise ConfigError("--target reads properties from the molecule files; with --table give --columns")
     if args.target:
         columns = list(args.target)
+    forces_key, force_unit = "forces", args.force_unit
+    if args.forces:
+        forces_key, _, rest = args.forces.partition("[")
+        if rest:
+            if not rest.endswith("]") or args.force_unit:
+                raise ConfigError(
+                    f"--forces {args.forces!r}: write KEY or KEY[UNIT] (and no --force-unit then)"
+                )
+            force_unit = rest[:-1]
     mols = import_molecules(
         args.sources,
         table=args.table,
         columns=columns,
         unit=args.unit,
-        force_unit=args.force_unit,
+        force_unit=force_unit,
+        forces_key=forces_key,
         descriptions=_describe(args.describe),
         name=args.name,
         progress=not args.no_progress,
@@ -125,6 +135,11 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--unit", choices=["kcal/mol", "eV", "Hartree"], default=None, help="energy unit of the targets"
     )
     p.add_argument("--force-unit", default=None, help="unit of forces (default: the energy unit per Å)")
+    p.add_argument(
+        "--forces", default=None, metavar="KEY[UNIT]",
+        help="the per-atom array holding the forces, with its unit, e.g. --forces dft_forces[eV/Å] "
+        "(default: 'forces' or the calculator's)",
+    )  # fmt: skip
     p.add_argument(
         "--describe",
         action="append",

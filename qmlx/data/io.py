@@ -547,6 +547,7 @@ def import_molecules(
     descriptions: Mapping[str, str] | None = None,
     name: str | None = None,
     progress: bool = False,
+    forces_key: str = "forces",
 ) -> Molecules:
     """Read molecule files, folders and an optional property table into one `Molecules`.
 
@@ -560,6 +561,8 @@ def import_molecules(
         ``["energy", "homo[Hartree]"]``; by default ``energy`` when the files have energies.
     unit : energy unit (``kcal/mol``, ``eV``, ``Hartree``) of every target without its own unit.
     force_unit : unit of forces, e.g. ``"kcal/mol/Å"``; default ``unit`` per Å (else eV/Å).
+    forces_key : the per-atom array that holds the forces (``atoms.arrays``; an ASE database's
+        ``data``); ``"forces"`` also reads the calculator's. A key no molecule has is an error.
     descriptions : target name -> what it is, e.g. ``{"energy": "PBE0 atomization energy"}``.
     name : name of the set (default: the first source's name).
     progress : show a progress bar over the files.
@@ -623,7 +626,13 @@ def import_molecules(
         if targets is not None:
             targets = {k: _target_unit(k, u, unit, recorded) for k, u in targets.items()}
         _check_present(frames, labels, targets)
-        fields = collect_frames(frames, labels, targets, unit, force_unit, strict=True)
+        if forces_key != "forces" and not any(forces_key in a.arrays for a in frames):
+            have = sorted(set(frames[0].arrays) - {"numbers", "positions"})
+            raise DataFormatError(
+                f"{labels[0].split(', ')[0]}: no molecule has per-atom {forces_key!r}; its molecules have: "
+                f"{', '.join(have) or 'none'}"
+            )
+        fields = collect_frames(frames, labels, targets, unit, force_unit, strict=True, forces_key=forces_key)
         if not fields["targets"]:
             _check_nothing_left_out(frames, labels)
         _add_atomization(fields, files, descriptions)

@@ -539,12 +539,14 @@ def collect_frames(
     unit: str | None,
     force_unit: str | None,
     strict: bool,
+    forces_key: str = "forces",
 ) -> dict:
     """The `Molecules` fields (all but ``ids`` and ``name``) of a list of ``ase.Atoms``.
 
     ``labels[i]`` names frame ``i`` in error messages. With ``strict``, a target ``"energy"`` or
     forces present in some frames but not in others, and malformed forces, are errors; otherwise
-    they are left out.
+    they are left out. Forces are read from ``atoms.arrays[forces_key]`` (and, for ``"forces"``,
+    from the calculator).
     """
     n = len(frames)
     e_unit = energy_unit(unit) if unit is not None else "eV"
@@ -584,8 +586,8 @@ def collect_frames(
 
     per_frame = []
     for a, lab in zip(frames, labels):
-        f = a.arrays.get("forces")
-        if f is None and a.calc is not None:
+        f = a.arrays.get(forces_key)
+        if f is None and a.calc is not None and forces_key == "forces":
             f = getattr(a.calc, "results", {}).get("forces")
         if f is not None:
             f = np.asarray(f, dtype=np.float64)
