@@ -1,5 +1,5 @@
 """The ``qmlx`` command: ``data info|import``, ``train krr|schnet|dtnn``, ``predict``, ``explain``,
-``model import schnetpack``.
+``model import schnetpack``, ``insight groups|compare``.
 
 Each sub-command lives in its own module with an ``add(sub)`` function that registers its parser.
 Errors qmlx raises on purpose (`qmlx.errors.QmlxError`) and bad options print one line on stderr
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from qmlx.cli import data, explain, model, predict, train
+from qmlx.cli import data, explain, insight, model, predict, train
 from qmlx.cli.common import Parser
 from qmlx.errors import DomainWarning, QmlxError
 
@@ -65,7 +65,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="qmlx", description="machine learning for quantum chemistry")
     parser.add_argument("--version", action="version", version=f"qmlx {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (data, train, predict, explain, model):
+    for module in (data, train, predict, explain, model, insight):
         module.add(sub)
     return parser
 

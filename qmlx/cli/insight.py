@@ -1,0 +1,178 @@
+"""``qmlx insight groups`` and ``qmlx insight compare``: chemical groups' energies under a model, and
+models compared by their explanations (`qmlx.insight.groups`, `qmlx.insight.compare`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from qmlx.cli import common
+from qmlx.errors import QmlxError
+
+
+def _held_out(model, mols, use_all: bool):
+    """``(molecules analysed, training molecules or None, what was chosen)``: the test part of the
+    model's recorded split, unless ``use_all`` or the model records none."""
+    from qmlx.train.config import recorded_split
+
+    meta = model.metadata
+    if use_all or not ("split" in meta or "seed" in meta):
+        why = "all molecules" if use_all else "all molecules (the model records no split)"
+        return mols, None, why
+    try:
+        sp = recorded_split(mols, meta)
+    except Exception as err:  # noqa: BLE001 - a split that does not fit this data set
+        raise QmlxError(
+            f"{model.name}: its recorded split does not fit {mols.name} ({err}); use --all"
+        ) from None
+    return (
+        mols.subset(sp.test),
+        mols.subset(sp.train),
+        f"the {len(sp.test):,} held-out test molecules of its split",
+    )
+
+
+def groups_command(args: argparse.Namespace) -> None:
+    from qmlx._io import json_dumps
+    from qmlx.chem.groups import load_groups
+    from qmlx.data import load_dataset
+    from qmlx.insight.groups import group_additivity, group_energies, rank_agreement
+    from qmlx.models import load_model
+
+    common.check_writable(args.png, "--png")
+    groups = load_groups(args.groups)  # a bad groups file fails before any work
+    model = load_model(args.model)
+    mols = load_dataset(args.data)
+    analysed, train, chosen = _held_out(model, mols, args.all)
+    result = group_energies(model, analysed, groups, n_resamples=args.resamples, seed=args.seed)
+    first = result.methods[0]
+    report = {"model": args.model, "data": args.data, "molecules": chosen, "methods": list(result.methods),
+              "unit": "kcal/mol", "groups": result.summary, "perception_failures": len(result.failures),
+              "failed_molecules": sorted(result.failures)[:50]}  # fmt: skip
+    target = model.metadata.get("target")
+    if train is not None and target in mols.targets:
+        add = group_additivity(train, train.target(target, "kcal/mol"), analysed,
+                               analysed.target(target, "kcal/mol"), groups)  # fmt: skip
+        counts = {r["group"]: r["occurrences"] for r in result.summary}
+        agreement = rank_agreement({r["group"]: r[first] for r in result.summary}, add.increments, counts)
+        report["additivity"] = {"increments": add.increments, "train_mae": add.train_mae,
+                                "test_mae": add.test_mae, "element_only_test_mae": add.element_only_test_mae,
+                                **agreement}  # fmt: skip
+    if args.format == "json":
+        print(json_dumps(report))
+    else:
+        _print_groups(report, first)
+    if args.png:
+        from qmlx.insight.plot import plot_group_energies
+
+        plot_group_energies(report, args.png)
+        print(f"wrote {args.png}", file=sys.stderr)
+
+
+def _print_groups(report: dict, first: str) -> None:
+    methods = report["methods"]
+    print(f"{report['model']} on {report['data']}: {report['molecules']}; group energies in kcal/mol "
+          f"(sum over the group's atoms and their hydrogens), 95 % bootstrap intervals")  # fmt: skip
+    inc = (report.get("additivity") or {}).get("increments", {})
+    head = f"{'group':<22} {'n':>5}  " + "  ".join(f"{m:>24}" for m in methods)
+    head += f"  {'per heavy atom':>14}  {'beyond composition':>24}" + ("  additivity" if inc else "")
+    print(head)
+    for r in report["groups"]:
+        if not r["occurrences"]:
+            continue
+        cells = [f"{r[m]:8.2f} [{r[m + '_low']:7.2f},{r[m + '_high']:7.2f}]" for m in methods]
+        res = f"{r['residual']:8.2f} [{r['residual_low']:7.2f},{r['residual_high']:7.2f}]"
+        add = (
+            f"  {inc[r['group']]:10.2f}"
+            if inc.get(r["group"]) is not None
+            else ("  " + " " * 10 if inc else "")
+        )
+        print(f"{r['group']:<22} {r['occurrences']:>5}  " + "  ".join(cells)
+              + f"  {r[first + '_per_heavy_atom']:14.2f}  {res}{add}")  # fmt: skip
+    a = report.get("additivity")
+    if a and a.get("spearman") is not None:
+        print(f"group additivity (fitted to the training molecules' reference energies): held-out MAE "
+              f"{a['test_mae']:.2f} kcal/mol (element references alone {a['element_only_test_mae']:.2f}); "
+              f"Spearman of {first} group energies with the increments {a['spearman']:.2f} over "
+              f"{len(a['groups'])} groups")  # fmt: skip
+    if report["perception_failures"]:
+        print(f"bonds not perceived (RDKit): {report['perception_failures']} molecule(s), left out")
+
+
+def compare_command(args: argparse.Namespace) -> None:
+    from qmlx._io import json_dumps
+    from qmlx.data import load_dataset
+    from qmlx.insight.compare import compare_models
+    from qmlx.models import load_model
+
+    if len(args.models) < 2:
+        raise QmlxError("insight compare needs at least two models")
+    models = [load_model(name) for name in args.models]
+    mols = load_dataset(args.data)
+    analysed, _, chosen = _held_out(models[0], mols, args.all)
+    result = compare_models(models, analysed, args.models, groups=args.groups, n_resamples=args.resamples,
+                            seed=args.seed, top=args.top)  # fmt: skip
+    result["data"], result["molecules"] = args.data, chosen
+    if args.format == "json":
+        print(json_dumps(result))
+        return
+    print(f"{', '.join(args.models)} on {args.data}: {chosen}")
+    print("group energies (kcal/mol, first contribution method of each model):")
+    names = args.models
+    print(f"{'group':<22} {'n':>5}  " + "  ".join(f"{n[-14:]:>14}" for n in names))
+    for row in result["groups"]:
+        vals = "  ".join(f"{v:14.2f}" if v is not None else f"{'':>14}" for v in row["energies"])
+        print(f"{row['group']:<22} {row['occurrences']:>5}  {vals}")
+    for pair in result["pairs"]:
+        print(f"{pair['a']} vs {pair['b']}: group energies Spearman {pair['group_spearman']:.2f}; atom "
+              f"contributions Pearson {pair['atom_pearson']:.2f}; disagreement vs |error difference| "
+              f"Spearman {pair['disagreement_error_spearman']:.2f}")  # fmt: skip
+    print("molecules whose explanations disagree most (mean |atom contribution difference|, kcal/mol):")
+    for m in result["most_disagreeing"]:
+        errs = ", ".join(f"{e:.2f}" for e in m["abs_errors"])
+        print(
+            f"  molecule {m['molecule']:>5} {m['formula']:<10} disagreement {m['disagreement']:.2f}  |errors| {errs}"
+        )
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    insight = sub.add_parser("insight", help="chemical insight: group energies, models compared")
+    insight_sub = insight.add_subparsers(dest="insight_command", required=True)
+    p = insight_sub.add_parser(
+        "groups",
+        help="energies of chemical groups (SMARTS) under a model, with intervals and a group-additivity check",
+        description="For each group (a SMARTS pattern: the library of functional groups or ring types, or "
+        "your own file), the sum of the model's atom contributions over the group's atoms and their "
+        "hydrogens, per occurrence and per heavy atom, with 95 %% bootstrap intervals over molecules, what "
+        "composition alone gives, and the increment of a group-additivity fit to the data set's own "
+        "reference energies. By default on the held-out test molecules of the model's recorded split.",
+    )
+    p.add_argument("model", help="a shipped model name, network .pt or KRR .h5 file")
+    _common(p)
+    p.add_argument("--png", default=None, help="draw the group energies with their intervals")
+    p.set_defaults(func=groups_command)
+    p = insight_sub.add_parser(
+        "compare",
+        help="models compared by their explanations: group energies, atom agreement, where they disagree",
+    )
+    p.add_argument("models", nargs="+", help="two or more models (networks, ensembles, KRR files)")
+    _common(p)
+    p.add_argument(
+        "--top",
+        type=common.positive_int,
+        default=10,
+        help="molecules listed where explanations disagree most",
+    )
+    p.set_defaults(func=compare_command)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="qm7, qm9, a qmlx .h5 store or a molecule file")
+    p.add_argument("--groups", default="functional",
+                   help="functional, rings, functional,rings, or a groups file (name SMARTS [description] per line)")  # fmt: skip
+    p.add_argument(
+        "--all", action="store_true", help="every molecule, not only the model's held-out test set"
+    )
+    p.add_argument("--resamples", type=common.positive_int, default=1000, help="bootstrap resamples")
+    p.add_argument("--seed", type=common.nonnegative_int, default=0, help="bootstrap seed")
+    p.add_argument("--format", choices=["table", "json"], default="table")

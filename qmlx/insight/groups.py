@@ -1,0 +1,262 @@
+"""Group energies from a model's atom-wise explanations, with intervals, composition baselines and a
+check against group additivity.
+
+A group's energy in a molecule is the sum of the atom contributions of its atoms and their
+hydrogens (`qmlx.chem.groups`), in kcal/mol:
+
+- ``decomposition`` (networks): each atom's energy minus its element's reference energy, the
+  per-element least-squares energy the network's output head was fitted with on its training
+  molecules, ``E_i - ref(Z_i)``;
+- ``lrp`` (networks): each atom's LRP relevance plus its bias relevance, which together explain
+  ``E - sum_i ref(Z_i)``;
+- ``neuralized`` (kernel models): each atom's share of ``f(x) - f(0)`` (`qmlx.explain.kernel`).
+
+Lower means the model finds the group more stabilizing than its elements' references. Intervals are
+95 % bootstrap percentile intervals over molecules (all groups of a molecule travel together,
+`qmlx.insight.statistics.bootstrap`).
+
+**Composition baseline.** A group's energy partly follows from what it is made of. The baseline
+fits every occurrence's energy on its composition (heavy atoms per element and hydrogens, with an
+intercept) by least squares over all occurrences of all groups; a group's mean ``residual`` is
+what its energy says beyond its composition, and ``baseline`` what composition alone gives.
+
+**Group additivity** (Benson; Cohen and Benson, Chem. Rev. 93, 2419, 1993). `group_additivity`
+fits the data set's own reference energies, minus per-element references (least squares on element
+counts), by least squares on the molecules' group counts: one increment per group, in kcal/mol per
+occurrence, learned from the reference data alone. It is the transparent baseline the model's group
+energies are compared with (rank correlation). Published Benson increments are enthalpies of
+formation at 298 K; these increments are fitted to whatever the data set holds (for QM7 and QM9,
+atomization energies at 0 K, at the data set's level of theory), so rankings and differences
+compare, raw values do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qmlx.chem.groups import Group, GroupMatches, group_counts, load_groups, match_groups
+from qmlx.data.molecules import Molecules
+from qmlx.insight.statistics import bootstrap_draws, composition_residual, percentile_intervals
+
+#: explanation methods that give atom contributions, per model kind
+CONTRIBUTION_METHODS = {"network": ("decomposition", "lrp"), "ensemble": ("decomposition", "lrp"),
+                        "krr": ("neuralized",)}  # fmt: skip
+
+
+def atom_contributions(model, mols: Molecules, methods: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Per method, every atom's contribution (n_atoms_total,) in kcal/mol (see the module
+    docstring); ``methods`` defaults to those of the model's kind (`CONTRIBUTION_METHODS`)."""
+    from qmlx.explain import explain
+    from qmlx.models import as_trained_model
+
+    trained = as_trained_model(model)
+    methods = tuple(methods or CONTRIBUTION_METHODS.get(trained.kind, ()))
+    if not methods:
+        raise ValueError(f"no atom contributions for {trained.kind} models")
+    out = {}
+    for method in methods:
+        ex = explain(trained, mols, method)
+        if method == "decomposition":
+            out[method] = ex.relevance - element_references(trained)[mols.Z]
+        elif method == "lrp":
+            out[method] = ex.relevance + ex.bias
+        else:
+            out[method] = ex.relevance
+    return out
+
+
+def element_references(model) -> np.ndarray:
+    """(max_z + 1,) a network's (or an ensemble's mean) per-element reference energies in kcal/mol."""
+    from qmlx.models import as_trained_model
+
+    est = as_trained_model(model).estimator
+    members = getattr(est, "members", [est])
+    return np.mean([m.head.reference.detach().double().cpu().numpy() for m in members], axis=0)
+
+
+@dataclass
+class GroupEnergies:
+    """Group energies of one model on one set of molecules.
+
+    groups : the groups, in the order of ``summary``.
+    methods : the contribution methods (``decomposition``, ``lrp``, ``neuralized``).
+    summary : one dict per group: ``group``, ``description``, ``smarts``, ``occurrences``,
+        ``molecules``, ``heavy_atoms`` (per occurrence), and per method ``<method>`` (mean energy per
+        occurrence), ``<method>_low``/``_high`` (95 % interval), ``<method>_per_heavy_atom`` (mean
+        energy over its heavy atoms) with its interval; for the first method also ``baseline`` and
+        ``residual`` with its interval (see the module docstring). kcal/mol throughout; ``None``
+        for a group that never occurs.
+    occurrence_group, occurrence_molecule, occurrence_heavy : (n_occ,) per occurrence.
+    occurrence_energy : method -> (n_occ,) energies in kcal/mol.
+    failures : molecule index -> why its bonds could not be perceived.
+    n_molecules : molecules analysed (including failures).
+    """
+
+    groups: list[Group]
+    methods: tuple[str, ...]
+    summary: list[dict]
+    occurrence_group: np.ndarray
+    occurrence_molecule: np.ndarray
+    occurrence_heavy: np.ndarray
+    occurrence_energy: dict[str, np.ndarray]
+    failures: dict[int, str] = field(default_factory=dict)
+    n_molecules: int = 0
+
+    def row(self, name: str) -> dict:
+        return next(r for r in self.summary if r["group"] == name)
+
+
+def group_energies(
+    model,
+    mols: Molecules,
+    groups: str | Sequence[Group] = "functional",
+    methods: Sequence[str] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    contributions: dict[str, np.ndarray] | None = None,
+    matches: GroupMatches | None = None,
+) -> GroupEnergies:
+    """Energies of ``groups`` (a library name, a groups file or `Group`s) in ``mols`` under
+    ``model`` (see the module docstring). ``contributions`` and ``matches``: atom contributions
+    (`atom_contributions`) and matches (`qmlx.chem.groups.match_groups`) if already computed."""
+    groups = list(load_groups(groups))
+    matches = matches or match_groups(mols, groups)
+    contributions = contributions or atom_contributions(model, mols, methods)
+    methods = tuple(contributions)
+    index = {g.name: j for j, g in enumerate(groups)}
+    occ = matches.occurrences
+    g_idx = np.array([index[o.group] for o in occ], dtype=np.int64)
+    mol_idx = np.array([o.molecule for o in occ], dtype=np.int64)
+    heavy = np.array([len(o.atoms) for o in occ], dtype=np.float64)
+    energy = {
+        m: np.array([values[mols.offsets[o.molecule] + np.asarray(o.members)].sum() for o in occ])
+        for m, values in contributions.items()
+    }
+    composition = _composition(mols, occ)
+    residual = composition_residual(energy[methods[0]], composition) if len(occ) else np.zeros(0)
+    k = len(groups)
+
+    def means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        n = np.bincount(g_idx, weights=weights, minlength=k)
+        s = np.bincount(g_idx, weights=weights * values, minlength=k)
+        return np.divide(s, n, out=np.full(k, np.nan), where=n > 0)
+
+    columns = [energy[m] for m in methods] + [energy[m] / np.maximum(heavy, 1) for m in methods] + [residual]
+
+    def statistic(weights: np.ndarray) -> np.ndarray:
+        return np.concatenate([means(c, weights) for c in columns])
+
+    point, draws = bootstrap_draws(statistic, mol_idx, len(mols), n_resamples, seed)
+    intervals = percentile_intervals(point, draws)
+    baseline = means(energy[methods[0]] - residual, np.ones(len(occ)))
+    summary = []
+    for j, g in enumerate(groups):
+        mask = g_idx == j
+        row = {"group": g.name, "description": g.description, "smarts": g.smarts,
+               "occurrences": int(mask.sum()), "molecules": int(len(np.unique(mol_idx[mask]))),
+               "heavy_atoms": float(heavy[mask].mean()) if mask.any() else None}  # fmt: skip
+        for c, name in enumerate([*methods, *(f"{m}_per_heavy_atom" for m in methods), "residual"]):
+            iv = intervals[c * k + j]
+            ok = mask.any() and np.isfinite(iv.value)
+            row[name] = float(iv.value) if ok else None
+            row[f"{name}_low"] = float(iv.low) if ok else None
+            row[f"{name}_high"] = float(iv.high) if ok else None
+        row["baseline"] = float(baseline[j]) if mask.any() else None
+        summary.append(row)
+    return GroupEnergies(
+        groups, methods, summary, g_idx, mol_idx, heavy, energy, dict(matches.failures), len(mols)
+    )
+
+
+def _composition(mols: Molecules, occurrences) -> np.ndarray:
+    """(n_occ, k) heavy atoms per element (C, N, O, F, S, other) and hydrogens of each occurrence."""
+    columns = {6: 0, 7: 1, 8: 2, 9: 3, 16: 4}
+    out = np.zeros((len(occurrences), 7))
+    for i, o in enumerate(occurrences):
+        z = mols.Z[mols.offsets[o.molecule] + np.asarray(o.atoms, dtype=np.int64)]
+        for zz in z:
+            out[i, columns.get(int(zz), 5)] += 1
+        out[i, 6] = len(o.hydrogens)
+    return out
+
+
+@dataclass
+class Additivity:
+    """`group_additivity` output.
+
+    increments : group name -> fitted increment in kcal/mol per occurrence (None for a group that
+        no training molecule has).
+    element_references : element -> per-element reference energy of the first fit, kcal/mol.
+    train_mae, test_mae : mean absolute error of element references + increments on the fitting
+        molecules and on the held-out ones (kcal/mol), against the element references alone
+        (``element_only_test_mae``).
+    """
+
+    increments: dict[str, float | None]
+    element_references: dict[int, float]
+    train_mae: float
+    test_mae: float
+    element_only_test_mae: float
+
+
+def group_additivity(
+    train: Molecules, train_energy: np.ndarray, test: Molecules, test_energy: np.ndarray,
+    groups: Sequence[Group], ridge: float = 1e-6,
+) -> Additivity:  # fmt: skip
+    """Fit element references, then group increments, to ``train_energy`` (kcal/mol) by least
+    squares (a tiny ``ridge``, relative to the mean squared count, keeps collinear groups finite),
+    and measure both on ``test`` (see the module docstring)."""
+    from qmlx.chem import element_counts, fit_element_energies
+
+    refs = fit_element_energies(train.Z, train.n_atoms, train_energy)
+    elements = np.array(sorted(refs))
+    ref = np.array([refs[z] for z in elements])
+
+    def residual(mols: Molecules, energy: np.ndarray) -> np.ndarray:
+        return np.asarray(energy, dtype=np.float64) - element_counts(mols.Z, mols.n_atoms, elements) @ ref
+
+    r_train, r_test = residual(train, train_energy), residual(test, test_energy)
+    X_train = group_counts(match_groups(train, groups), groups, len(train))
+    X_test = group_counts(match_groups(test, groups), groups, len(test))
+    present = X_train.sum(0) > 0
+    A = X_train[:, present]
+    lam = ridge * float(np.mean(A * A)) * len(A)
+    coef = np.linalg.solve(A.T @ A + lam * np.eye(A.shape[1]), A.T @ r_train) if A.shape[1] else np.zeros(0)
+    inc = np.zeros(len(groups))
+    inc[present] = coef
+    return Additivity(
+        {g.name: (float(inc[j]) if present[j] else None) for j, g in enumerate(groups)},
+        {int(z): float(v) for z, v in zip(elements, ref)},
+        float(np.mean(np.abs(r_train - X_train @ inc))),
+        float(np.mean(np.abs(r_test - X_test @ inc))),
+        float(np.mean(np.abs(r_test))),
+    )
+
+
+def rank_agreement(model_energy: dict[str, float | None], increments: dict[str, float | None],
+                   min_occurrences: dict[str, int] | None = None, minimum: int = 10) -> dict:  # fmt: skip
+    """Spearman rank correlation between a model's group energies and the additivity increments,
+    over the groups both have (and, with ``min_occurrences``, that occur at least ``minimum``
+    times), with the groups ranked most differently."""
+    from scipy.stats import spearmanr
+
+    names = [
+        n for n, v in model_energy.items()
+        if v is not None and increments.get(n) is not None
+        and (min_occurrences is None or min_occurrences.get(n, 0) >= minimum)
+    ]  # fmt: skip
+    if len(names) < 3:
+        return {"spearman": None, "groups": names, "largest_rank_differences": []}
+    a = np.array([model_energy[n] for n in names])
+    b = np.array([increments[n] for n in names])
+    rho = float(spearmanr(a, b).statistic)
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    order = np.argsort(-np.abs(ra - rb), kind="stable")
+    worst = [
+        {"group": names[i], "model_rank": int(ra[i]) + 1, "additivity_rank": int(rb[i]) + 1}
+        for i in order[:5]
+    ]
+    return {"spearman": rho, "groups": names, "largest_rank_differences": worst}
