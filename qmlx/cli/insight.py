@@ -10,54 +10,21 @@ from qmlx.cli import common
 from qmlx.errors import QmlxError
 
 
-def _held_out(model, mols, use_all: bool):
-    """``(molecules analysed, training molecules or None, what was chosen)``: the test part of the
-    model's recorded split, unless ``use_all`` or the model records none."""
-    from qmlx.train.config import recorded_split
-
-    meta = model.metadata
-    if use_all or not ("split" in meta or "seed" in meta):
-        why = "all molecules" if use_all else "all molecules (the model records no split)"
-        return mols, None, why
-    try:
-        sp = recorded_split(mols, meta)
-    except Exception as err:  # noqa: BLE001 - a split that does not fit this data set
-        raise QmlxError(
-            f"{model.name}: its recorded split does not fit {mols.name} ({err}); use --all"
-        ) from None
-    return (
-        mols.subset(sp.test),
-        mols.subset(sp.train),
-        f"the {len(sp.test):,} held-out test molecules of its split",
-    )
-
-
 def groups_command(args: argparse.Namespace) -> None:
     from qmlx._io import json_dumps
     from qmlx.chem.groups import load_groups
     from qmlx.data import load_dataset
-    from qmlx.insight.groups import group_additivity, group_energies, rank_agreement
+    from qmlx.insight.groups import group_report, held_out_molecules
     from qmlx.models import load_model
 
     common.check_writable(args.png, "--png")
     groups = load_groups(args.groups)  # a bad groups file fails before any work
     model = load_model(args.model)
     mols = load_dataset(args.data)
-    analysed, train, chosen = _held_out(model, mols, args.all)
-    result = group_energies(model, analysed, groups, n_resamples=args.resamples, seed=args.seed)
-    first = result.methods[0]
-    report = {"model": args.model, "data": args.data, "molecules": chosen, "methods": list(result.methods),
-              "unit": "kcal/mol", "groups": result.summary, "perception_failures": len(result.failures),
-              "failed_molecules": sorted(result.failures)[:50]}  # fmt: skip
-    target = model.metadata.get("target")
-    if train is not None and target in mols.targets:
-        add = group_additivity(train, train.target(target, "kcal/mol"), analysed,
-                               analysed.target(target, "kcal/mol"), groups)  # fmt: skip
-        counts = {r["group"]: r["occurrences"] for r in result.summary}
-        agreement = rank_agreement({r["group"]: r[first] for r in result.summary}, add.increments, counts)
-        report["additivity"] = {"increments": add.increments, "train_mae": add.train_mae,
-                                "test_mae": add.test_mae, "element_only_test_mae": add.element_only_test_mae,
-                                **agreement}  # fmt: skip
+    analysed, train, chosen = held_out_molecules(model, mols, args.all)
+    report = group_report(model, analysed, train, groups, n_resamples=args.resamples, seed=args.seed)
+    report.update(model=args.model, data=args.data, molecules=chosen)
+    first = report["methods"][0]
     if args.format == "json":
         print(json_dumps(report))
     else:
@@ -103,13 +70,14 @@ def compare_command(args: argparse.Namespace) -> None:
     from qmlx._io import json_dumps
     from qmlx.data import load_dataset
     from qmlx.insight.compare import compare_models
+    from qmlx.insight.groups import held_out_molecules
     from qmlx.models import load_model
 
     if len(args.models) < 2:
         raise QmlxError("insight compare needs at least two models")
     models = [load_model(name) for name in args.models]
     mols = load_dataset(args.data)
-    analysed, _, chosen = _held_out(models[0], mols, args.all)
+    analysed, _, chosen = held_out_molecules(models[0], mols, args.all)
     result = compare_models(models, analysed, args.models, groups=args.groups, n_resamples=args.resamples,
                             seed=args.seed, top=args.top)  # fmt: skip
     result["data"], result["molecules"] = args.data, chosen

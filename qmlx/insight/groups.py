@@ -9,7 +9,9 @@ hydrogens (`qmlx.chem.groups`), in kcal/mol:
   molecules, ``E_i - ref(Z_i)``;
 - ``lrp`` (networks): each atom's LRP relevance plus its bias relevance, which together explain
   ``E - sum_i ref(Z_i)``;
-- ``neuralized`` (kernel models): each atom's share of ``f(x) - f(0)`` (`qmlx.explain.kernel`).
+- ``neuralized`` (kernel models): each atom's share of ``f(x) - f(0)`` (`qmlx.explain.kernel`)
+  minus per-element references fitted by least squares to the molecules' summed shares, the
+  counterpart of a network head's references (a kernel model has none of its own).
 
 Lower means the model finds the group more stabilizing than its elements' references. Intervals are
 95 % bootstrap percentile intervals over molecules (all groups of a molecule travel together,
@@ -63,8 +65,14 @@ def atom_contributions(model, mols: Molecules, methods: Sequence[str] | None = N
             out[method] = ex.relevance - element_references(trained)[mols.Z]
         elif method == "lrp":
             out[method] = ex.relevance + ex.bias
-        else:
-            out[method] = ex.relevance
+        else:  # relative to per-element references, as a network's head has them (module docstring)
+            from qmlx.chem import fit_element_energies
+
+            sums = np.bincount(mols.mol_index, weights=ex.relevance, minlength=len(mols))
+            refs = fit_element_energies(mols.Z, mols.n_atoms, sums)
+            table = np.zeros(int(mols.Z.max()) + 1)
+            table[list(refs)] = list(refs.values())
+            out[method] = ex.relevance - table[mols.Z]
     return out
 
 
@@ -260,3 +268,62 @@ def rank_agreement(model_energy: dict[str, float | None], increments: dict[str, 
         for i in order[:5]
     ]
     return {"spearman": rho, "groups": names, "largest_rank_differences": worst}
+
+
+def held_out_molecules(
+    model, mols: Molecules, use_all: bool = False
+) -> tuple[Molecules, Molecules | None, str]:
+    """``(molecules analysed, training molecules or None, what was chosen)``: the test part of the
+    model's recorded split (`qmlx.train.config.recorded_split`), unless ``use_all`` or the model
+    records none."""
+    from qmlx.errors import QmlxError
+    from qmlx.models import as_trained_model
+    from qmlx.train.config import recorded_split
+
+    trained = as_trained_model(model)
+    meta = trained.metadata
+    if use_all or not ("split" in meta or "seed" in meta):
+        return mols, None, "all molecules" if use_all else "all molecules (the model records no split)"
+    try:
+        sp = recorded_split(mols, meta)
+    except Exception as err:  # noqa: BLE001 - a split that does not fit this data set
+        raise QmlxError(
+            f"{trained.name}: its recorded split does not fit {mols.name} ({err}); use --all"
+        ) from None
+    return (
+        mols.subset(sp.test),
+        mols.subset(sp.train),
+        f"the {len(sp.test):,} held-out test molecules of its split",
+    )
+
+
+def group_report(
+    model,
+    mols: Molecules,
+    train: Molecules | None,
+    groups="functional",
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """What ``qmlx insight groups --format json`` prints: `group_energies` of ``mols`` and, with the
+    training molecules ``train`` and the model's target in them, the `group_additivity` fit and its
+    `rank_agreement` with the model's group energies (first contribution method)."""
+    from qmlx.models import as_trained_model
+
+    trained = as_trained_model(model)
+    groups = list(load_groups(groups))
+    result = group_energies(trained, mols, groups, n_resamples=n_resamples, seed=seed)
+    first = result.methods[0]
+    report = {"methods": list(result.methods), "unit": "kcal/mol", "groups": result.summary,
+              "perception_failures": len(result.failures), "failed_molecules": sorted(result.failures)[:50],
+              "n_molecules": len(mols)}  # fmt: skip
+    target = trained.metadata.get("target")
+    if train is not None and target in mols.targets:
+        add = group_additivity(
+            train, train.target(target, "kcal/mol"), mols, mols.target(target, "kcal/mol"), groups
+        )
+        counts = {r["group"]: r["occurrences"] for r in result.summary}
+        agreement = rank_agreement({r["group"]: r[first] for r in result.summary}, add.increments, counts)
+        report["additivity"] = {"increments": add.increments, "train_mae": add.train_mae, "test_mae": add.test_mae,
+                                "element_only_test_mae": add.element_only_test_mae, **agreement}  # fmt: skip
+    return report
