@@ -150,3 +150,20 @@ def test_compare_two_networks_and_a_model_with_itself(g2_file, capsys):
     assert len(result["most_disagreeing"]) == 3
     methyl = next(r for r in result["groups"] if r["group"] == "methyl")
     assert methyl["energies"][0] == pytest.approx(methyl["energies"][2])
+
+
+def test_groups_command_writes_a_figure_and_a_self_contained_html_report(g2_file, tmp_path, capsys):
+    import re
+
+    png, page = tmp_path / "groups.png", tmp_path / "groups.html"
+    argv = ["insight", "groups", "qm7-schnet", "--data", str(g2_file), "--all", "--resamples", "20",
+            "--png", str(png), "--html", str(page)]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "ketone" in out and "kcal/mol" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = page.read_text()
+    found = match_groups([ase.build.molecule(n) for n in G2], FUNCTIONAL_GROUPS)
+    occurring = {o.group for o in found.occurrences}
+    assert text.count("<tr>") == len(occurring) + 1 and text.count("<svg") == 1
+    assert not re.search(r"<script|<link|<img|src=|href=\"http", text)

@@ -18,6 +18,7 @@ def groups_command(args: argparse.Namespace) -> None:
     from qmlx.models import load_model
 
     common.check_writable(args.png, "--png")
+    common.check_writable(args.html, "--html")
     groups = load_groups(args.groups)  # a bad groups file fails before any work
     model = load_model(args.model)
     mols = load_dataset(args.data)
@@ -34,6 +35,11 @@ def groups_command(args: argparse.Namespace) -> None:
 
         plot_group_energies(report, args.png)
         print(f"wrote {args.png}", file=sys.stderr)
+    if args.html:
+        from qmlx.insight.plot import write_group_report_html
+
+        write_group_report_html(report, args.html)
+        print(f"wrote {args.html}", file=sys.stderr)
 
 
 def _print_groups(report: dict, first: str) -> None:
@@ -118,6 +124,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="a shipped model name, network .pt or KRR .h5 file")
     _common(p)
     p.add_argument("--png", default=None, help="draw the group energies with their intervals")
+    p.add_argument("--html", default=None, help="also write a self-contained HTML report (figure and table)")
     p.set_defaults(func=groups_command)
     p = insight_sub.add_parser(
         "compare",

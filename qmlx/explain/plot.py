@@ -568,7 +568,7 @@ def plot_explanation(
     ]
 
 
-def _svg(fig: Figure, salt: str) -> str:
+def inline_svg(fig: Figure, salt: str) -> str:
     """Inline SVG text of ``fig`` (no XML prolog), text kept as text; ``salt`` keeps element ids
     distinct between the pictures of one page."""
     buf = io.StringIO()
@@ -625,7 +625,7 @@ def write_html_report(
             for k, v in metadata.items()
         )
         parts.append(f"<h2>Model</h2><table>{rows}</table>")
-    parts.append(_svg(bar_fig, "qmlx-colorbar"))
+    parts.append(inline_svg(bar_fig, "qmlx-colorbar"))
     for i, atoms in enumerate(mols):
         fig = Figure(figsize=(3.4, 3.4), layout="constrained")
         ax = fig.add_subplot()
@@ -648,7 +648,7 @@ def write_html_report(
         )
         view = view3d_html(atoms, rel, norm, cmap, f"qmlx-view-{i}", explanation.unit or "", size=300)
         parts.append(
-            f'<div class="mol"><div>{_svg(fig, f"qmlx-{i}")}</div><div>{view}</div>'
+            f'<div class="mol"><div>{inline_svg(fig, f"qmlx-{i}")}</div><div>{view}</div>'
             f"<div><h3>{esc(names[i])}</h3><p>{summary}</p><table>{head}{body}</table></div></div>"
         )
     parts.append("</body></html>")

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import html
 import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from qmlx._io import savefig_atomic
+from qmlx._io import savefig_atomic, write_text_atomic
 
 
-def plot_group_energies(report: dict, path: str | os.PathLike, min_occurrences: int = 1) -> Path:
+def group_energy_figure(report: dict, min_occurrences: int = 1) -> Figure:
     """Each group's energy per heavy atom (kcal/mol) with its 95 % interval, one marker per
     contribution method, sorted by the first; beside it, with an additivity fit in ``report``, the
     groups' energies against their fitted increments. ``report`` is what ``qmlx insight groups
-    --format json`` prints."""
+    --format json`` prints (`qmlx.insight.groups.group_report`)."""
     methods = report["methods"]
     rows = [r for r in report["groups"] if r["occurrences"] >= min_occurrences and r[methods[0]] is not None]
     rows.sort(key=lambda r: r[f"{methods[0]}_per_heavy_atom"])
@@ -52,4 +53,66 @@ def plot_group_energies(report: dict, path: str | os.PathLike, min_occurrences: 
             else "against group additivity",
             fontsize=10,
         )
-    return savefig_atomic(fig, path, dpi=130)
+    return fig
+
+
+def plot_group_energies(report: dict, path: str | os.PathLike, min_occurrences: int = 1) -> Path:
+    """`group_energy_figure` written to ``path`` (PNG, PDF or SVG by its suffix), atomically."""
+    return savefig_atomic(group_energy_figure(report, min_occurrences), path, dpi=130)
+
+
+def write_group_report_html(report: dict, path: str | os.PathLike) -> Path:
+    """A self-contained HTML page of a group report: what was analysed, the figure (inline SVG) and
+    the table with intervals, additivity increments and perception failures; written atomically."""
+    from qmlx.explain.plot import inline_svg
+
+    esc = html.escape
+    methods = report["methods"]
+    inc = (report.get("additivity") or {}).get("increments") or {}
+    rows = sorted(
+        (r for r in report["groups"] if r["occurrences"]), key=lambda r: r[f"{methods[0]}_per_heavy_atom"]
+    )
+
+    def cell(r: dict, key: str) -> str:
+        return f"{r[key]:.2f} [{r[key + '_low']:.2f}, {r[key + '_high']:.2f}]"
+
+    titles = [
+        "group",
+        "SMARTS",
+        "n",
+        "molecules",
+        *methods,
+        "per heavy atom",
+        "beyond composition",
+        "additivity",
+    ]
+    head = "".join(f"<th>{esc(h)}</th>" for h in titles)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in [
+            r["group"], r["smarts"], r["occurrences"], r["molecules"], *[cell(r, m) for m in methods],
+            f"{r[methods[0] + '_per_heavy_atom']:.2f}", cell(r, "residual"),
+            "" if inc.get(r["group"]) is None else f"{inc[r['group']]:.2f}"]) + "</tr>"
+        for r in rows
+    )  # fmt: skip
+    add = report.get("additivity") or {}
+    summary = (
+        f"<p>Group additivity on the analysed molecules: MAE {add['test_mae']:.2f} kcal/mol (element references "
+        f"alone {add['element_only_test_mae']:.2f}); Spearman with the {esc(methods[0])} group energies "
+        f"{add['spearman']:.2f} over {len(add['groups'])} groups.</p>"
+        if add.get("spearman") is not None
+        else ""
+    )
+    model, data = esc(str(report.get("model", ""))), esc(str(report.get("data", "")))
+    page = "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>qmlx insight groups: {model}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:90em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #bbb;padding:2px 6px;font-size:90%}th{background:#eee}"
+        "svg{max-width:100%;height:auto}</style></head><body>",
+        f"<h1>Group energies: {model} on {data}</h1>",
+        f"<p>{esc(str(report.get('molecules', '')))}; kcal/mol, relative to element references; 95 % bootstrap "
+        f"intervals over molecules. Bonds not perceived: {report['perception_failures']} molecule(s).</p>",
+        summary, inline_svg(group_energy_figure(report), "groups"),
+        f"<table><tr>{head}</tr>{body}</table>", "</body></html>",
+    ])  # fmt: skip
+    return write_text_atomic(path, page + "\n")
