@@ -67,10 +67,22 @@ def render(result: dict, out_dir: Path) -> None:
         "intervals over molecules. *Beyond composition*: the group energy minus what its composition (heavy atoms "
         "per element and hydrogens) gives in a least-squares fit over all occurrences. *Additivity*: the increment "
         "of a group-additivity fit to the training molecules' reference energies (element references first, then "
-        "one increment per group). Sorted by the decomposition energy per heavy atom.",
+        "one increment per group). *A baseline could give it*: what is left of the group's energy beyond its "
+        "composition (or beyond its numbers of heavy atoms and hydrogens alone) is not distinguishable from 0 or has "
+        "the other sign, so a conclusion drawn from that energy could come from the baseline. Sorted by the "
+        "decomposition energy per heavy atom.",
         "",
         *report.table(
-            ["group", "n", "molecules", *methods, "per heavy atom", "beyond composition", "additivity"],
+            [
+                "group",
+                "n",
+                "molecules",
+                *methods,
+                "per heavy atom",
+                "beyond composition",
+                "additivity",
+                "a baseline could give it",
+            ],
             [
                 [
                     r["group"],
@@ -80,6 +92,7 @@ def render(result: dict, out_dir: Path) -> None:
                     f"{r[methods[0] + '_per_heavy_atom']:.2f}",
                     f"{r['residual']:.2f} [{r['residual_low']:.2f}, {r['residual_high']:.2f}]",
                     fmt(inc.get(r["group"]), ".2f"),
+                    r.get("confound") or "",
                 ]
                 for r in rows
             ],

@@ -88,6 +88,12 @@ def test_intervals_baselines_and_failures(g2_file):
         and methyl["decomposition_low"] <= methyl["decomposition"] <= methyl["decomposition_high"]
     )
     assert methyl["baseline"] + methyl["residual"] == pytest.approx(methyl["decomposition"])
+    assert methyl["count_residual_low"] <= methyl["count_residual"] <= methyl["count_residual_high"]
+    for row in result.summary:  # a flagged group: what is left beyond a baseline holds 0 or flips sign
+        if row["confound"] == "composition":
+            assert (
+                row["residual_low"] <= 0 <= row["residual_high"] or row["residual"] * row["decomposition"] < 0
+            )
     assert result.row("urea")["occurrences"] == 0 and result.row("urea")["decomposition"] is None
 
 

@@ -60,8 +60,9 @@ def _print_groups(report: dict, first: str) -> None:
             if inc.get(r["group"]) is not None
             else ("  " + " " * 10 if inc else "")
         )
+        flag = f"  [{r['confound']} alone could give this]" if r.get("confound") else ""
         print(f"{r['group']:<22} {r['occurrences']:>5}  " + "  ".join(cells)
-              + f"  {r[first + '_per_heavy_atom']:14.2f}  {res}{add}")  # fmt: skip
+              + f"  {r[first + '_per_heavy_atom']:14.2f}  {res}{add}{flag}")  # fmt: skip
     a = report.get("additivity")
     if a and a.get("spearman") is not None:
         print(f"group additivity (fitted to the training molecules' reference energies): held-out MAE "

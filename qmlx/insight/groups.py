@@ -17,10 +17,15 @@ Lower means the model finds the group more stabilizing than its elements' refere
 95 % bootstrap percentile intervals over molecules (all groups of a molecule travel together,
 `qmlx.insight.statistics.bootstrap`).
 
-**Composition baseline.** A group's energy partly follows from what it is made of. The baseline
-fits every occurrence's energy on its composition (heavy atoms per element and hydrogens, with an
-intercept) by least squares over all occurrences of all groups; a group's mean ``residual`` is
-what its energy says beyond its composition, and ``baseline`` what composition alone gives.
+**Composition and count baselines.** A group's energy partly follows from what it is made of.
+The composition baseline fits every occurrence's energy on its composition (heavy atoms per element
+and hydrogens, with an intercept) by least squares over all occurrences of all groups; a group's
+mean ``residual`` is what its energy says beyond its composition, and ``baseline`` what
+composition alone gives. The count baseline does the same with the numbers of heavy atoms and
+hydrogens only (``count_residual``). A group is marked ``confound`` (``"composition"`` or
+``"atom counts"``) when what is left beyond a baseline is not distinguishable from 0 (its interval
+holds 0) or has the other sign than the group's energy: a conclusion drawn from that group's
+energy could be produced by the baseline alone.
 
 **Group additivity** (Benson; Cohen and Benson, Chem. Rev. 93, 2419, 1993). `group_additivity`
 fits the data set's own reference energies, minus per-element references (least squares on element
@@ -94,8 +99,9 @@ class GroupEnergies:
     summary : one dict per group: ``group``, ``description``, ``smarts``, ``occurrences``,
         ``molecules``, ``heavy_atoms`` (per occurrence), and per method ``<method>`` (mean energy per
         occurrence), ``<method>_low``/``_high`` (95 % interval), ``<method>_per_heavy_atom`` (mean
-        energy over its heavy atoms) with its interval; for the first method also ``baseline`` and
-        ``residual`` with its interval (see the module docstring). kcal/mol throughout; ``None``
+        energy over its heavy atoms) with its interval; for the first method also ``baseline``,
+        ``residual`` and ``count_residual`` with their intervals, and ``confound`` (see the module
+        docstring). kcal/mol throughout; ``None``
         for a group that never occurs.
     occurrence_group, occurrence_molecule, occurrence_heavy : (n_occ,) per occurrence.
     occurrence_energy : method -> (n_occ,) energies in kcal/mol.
@@ -145,6 +151,9 @@ def group_energies(
     }
     composition = _composition(mols, occ)
     residual = composition_residual(energy[methods[0]], composition) if len(occ) else np.zeros(0)
+    # a count-only baseline: heavy atoms and hydrogens, whatever their elements
+    counts_only = np.column_stack([heavy, composition[:, -1]]) if len(occ) else np.zeros((0, 2))
+    count_residual = composition_residual(energy[methods[0]], counts_only) if len(occ) else np.zeros(0)
     k = len(groups)
 
     def means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -152,7 +161,8 @@ def group_energies(
         s = np.bincount(g_idx, weights=weights * values, minlength=k)
         return np.divide(s, n, out=np.full(k, np.nan), where=n > 0)
 
-    columns = [energy[m] for m in methods] + [energy[m] / np.maximum(heavy, 1) for m in methods] + [residual]
+    columns = [energy[m] for m in methods] + [energy[m] / np.maximum(heavy, 1) for m in methods]
+    columns += [residual, count_residual]
 
     def statistic(weights: np.ndarray) -> np.ndarray:
         return np.concatenate([means(c, weights) for c in columns])
@@ -166,13 +176,24 @@ def group_energies(
         row = {"group": g.name, "description": g.description, "smarts": g.smarts,
                "occurrences": int(mask.sum()), "molecules": int(len(np.unique(mol_idx[mask]))),
                "heavy_atoms": float(heavy[mask].mean()) if mask.any() else None}  # fmt: skip
-        for c, name in enumerate([*methods, *(f"{m}_per_heavy_atom" for m in methods), "residual"]):
+        for c, name in enumerate(
+            [*methods, *(f"{m}_per_heavy_atom" for m in methods), "residual", "count_residual"]
+        ):
             iv = intervals[c * k + j]
             ok = mask.any() and np.isfinite(iv.value)
             row[name] = float(iv.value) if ok else None
             row[f"{name}_low"] = float(iv.low) if ok else None
             row[f"{name}_high"] = float(iv.high) if ok else None
         row["baseline"] = float(baseline[j]) if mask.any() else None
+        # a conclusion about this group's energy that composition or counts alone could produce:
+        # what is left beyond them is not distinguishable from 0, or has the other sign
+        row["confound"] = None
+        if mask.any() and row[methods[0]] is not None:
+            for key, what in (("residual", "composition"), ("count_residual", "atom counts")):
+                lo, hi = row[f"{key}_low"], row[f"{key}_high"]
+                if lo <= 0 <= hi or np.sign(row[key]) != np.sign(row[methods[0]]):
+                    row["confound"] = what
+                    break
         summary.append(row)
     return GroupEnergies(
         groups, methods, summary, g_idx, mol_idx, heavy, energy, dict(matches.failures), len(mols)
