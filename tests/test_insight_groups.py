@@ -15,7 +15,8 @@ from qmlx.chem.groups import FUNCTIONAL_GROUPS, RING_GROUPS, Group, load_groups,
 from qmlx.cli import main
 from qmlx.data import Molecules
 from qmlx.errors import DataFormatError
-from qmlx.insight.groups import element_references, group_additivity, group_energies
+from qmlx.explain.contributions import element_references
+from qmlx.insight.groups import group_additivity, group_energies
 from qmlx.models import load_model
 
 G2 = ("CH3COCH3", "CH3CH2OH", "CH3CONH2", "C6H6", "CH3CN", "CH3COOH", "HCOOCH3", "CH3OCH3")

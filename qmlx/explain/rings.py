@@ -3,7 +3,8 @@
 A ring's energy, following the DTNN paper's analysis (Schütt et al., Nat. Commun. 8, 13890,
 2017), is the sum of the atom-wise contributions of its atoms and of the hydrogens bonded to them
 (`ring_energies`), in kcal/mol, each taken relative to its element's reference energy, the
-per-element least-squares energy the network's output head was fitted with (`atom_contributions`).
+per-element least-squares energy the network's output head was fitted with
+(`qmlx.explain.contributions.atom_contributions`).
 Lower is more stable. The rings themselves come from `qmlx.chem.rings.perceive_rings`; the
 statistics that test what ring energies show are in `qmlx.insight.statistics`.
 """
@@ -15,35 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from qmlx.chem.rings import Ring
+from qmlx.explain.contributions import atom_contributions, element_references
 
-
-def atom_contributions(
-    model, mols, methods: Sequence[str] = ("decomposition", "lrp")
-) -> dict[str, np.ndarray]:
-    """Per-atom contributions relative to the element references, (n_atoms_total,) kcal/mol each.
-
-    ``decomposition``: the network's atom energies E_i - ref(Z_i). ``lrp``: LRP relevance plus
-    bias relevance of each atom, which together explain E - sum_i ref(Z_i). ``ref`` is the
-    network's per-element reference (``model.head.reference``), fitted on its training molecules.
-    """
-    from qmlx.explain import explain
-
-    reference = element_references(model)[mols.Z]
-    out = {}
-    for method in methods:
-        ex = explain(model, mols, method)
-        if method == "decomposition":
-            out[method] = ex.relevance - reference
-        elif method == "lrp":
-            out[method] = ex.relevance + ex.bias
-        else:
-            raise ValueError(f"ring energies use 'decomposition' or 'lrp', not {method!r}")
-    return out
-
-
-def element_references(model) -> np.ndarray:
-    """(max_z + 1,) the network's per-element reference energies in kcal/mol (0 for unknown elements)."""
-    return model.head.reference.detach().double().cpu().numpy()
+__all__ = ["atom_contributions", "element_references", "ring_energies"]
 
 
 def ring_energies(rings: Sequence[Ring], atom_values: np.ndarray, offsets: np.ndarray) -> np.ndarray:

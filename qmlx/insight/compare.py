@@ -21,7 +21,8 @@ import numpy as np
 
 from qmlx.chem.groups import load_groups, match_groups
 from qmlx.data.molecules import Molecules
-from qmlx.insight.groups import CONTRIBUTION_METHODS, atom_contributions, group_energies
+from qmlx.explain.contributions import CONTRIBUTION_METHODS, atom_contributions
+from qmlx.insight.groups import group_energies
 
 
 def compare_models(
