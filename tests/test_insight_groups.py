@@ -174,3 +174,35 @@ def test_groups_command_writes_a_figure_and_a_self_contained_html_report(g2_file
     occurring = {o.group for o in found.occurrences}
     assert text.count("<tr>") == len(occurring) + 1 and text.count("<svg") == 1
     assert not re.search(r"<script|<link|<img|src=|href=\"http", text)
+
+
+def test_matched_pairs_compare_only_within_strata():
+    from qmlx.insight.rings import matched_pairs
+
+    energy = np.array([1.0, 2.0, 0.5, 3.0, -1.0, 0.0])
+    in_a = np.array([True, False, True, False, True, False])
+    strata = ["x", "x", "x", "x", "y", "z"]  # y and z hold one kind each: no pairs
+    interval, counts = matched_pairs(energy, in_a, strata, np.arange(6), 6, n_resamples=200)
+    # stratum x: A = {1.0, 0.5}, B = {2.0, 3.0}: all four pairs have the A occurrence lower
+    assert interval.value == 1.0 and counts == {"pairs": 4, "strata": 1, "a_in_pairs": 2}
+    energy[0] = 2.5  # now 1.0 -> 2.5 beats 3.0 only: 3 of 4
+    assert matched_pairs(energy, in_a, strata, np.arange(6), 6, n_resamples=50)[0].value == 0.75
+
+
+def test_ring_report_on_qm7_molecules(qm7):
+    from qmlx.insight.rings import ring_occurrences, ring_report
+    from qmlx.insight.statistics import pair_fraction
+
+    mols = qm7.subset(np.arange(6765, 7165))  # QM7's largest molecules: aromatic and other rings
+    model = load_model("qm7-schnet")
+    report = ring_report(model, mols, n_resamples=50)
+    occ = ring_occurrences(model, mols)
+    assert report["n_rings"] == len(occ.rings) > 0
+    both = report["ring_sets"]["5- and 6-rings"]
+    aromatic = np.array([r.aromatic for r in occ.rings])
+    if "decomposition" in both:
+        by_hand = pair_fraction(
+            occ.energy["decomposition"], aromatic, [r.composition for r in occ.rings]
+        ).fraction
+        assert both["decomposition"]["value"] == pytest.approx(by_hand)
+    assert sum(t["rings"] for t in report["types"]) == len(occ.rings)
