@@ -146,9 +146,10 @@ def export_molecules(mols: Molecules, path: str | os.PathLike) -> Path:
     """Write ``mols`` with their targets, forces, charge and multiplicity to an extxyz file or ASE
     database that `qmlx.data.import_molecules` reads back to the same numbers and units.
 
-    A target ``energy`` in an energy unit goes into the calculator in eV (ASE's convention); every
-    other target stays in ``info`` in its own unit, with ``<key>_unit`` beside it. Forces are
-    written in eV/Å.
+    A target ``energy`` in an energy unit goes into the calculator in eV (ASE's convention), with
+    the unit the set keeps it in as ``qmlx_energy_unit``; every other target stays in ``info`` in its
+    own unit, with ``<key>_unit`` beside it. Forces are written in eV/Å, with the set's force unit
+    as ``qmlx_force_unit``. Reading the file back restores both units.
     """
     frames = []
     units: dict[str, str] = {}
@@ -158,12 +159,14 @@ def export_molecules(mols: Molecules, path: str | os.PathLike) -> Path:
         for key, unit in mols.units.items():
             if key == "energy" and unit in ENERGY_UNITS:
                 results["energy"] = float(convert_energy(atoms.info.pop("energy"), unit, "eV"))
+                atoms.info["qmlx_energy_unit"] = unit
                 units["energy"] = "eV"
             else:
                 atoms.info[f"{key}_unit"] = unit
                 units[key] = unit
         if "forces" in results:
             units["forces"] = "eV/Ang"
+            atoms.info["qmlx_force_unit"] = mols.force_unit
         _attach(atoms, results)
         frames.append(atoms)
     return write_frames(path, frames, units)

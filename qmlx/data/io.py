@@ -635,6 +635,10 @@ def import_molecules(
         fields = collect_frames(frames, labels, targets, unit, force_unit, strict=True, forces_key=forces_key)
         if not fields["targets"]:
             _check_nothing_left_out(frames, labels)
+        if unit is None and (specs is None or not any(k == "energy" and u for _, k, u in specs)):
+            _restore_units(
+                fields, frames[0].info, force_unit_given=force_unit is not None and "forces" not in recorded
+            )
         _add_atomization(fields, files, descriptions)
     else:
         table = Path(table)
@@ -715,6 +719,22 @@ def _check_present(frames: list[ase.Atoms], labels: list[str], targets: dict | N
         raise DataFormatError(
             f"{source}: no molecule has a property {key!r}; its molecules have: {', '.join(have) or 'none'}"
         )
+
+
+def _restore_units(fields: dict, info: dict, force_unit_given: bool) -> None:
+    """Energies and forces that qmlx's export wrote in ASE's units (eV, eV/Å) back in the units the
+    exported set kept them in (``qmlx_energy_unit``, ``qmlx_force_unit``)."""
+    from qmlx.data.molecules import convert_force
+    from qmlx.units import ENERGY_UNITS, convert_energy
+
+    keep = info.get("qmlx_energy_unit")
+    if keep in ENERGY_UNITS and fields["units"].get("energy") == "eV":
+        fields["targets"]["energy"] = convert_energy(fields["targets"]["energy"], "eV", keep)
+        fields["units"]["energy"] = keep
+    keep = info.get("qmlx_force_unit")
+    if isinstance(keep, str) and fields.get("forces") is not None and not force_unit_given:
+        fields["forces"] = convert_force(fields["forces"], fields["force_unit"], keep)
+        fields["force_unit"] = normalize_force_unit(keep)
 
 
 def _check_nothing_left_out(frames: list[ase.Atoms], labels: list[str]) -> None:
