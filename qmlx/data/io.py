@@ -602,6 +602,7 @@ def import_molecules(
             frames += f
             labels += lab
             ids += i
+        stated_force_unit = force_unit
         recorded = _recorded_units(files)
         for key, value in frames[0].info.items():  # "homo_unit": "Hartree" beside "homo" (qmlx's export)
             if key.endswith("_unit") and isinstance(value, str) and key[: -len("_unit")] in frames[0].info:
@@ -636,9 +637,7 @@ def import_molecules(
         if not fields["targets"]:
             _check_nothing_left_out(frames, labels)
         if unit is None and (specs is None or not any(k == "energy" and u for _, k, u in specs)):
-            _restore_units(
-                fields, frames[0].info, force_unit_given=force_unit is not None and "forces" not in recorded
-            )
+            _restore_units(fields, frames[0].info, force_unit_given=stated_force_unit is not None)
         _add_atomization(fields, files, descriptions)
     else:
         table = Path(table)
