@@ -29,216 +29,21 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from qmlx.chem.rings import RING_TYPE_NAMES, Ring, per_atom_composition, perceive_rings, ring_type_name
+from qmlx.chem.rings import RING_TYPE_NAMES
 from qmlx.data import load_dataset
-from qmlx.data.molecules import Molecules
-from qmlx.explain.rings import atom_contributions, element_references, ring_energies
-from qmlx.insight.statistics import bootstrap_draws, group_codes, matched_difference, percentile_intervals
+from qmlx.insight.rings import RingSet, contrasts, parent_energies, type_table
+from qmlx.insight.rings import ring_set as make_source
 from qmlx.nn import load_network
-from qmlx.nn.io import predict_network
 from qmlx.train.config import recorded_split
 
 try:
     from experiments import _report as report
 except ImportError:  # run as a script: experiments/ is on sys.path
     import _report as report
-
-SIZES = (3, 4, 5, 6, 7, 8)
-STRAIN_PER_CH2 = {
-    "cyclopropane": 27.5 / 3,
-    "cyclobutane": 26.3 / 4,
-    "cyclopentane": 6.2 / 5,
-    "cyclohexane": 0.0,
-}
-"""Textbook ring strain energies of the cycloalkanes per CH2 group, kcal/mol (e.g. Anslyn and
-Dougherty, Modern Physical Organic Chemistry, 2006: 27.5, 26.3, 6.2 and 0 kcal/mol per ring)."""
-CONTRASTS = (  # (a, b, what chemistry says)
-    ("cyclopropane", "cyclohexane", "ring strain"),
-    ("cyclobutane", "cyclohexane", "ring strain"),
-    ("cyclopentane", "cyclohexane", "ring strain"),
-    ("cyclopropane", "cyclobutane", "ring strain"),
-    ("cyclobutane", "cyclopentane", "ring strain"),
-    ("imidazole", "pyrazole", "N-N bond vs 1,3 nitrogens"),
-    ("oxazole", "isoxazole", "N-O bond vs 1,3 heteroatoms"),
-    ("1,2,4-triazole", "1,2,3-triazole", "one vs two N-N bonds"),
-    ("pyrimidine", "pyrazine", "1,3 vs 1,4 nitrogens"),
-    ("thiazole", "isothiazole", "N-S bond vs 1,3 heteroatoms"),
-    ("pyrimidine", "pyridazine", "1,3 nitrogens vs N-N bond"),
-)
-
-
-@dataclass
-class Source:
-    """Rings of one set of molecules with one network's per-atom ring energies.
-
-    name, description : labels. mols : the molecules. rings : their rings (RDKit; molecules whose
-    bonds RDKit could not perceive are left out). per_atom : (n_rings,) ring energy per ring
-    atom, kcal/mol. types : (n_rings,) ring type names. perception : counts by method.
-    parents : ring type -> DFT energy per ring atom of the unsubstituted parent molecule.
-    """
-
-    name: str
-    description: str
-    mols: Molecules
-    rings: list[Ring]
-    per_atom: np.ndarray
-    types: np.ndarray
-    perception: dict
-    parents: dict[str, dict]
-
-
-def perceive(mols: Molecules) -> tuple[list[Ring], dict]:
-    found = [perceive_rings(atoms, i, sizes=SIZES, fallback=False) for i, atoms in enumerate(mols)]
-    counts = {m: sum(p.method == m for p in found) for m in ("rdkit", "rdkit-retry", "failed")}
-    counts["failed_ids"] = [int(mols.ids[i]) for i, p in enumerate(found) if p.method == "failed"]
-    return [r for p in found for r in p.rings], counts
-
-
-def parent_energies(mols: Molecules, model, max_heavy: int = 8) -> dict[str, dict]:
-    """DFT energy per ring atom (minus element references) of each ring type's parent molecule.
-
-    A parent is a molecule made only of one ring's atoms and their hydrogens (cyclohexane,
-    pyridine, ...). Its value is ``(E_atomization - sum_i ref(Z_i)) / ring size`` with the
-    data set's own reference energy (``atomization_energy``, kcal/mol) and the network's
-    element references, and the network's prediction for it the same way.
-    """
-    heavy = np.bincount(mols.mol_index, weights=mols.Z > 1, minlength=len(mols))
-    candidates = np.flatnonzero(heavy <= max_heavy)
-    sub = mols.subset(candidates)
-    ref = element_references(model)
-    ref_sum = np.bincount(sub.mol_index, weights=ref[sub.Z], minlength=len(sub))
-    energy = sub.target("atomization_energy", "kcal/mol")
-    out: dict[str, dict] = {}
-    rows = []
-    for i, atoms in enumerate(sub):
-        for ring in perceive_rings(atoms, i, sizes=SIZES, fallback=False).rings:
-            if ring.size + ring.n_hydrogens == len(atoms):
-                rows.append((i, ring))
-    if not rows:
-        return out
-    predicted = predict_network(model, sub.subset([i for i, _ in rows]))[0]
-    for (i, ring), pred in zip(rows, predicted):
-        name = ring_type_name(ring)
-        out.setdefault(
-            name,
-            {
-                "molecule_id": int(sub.ids[i]),
-                "formula": sub[i].get_chemical_formula(),
-                "dft_per_atom": float((energy[i] - ref_sum[i]) / ring.size),
-                "model_per_atom": float((pred - ref_sum[i]) / ring.size),
-            },
-        )
-    return out
-
-
-def make_source(name: str, description: str, mols: Molecules, model, parents: dict) -> Source:
-    t0 = time.perf_counter()
-    rings, counts = perceive(mols)
-    contributions = atom_contributions(model, mols, ("decomposition",))["decomposition"]
-    energy = ring_energies(rings, contributions, mols.offsets)
-    per_atom = energy / np.array([r.size for r in rings])
-    types = np.array([ring_type_name(r) for r in rings])
-    counts["seconds"] = time.perf_counter() - t0
-    return Source(name, description, mols, rings, per_atom, types, counts, parents)
-
-
-def type_table(source: Source, names: list[str], resamples: int, seed: int) -> dict:
-    """Count, mean [interval], rank [interval] and H per ring atom of the ring types ``names``.
-
-    Ranks run over ``names`` (1 = lowest mean energy per ring atom, the most stable). With parent
-    molecules for at least 5 of the types, also the Spearman correlation between the types'
-    means and their parents' DFT values (``spearman_with_parents``), with its interval.
-    """
-    from scipy.stats import spearmanr
-
-    code = {n: k for k, n in enumerate(names)}
-    t = np.array([code.get(str(x), -1) for x in source.types])
-    keep = t >= 0
-    t, e = t[keep], source.per_atom[keep]
-    molecule = np.array([r.molecule for r in source.rings])[keep]
-    h = np.array([r.n_hydrogens / r.size for r in source.rings])[keep]
-    k = len(names)
-
-    def means(w: np.ndarray) -> np.ndarray:
-        n = np.bincount(t, weights=w, minlength=k)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.bincount(t, weights=w * e, minlength=k) / n
-
-    point, draws = bootstrap_draws(means, molecule, len(source.mols), resamples, seed)
-    intervals = percentile_intervals(point, draws)
-    rank_point = np.argsort(np.argsort(point)) + 1
-    rank_draws = np.argsort(np.argsort(np.where(np.isfinite(draws), draws, np.inf), axis=1), axis=1) + 1
-    table: dict = {"types": {}}
-    for j, n in enumerate(names):
-        lo, hi = np.quantile(rank_draws[:, j], [0.025, 0.975])
-        first = next(r for r, x in zip(source.rings, source.types) if x == n)
-        table["types"][n] = {
-            "count": int((t == j).sum()),
-            "mean_per_atom": intervals[j].as_dict(),
-            "rank": int(rank_point[j]),
-            "rank_low": int(lo),
-            "rank_high": int(hi),
-            "h_per_ring_atom": float(h[t == j].mean()),
-            "aromatic": first.aromatic,
-            "saturated": bool(not first.aromatic and first.ring_double_bonds == 0),
-            "size": first.size,
-            "parent": source.parents.get(n),
-        }
-    with_parent = [j for j, n in enumerate(names) if n in source.parents]
-    if len(with_parent) >= 5:
-        dft = np.array([source.parents[names[j]]["dft_per_atom"] for j in with_parent])
-        rho = [spearmanr(row[with_parent], dft).statistic for row in np.vstack([point, draws])]
-        (interval,) = percentile_intervals(np.array(rho[:1]), np.array(rho[1:])[:, None])
-        table["spearman_with_parents"] = {**interval.as_dict(), "n_types": len(with_parent)}
-    return table
-
-
-def contrasts(source: Source, resamples: int, seed: int, min_rings: int = 10) -> dict:
-    """Reference-free comparisons: per-atom energy of type a minus type b at equal per-atom composition.
-
-    Only contrasts with at least ``min_rings`` rings of each type in the shared strata.
-    """
-    strata = group_codes([per_atom_composition(r) for r in source.rings])
-    molecule = np.array([r.molecule for r in source.rings])
-    usable = []
-    for a, b, why in CONTRASTS:
-        in_a, in_b = source.types == a, source.types == b
-        shared = np.intersect1d(strata[in_a], strata[in_b])
-        if (
-            np.isin(strata[in_a], shared).sum() >= min_rings
-            and np.isin(strata[in_b], shared).sum() >= min_rings
-        ):
-            usable.append((a, b, why, in_a, in_b))
-    if not usable:
-        return {}
-
-    def statistic(w: np.ndarray) -> np.ndarray:
-        return np.array(
-            [matched_difference(source.per_atom, ia, ib, strata, w) for _, _, _, ia, ib in usable]
-        )
-
-    point, draws = bootstrap_draws(statistic, molecule, len(source.mols), resamples, seed)
-    out = {}
-    for (a, b, why, in_a, in_b), interval in zip(usable, percentile_intervals(point, draws)):
-        shared = set(strata[in_a].tolist()) & set(strata[in_b].tolist())
-        pa, pb = source.parents.get(a), source.parents.get(b)
-        out[f"{a} - {b}"] = {
-            "chemistry": why,
-            "model": interval.as_dict(),
-            "n_a": int(sum(s in shared for s in strata[in_a])),
-            "n_b": int(sum(s in shared for s in strata[in_b])),
-            "n_strata": len(shared),
-            "dft_parents": pa["dft_per_atom"] - pb["dft_per_atom"] if pa and pb else None,
-            "textbook_strain": (
-                STRAIN_PER_CH2[a] - STRAIN_PER_CH2[b] if a in STRAIN_PER_CH2 and b in STRAIN_PER_CH2 else None
-            ),
-        }
-    return out
 
 
 def fmt(v: dict, digits: int = 2) -> str:
@@ -436,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 def compute(args: argparse.Namespace) -> dict:
     """Ring-type tables, Spearman correlations with the parents and contrasts of every source."""
     start = time.perf_counter()
-    sources: list[Source] = []
+    sources: list[RingSet] = []
 
     qm9, model9 = load_dataset("qm9"), load_network("qm9-schnet-50k")
     split9 = recorded_split(qm9, model9.metadata)

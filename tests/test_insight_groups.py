@@ -206,3 +206,17 @@ def test_ring_report_on_qm7_molecules(qm7):
         ).fraction
         assert both["decomposition"]["value"] == pytest.approx(by_hand)
     assert sum(t["rings"] for t in report["types"]) == len(occ.rings)
+
+
+def test_ranked_ring_types_follow_their_means_and_find_parents(qm7):
+    from qmlx.insight.rings import ranked_ring_types
+
+    mols = qm7.subset(np.arange(6765, 7165))
+    table = ranked_ring_types(load_model("qm7-schnet"), qm7, mols, min_count=5, n_resamples=50)
+    rows = sorted(table["types"].values(), key=lambda t: t["rank"])
+    assert len(rows) >= 3 and [t["rank"] for t in rows] == list(range(1, len(rows) + 1))
+    means = [t["mean_per_atom"]["value"] for t in rows]
+    assert means == sorted(means)  # rank 1 is the lowest energy per ring atom
+    assert all(t["rank_low"] <= t["rank"] <= t["rank_high"] for t in rows)
+    parents = [t["parent"] for t in rows if t["parent"]]
+    assert parents and all(p["formula"] and np.isfinite(p["dft_per_atom"]) for p in parents)

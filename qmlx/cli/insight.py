@@ -114,7 +114,7 @@ def rings_command(args: argparse.Namespace) -> None:
     from qmlx._io import json_dumps
     from qmlx.data import load_dataset
     from qmlx.insight.groups import held_out_molecules
-    from qmlx.insight.rings import ring_report
+    from qmlx.insight.rings import ranked_ring_types, ring_report
     from qmlx.models import load_model
 
     model = load_model(args.model)
@@ -122,6 +122,10 @@ def rings_command(args: argparse.Namespace) -> None:
     analysed, _, chosen = held_out_molecules(model, mols, args.all)
     report = ring_report(model, analysed, n_resamples=args.resamples, seed=args.seed)
     report.update(model=args.model, data=args.data, molecules=chosen)
+    if args.types:
+        report["ranked_types"] = ranked_ring_types(
+            model, mols, analysed, args.min_count, args.resamples, args.seed
+        )
     if args.format == "json":
         print(json_dumps(report))
         return
@@ -136,9 +140,23 @@ def rings_command(args: argparse.Namespace) -> None:
             for m in report["methods"]
             if m in row
         )
-        print(
-            f"  {name:<15} {row.get('pairs', 0):>7} pairs  {cells or 'needs aromatic and non-aromatic rings'}"
-        )
+        if not row.get("pairs"):
+            cells = "no aromatic and non-aromatic rings of the same composition"
+        print(f"  {name:<15} {row.get('pairs', 0):>7} pairs  {cells}")
+    ranked = report.get("ranked_types")
+    if ranked:
+        rho = ranked.get("spearman_with_parents")
+        print(f"named ring types with at least {args.min_count} rings, ranked by decomposition energy per ring atom "
+              "(kcal/mol; rank 1 = most stable), 95 % intervals; parent: the unsubstituted parent molecule's "
+              "reference energy per ring atom, where the data set holds it")  # fmt: skip
+        for name, t in sorted(ranked["types"].items(), key=lambda kv: kv[1]["rank"]):
+            e, parent = t["mean_per_atom"], t.get("parent")
+            par = f"  parent {parent['dft_per_atom']:7.2f}" if parent else ""
+            print(f"  {t['rank']:>3} [{t['rank_low']:>2}, {t['rank_high']:>2}]  {name:<22} {t['count']:>6}  "
+                  f"{e['value']:7.2f} [{e['low']:.2f}, {e['high']:.2f}]{par}")  # fmt: skip
+        if rho:
+            print(f"Spearman with the parents' energies: {rho['value']:.2f} [{rho['low']:.2f}, {rho['high']:.2f}] "
+                  f"over {rho['n_types']} types")  # fmt: skip
     first = report["methods"][0]
     print(f"ring types ({first} ring energy, kcal/mol, mean per ring):")
     for t in report["types"]:
@@ -182,6 +200,14 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="a shipped model name, network .pt or KRR .h5 file")
     _common(p)
+    p.add_argument(
+        "--types", action="store_true",
+        help="also rank the named ring types (rings of 3 to 8 atoms) with intervals, against their parent "
+        "molecules' reference energies where the data set holds them",
+    )  # fmt: skip
+    p.add_argument(
+        "--min-count", type=common.positive_int, default=30, help="with --types: rings a type needs"
+    )
     p.set_defaults(func=rings_command)
 
 
