@@ -109,6 +109,27 @@ def render(result: dict, out_dir: Path) -> None:
             f"{len(add['groups'])} groups with at least 10 occurrences; ranked most differently: {worst}.",
             "",
         ]
+    if result.get("contrasts"):
+        lines += [
+            "Groups compared at equal composition per heavy atom (there the element references cancel): the "
+            f"{methods[0]} energy per heavy atom of the first group minus the second, matched within strata, kcal/mol; "
+            "the largest differences:",
+            "",
+            *report.table(
+                ["first", "second", "difference per heavy atom", "occurrences", "strata"],
+                [
+                    [
+                        c["a"],
+                        c["b"],
+                        report.format_interval(c["difference_per_heavy_atom"], 2),
+                        f"{c['n_a']} / {c['n_b']}",
+                        c["strata"],
+                    ]
+                    for c in result["contrasts"]
+                ],
+            ),  # fmt: skip
+            "",
+        ]
     lines += [
         f"Bonds not perceived by RDKit: {result['perception_failures']} of {result['n_molecules']:,} molecules "
         "(left out). Figure: " + f"[{name}.png]({name}.png).",

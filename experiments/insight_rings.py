@@ -53,17 +53,17 @@ def render(result: dict, out_dir: Path) -> None:
         return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
 
     rows = []
-    for name, row in result["ring_sets"].items():
-        old = result["ring_stability"][name]
+    for name, old in result["ring_stability"].items():
+        row = result["ring_sets"][name]
         for m in result["methods"]:
-            rows.append([name, m, row["pairs"], iv(row[m]), old["pairs"], iv(old[m])])
-    first = result["methods"][0]
+            rows.append([name, m, row["n_pairs"], iv(row[f"pairs_{m}"]), old["pairs"], iv(old[m])])
+    first = "decomposition"
     lines = [
         f"# Ring stability from the insight engine: {result['model']} on QM9",
         "",
-        f"`qmlx insight rings {result['model']} --data qm9`, on {result['molecules']}: {result['n_rings']:,} five- and "
-        f"six-membered rings ({result['failed_molecules']} molecules without perceived bonds left out, "
-        f"{result['retried_molecules']} perceived on a second try). The fraction of composition-matched (aromatic, "
+        f"`qmlx insight rings {result['model']} --data qm9`, on {result['molecules']}: "
+        f"{result['perception']['n_rings']:,} five- and six-membered rings ({result['perception']['failed']} molecules "
+        f"without perceived bonds left out, {result['perception']['rdkit_retry']} perceived on a second try). The fraction of composition-matched (aromatic, "
         "non-aromatic) ring pairs in which the aromatic ring has the lower energy, with 95 % bootstrap intervals "
         "over molecules, next to what `experiments/ring_stability.py` reported ([ring_stability_qm9.md]"
         "(ring_stability_qm9.md)).",

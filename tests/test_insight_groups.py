@@ -176,36 +176,33 @@ def test_groups_command_writes_a_figure_and_a_self_contained_html_report(g2_file
     assert not re.search(r"<script|<link|<img|src=|href=\"http", text)
 
 
-def test_matched_pairs_compare_only_within_strata():
-    from qmlx.insight.rings import matched_pairs
-
-    energy = np.array([1.0, 2.0, 0.5, 3.0, -1.0, 0.0])
-    in_a = np.array([True, False, True, False, True, False])
-    strata = ["x", "x", "x", "x", "y", "z"]  # y and z hold one kind each: no pairs
-    interval, counts = matched_pairs(energy, in_a, strata, np.arange(6), 6, n_resamples=200)
-    # stratum x: A = {1.0, 0.5}, B = {2.0, 3.0}: all four pairs have the A occurrence lower
-    assert interval.value == 1.0 and counts == {"pairs": 4, "strata": 1, "a_in_pairs": 2}
-    energy[0] = 2.5  # now 1.0 -> 2.5 beats 3.0 only: 3 of 4
-    assert matched_pairs(energy, in_a, strata, np.arange(6), 6, n_resamples=50)[0].value == 0.75
-
-
 def test_ring_report_on_qm7_molecules(qm7):
-    from qmlx.insight.rings import ring_occurrences, ring_report
+    from qmlx.chem.rings import perceive_rings
+    from qmlx.explain.contributions import atom_contributions
+    from qmlx.insight.rings import ring_report
     from qmlx.insight.statistics import pair_fraction
 
     mols = qm7.subset(np.arange(6765, 7165))  # QM7's largest molecules: aromatic and other rings
     model = load_model("qm7-schnet")
     report = ring_report(model, mols, n_resamples=50)
-    occ = ring_occurrences(model, mols)
-    assert report["n_rings"] == len(occ.rings) > 0
+    rings = [r for i, a in enumerate(mols) for r in perceive_rings(a, i, sizes=(5, 6), fallback=False).rings]
+    assert report["perception"]["n_rings"] == len(rings) > 0
+    contributions = atom_contributions(model, mols, ["decomposition"])["decomposition"]
+    energy = np.array(
+        [r.energy(contributions[mols.offsets[r.molecule] : mols.offsets[r.molecule + 1]]) for r in rings]
+    )
+    aromatic = np.array([r.aromatic for r in rings])
+    assert aromatic.any() and not aromatic.all()
+    by_hand = pair_fraction(energy, aromatic, [r.composition for r in rings])  # the pairs, counted here
     both = report["ring_sets"]["5- and 6-rings"]
-    aromatic = np.array([r.aromatic for r in occ.rings])
-    if "decomposition" in both:
-        by_hand = pair_fraction(
-            occ.energy["decomposition"], aromatic, [r.composition for r in occ.rings]
-        ).fraction
-        assert both["decomposition"]["value"] == pytest.approx(by_hand)
-    assert sum(t["rings"] for t in report["types"]) == len(occ.rings)
+    assert both["n_pairs"] == by_hand.n_pairs > 0
+    assert both["pairs_decomposition"]["value"] == pytest.approx(by_hand.fraction)
+    assert (
+        both["pairs_decomposition"]["low"]
+        <= both["pairs_decomposition"]["value"]
+        <= both["pairs_decomposition"]["high"]
+    )
+    assert sum(t["rings"] for t in report["types"]) == len(rings)
 
 
 def test_ranked_ring_types_follow_their_means_and_find_parents(qm7):
@@ -220,3 +217,29 @@ def test_ranked_ring_types_follow_their_means_and_find_parents(qm7):
     assert all(t["rank_low"] <= t["rank"] <= t["rank_high"] for t in rows)
     parents = [t["parent"] for t in rows if t["parent"]]
     assert parents and all(p["formula"] and np.isfinite(p["dft_per_atom"]) for p in parents)
+
+
+def test_matched_contrasts_compare_groups_within_equal_composition_per_heavy_atom(g2_file):
+    from qmlx.data import Molecules, load_dataset
+    from qmlx.insight.groups import matched_contrasts
+    from qmlx.insight.statistics import group_codes, matched_difference
+
+    extra = Molecules.from_atoms(
+        [ase.build.molecule("C4H4O")], targets={}
+    )  # furan: an O without H, like ethers
+    mols = Molecules.concatenate([load_dataset(g2_file), extra])
+    result = group_energies(load_model("qm7-schnet"), mols, "functional", n_resamples=20)
+    contrasts = matched_contrasts(result, min_occurrences=1, n_resamples=20)
+    assert {"ether", "furan_O"} <= {n for c in contrasts for n in (c["a"], c["b"])}
+    first = contrasts[0]
+    per_heavy = result.occurrence_composition / result.occurrence_heavy[:, None]
+    strata = group_codes([tuple(np.round(r, 6)) for r in per_heavy])
+    names = [g.name for g in result.groups]
+    in_a = result.occurrence_group == names.index(first["a"])
+    in_b = result.occurrence_group == names.index(first["b"])
+    values = result.occurrence_energy["decomposition"] / result.occurrence_heavy
+    assert first["difference_per_heavy_atom"]["value"] == pytest.approx(
+        matched_difference(values, in_a, in_b, strata)
+    )
+    shared = set(strata[in_a]) & set(strata[in_b])
+    assert first["strata"] == len(shared) >= 1

@@ -22,7 +22,7 @@ def groups_command(args: argparse.Namespace) -> None:
     groups = load_groups(args.groups)  # a bad groups file fails before any work
     model = load_model(args.model)
     mols = load_dataset(args.data)
-    analysed, train, chosen = held_out_molecules(model, mols, args.all)
+    analysed, train, chosen = held_out_molecules(model, mols, args.all, args.unseen)
     report = group_report(model, analysed, train, groups, n_resamples=args.resamples, seed=args.seed)
     report.update(model=args.model, data=args.data, molecules=chosen)
     first = report["methods"][0]
@@ -69,6 +69,13 @@ def _print_groups(report: dict, first: str) -> None:
               f"{a['test_mae']:.2f} kcal/mol (element references alone {a['element_only_test_mae']:.2f}); "
               f"Spearman of {first} group energies with the increments {a['spearman']:.2f} over "
               f"{len(a['groups'])} groups")  # fmt: skip
+    if report.get("contrasts"):
+        print("groups compared at equal composition per heavy atom (element references cancel): energy per heavy "
+              "atom of the first minus the second, kcal/mol, 95 % interval")  # fmt: skip
+        for c in report["contrasts"]:
+            d = c["difference_per_heavy_atom"]
+            print(f"  {c['a']} - {c['b']}: {d['value']:.2f} [{d['low']:.2f}, {d['high']:.2f}] "
+                  f"({c['n_a']} and {c['n_b']} occurrences in {c['strata']} strata)")  # fmt: skip
     if report["perception_failures"]:
         print(f"bonds not perceived (RDKit): {report['perception_failures']} molecule(s), left out")
 
@@ -84,7 +91,7 @@ def compare_command(args: argparse.Namespace) -> None:
         raise QmlxError("insight compare needs at least two models")
     models = [load_model(name) for name in args.models]
     mols = load_dataset(args.data)
-    analysed, _, chosen = held_out_molecules(models[0], mols, args.all)
+    analysed, _, chosen = held_out_molecules(models[0], mols, args.all, args.unseen)
     result = compare_models(models, analysed, args.models, groups=args.groups, n_resamples=args.resamples,
                             seed=args.seed, top=args.top)  # fmt: skip
     result["data"], result["molecules"] = args.data, chosen
@@ -119,7 +126,7 @@ def rings_command(args: argparse.Namespace) -> None:
 
     model = load_model(args.model)
     mols = load_dataset(args.data)
-    analysed, _, chosen = held_out_molecules(model, mols, args.all)
+    analysed, _, chosen = held_out_molecules(model, mols, args.all, args.unseen)
     report = ring_report(model, analysed, n_resamples=args.resamples, seed=args.seed)
     report.update(model=args.model, data=args.data, molecules=chosen)
     if args.types:
@@ -129,20 +136,22 @@ def rings_command(args: argparse.Namespace) -> None:
     if args.format == "json":
         print(json_dumps(report))
         return
-    print(f"{args.model} on {args.data}: {chosen}; {report['n_rings']} five- and six-membered rings "
-          f"({report['failed_molecules']} molecules without perceived bonds left out, "
-          f"{report['retried_molecules']} perceived on a second try)")  # fmt: skip
+    perception = report["perception"]
+    print(f"{args.model} on {args.data}: {chosen}; {perception['n_rings']} five- and six-membered rings "
+          f"({perception['failed']} molecules without perceived bonds left out, "
+          f"{perception['rdkit_retry']} perceived on a second try)")  # fmt: skip
     print("aromatic against non-aromatic rings of the same ring elements and hydrogen count: the fraction of "
-          "pairs in which the aromatic ring has the lower energy, 95 % bootstrap interval")  # fmt: skip
+          "pairs in which the aromatic ring has the lower energy, 95 % bootstrap interval; beside it, the same "
+          "ranking over all rings (AUC) from the energies and from composition alone (hydrogen count)")  # fmt: skip
     for name, row in report["ring_sets"].items():
-        cells = "  ".join(
-            f"{m} {row[m]['value']:.3f} [{row[m]['low']:.3f}, {row[m]['high']:.3f}]"
-            for m in report["methods"]
-            if m in row
-        )
-        if not row.get("pairs"):
-            cells = "no aromatic and non-aromatic rings of the same composition"
-        print(f"  {name:<15} {row.get('pairs', 0):>7} pairs  {cells}")
+        if "note" in row or not row.get("n_pairs"):
+            print(
+                f"  {name:<15} {row.get('n_pairs', 0):>7} pairs  no aromatic and non-aromatic rings of the same composition"
+            )
+            continue
+        cells = "  ".join(_interval(m, row[f"pairs_{m}"]) for m in report["methods"])
+        base = f"AUC {_interval(report['methods'][0], row['auc_' + report['methods'][0]])}, {_interval('H count', row['auc_h_count'])}"
+        print(f"  {name:<15} {row['n_pairs']:>7} pairs  {cells};  {base}")
     ranked = report.get("ranked_types")
     if ranked:
         rho = ranked.get("spearman_with_parents")
@@ -157,11 +166,14 @@ def rings_command(args: argparse.Namespace) -> None:
         if rho:
             print(f"Spearman with the parents' energies: {rho['value']:.2f} [{rho['low']:.2f}, {rho['high']:.2f}] "
                   f"over {rho['n_types']} types")  # fmt: skip
-    first = report["methods"][0]
-    print(f"ring types ({first} ring energy, kcal/mol, mean per ring):")
+    print("ring types (decomposition ring energy, kcal/mol, mean per ring):")
     for t in report["types"]:
-        e = t[first]
+        e = t["decomposition"]
         print(f"  {t['type']:<34} {t['rings']:>6}  {e['value']:8.2f} [{e['low']:.2f}, {e['high']:.2f}]")
+
+
+def _interval(name: str, d: dict) -> str:
+    return f"{name} {d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -218,6 +230,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--all", action="store_true", help="every molecule, not only the model's held-out test set"
     )
+    p.add_argument(
+        "--unseen", action="store_true",
+        help="every molecule outside the model's training and validation sets (its test set and those its split "
+        "never used), for rare groups",
+    )  # fmt: skip
     p.add_argument("--resamples", type=common.positive_int, default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=common.nonnegative_int, default=0, help="bootstrap seed")
     p.add_argument("--format", choices=["table", "json"], default="table")

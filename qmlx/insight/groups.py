@@ -39,7 +39,7 @@ import numpy as np
 from qmlx.chem.groups import Group, GroupMatches, group_counts, load_groups, match_groups
 from qmlx.data.molecules import Molecules
 from qmlx.explain.contributions import atom_contributions
-from qmlx.insight.statistics import bootstrap_draws, composition_residual, percentile_intervals
+from qmlx.insight.statistics import bootstrap_draws, composition_residual, group_codes, percentile_intervals
 
 
 @dataclass
@@ -56,6 +56,7 @@ class GroupEnergies:
         docstring). kcal/mol throughout; ``None``
         for a group that never occurs.
     occurrence_group, occurrence_molecule, occurrence_heavy : (n_occ,) per occurrence.
+    occurrence_composition : (n_occ, 7) heavy atoms of C, N, O, F, S, other and hydrogens.
     occurrence_energy : method -> (n_occ,) energies in kcal/mol.
     failures : molecule index -> why its bonds could not be perceived.
     n_molecules : molecules analysed (including failures).
@@ -70,6 +71,7 @@ class GroupEnergies:
     occurrence_energy: dict[str, np.ndarray]
     failures: dict[int, str] = field(default_factory=dict)
     n_molecules: int = 0
+    occurrence_composition: np.ndarray | None = None
 
     def row(self, name: str) -> dict:
         return next(r for r in self.summary if r["group"] == name)
@@ -148,8 +150,61 @@ def group_energies(
                     break
         summary.append(row)
     return GroupEnergies(
-        groups, methods, summary, g_idx, mol_idx, heavy, energy, dict(matches.failures), len(mols)
+        groups,
+        methods,
+        summary,
+        g_idx,
+        mol_idx,
+        heavy,
+        energy,
+        dict(matches.failures),
+        len(mols),
+        composition,
     )
+
+
+def matched_contrasts(
+    result: GroupEnergies, min_occurrences: int = 10, n_resamples: int = 1000, seed: int = 0, top: int = 20
+) -> list[dict]:
+    """Groups compared at equal composition, the comparison the ring analysis makes for aromatic and
+    non-aromatic rings: for each pair of groups whose occurrences share strata of equal composition
+    per heavy atom (heavy atoms per element and hydrogens, divided by the heavy atoms: there the
+    element references cancel), with at least ``min_occurrences`` of each in them, the difference
+    of their mean energies per heavy atom (first contribution method, kcal/mol), matched within
+    strata (`qmlx.insight.statistics.matched_difference`), with a 95 % bootstrap interval over
+    molecules. The ``top`` largest differences, largest first."""
+    from itertools import combinations
+
+    from qmlx.insight.statistics import matched_difference
+
+    comp = result.occurrence_composition
+    if comp is None or not len(comp):
+        return []
+    per_heavy = comp / np.maximum(result.occurrence_heavy, 1)[:, None]
+    strata = group_codes([tuple(np.round(row, 6)) for row in per_heavy])
+    values = result.occurrence_energy[result.methods[0]] / np.maximum(result.occurrence_heavy, 1)
+    pairs = []
+    for a, b in combinations(range(len(result.groups)), 2):
+        in_a, in_b = result.occurrence_group == a, result.occurrence_group == b
+        shared = np.intersect1d(strata[in_a], strata[in_b])
+        n_a, n_b = int(np.isin(strata[in_a], shared).sum()), int(np.isin(strata[in_b], shared).sum())
+        if n_a >= min_occurrences and n_b >= min_occurrences:
+            pairs.append((a, b, in_a, in_b, n_a, n_b, len(shared)))
+    if not pairs:
+        return []
+
+    def statistic(w: np.ndarray) -> np.ndarray:
+        return np.array([matched_difference(values, ia, ib, strata, w) for _, _, ia, ib, *_ in pairs])
+
+    point, draws = bootstrap_draws(
+        statistic, result.occurrence_molecule, result.n_molecules, n_resamples, seed
+    )
+    out = [
+        {"a": result.groups[a].name, "b": result.groups[b].name, "difference_per_heavy_atom": iv.as_dict(),
+         "n_a": n_a, "n_b": n_b, "strata": n_strata}
+        for (a, b, _, _, n_a, n_b, n_strata), iv in zip(pairs, percentile_intervals(point, draws))
+    ]  # fmt: skip
+    return sorted(out, key=lambda c: -abs(c["difference_per_heavy_atom"]["value"]))[:top]
 
 
 def _composition(mols: Molecules, occurrences) -> np.ndarray:
@@ -244,11 +299,12 @@ def rank_agreement(model_energy: dict[str, float | None], increments: dict[str, 
 
 
 def held_out_molecules(
-    model, mols: Molecules, use_all: bool = False
+    model, mols: Molecules, use_all: bool = False, unseen: bool = False
 ) -> tuple[Molecules, Molecules | None, str]:
     """``(molecules analysed, training molecules or None, what was chosen)``: the test part of the
-    model's recorded split (`qmlx.train.config.recorded_split`), unless ``use_all`` or the model
-    records none."""
+    model's recorded split (`qmlx.train.config.recorded_split`); with ``unseen``, every molecule
+    outside its training and validation parts (the test part and those the split never used);
+    every molecule with ``use_all`` or when the model records no split."""
     from qmlx.errors import QmlxError
     from qmlx.models import as_trained_model
     from qmlx.train.config import recorded_split
@@ -263,6 +319,12 @@ def held_out_molecules(
         raise QmlxError(
             f"{trained.name}: its recorded split does not fit {mols.name} ({err}); use --all"
         ) from None
+    if unseen:
+        seen = np.zeros(len(mols), dtype=bool)
+        seen[sp.train] = seen[sp.val] = True
+        index = np.flatnonzero(~seen)
+        what = f"the {len(index):,} molecules outside its training and validation sets"
+        return mols.subset(index), mols.subset(sp.train), what
     return (
         mols.subset(sp.test),
         mols.subset(sp.train),
@@ -288,6 +350,7 @@ def group_report(
     result = group_energies(trained, mols, groups, n_resamples=n_resamples, seed=seed)
     first = result.methods[0]
     report = {"methods": list(result.methods), "unit": "kcal/mol", "groups": result.summary,
+              "contrasts": matched_contrasts(result, n_resamples=n_resamples, seed=seed),
               "perception_failures": len(result.failures), "failed_molecules": sorted(result.failures)[:50],
               "n_molecules": len(mols)}  # fmt: skip
     target = trained.metadata.get("target")

@@ -1,34 +1,47 @@
-"""Rings as groups: ring energies by ring type, and aromatic against non-aromatic rings compared
-within matching compositions (the DTNN paper's ring-stability question, Schütt et al., Nat.
-Commun. 8, 13890, 2017).
+"""Rings as groups: the ring analysis of the DTNN paper (Schütt et al., Nat. Commun. 8, 13890,
+2017) on any model and data set, and ring types ranked against their parent molecules.
 
 Rings are perceived from the geometry (`qmlx.chem.rings.perceive_rings`: RDKit, retried with
 tighter covalent radii for strained polycyclics; molecules where both fail are left out and
-counted). Each ring is an occurrence of its ring type (`qmlx.chem.rings.ring_type_name`) whose
-energy is the sum of the model's atom contributions over its atoms and their hydrogens
-(`qmlx.explain.contributions`), kcal/mol.
+counted). A ring's energy is the sum of the model's atom contributions over its atoms and their
+hydrogens (`qmlx.explain.contributions`), kcal/mol.
 
-`matched_pairs` is the comparison between two sets of occurrences that generalises the ring
-analysis: among pairs (one of set A, one of set B) in the same stratum (for rings: the same ring
-elements and the same number of ring hydrogens, so that element references cancel), the fraction
-in which the A occurrence has the lower energy, with a bootstrap interval over molecules.
+- **Aromatic against non-aromatic rings** (`make_part`, `analyse_part`, `ring_set_statistics`):
+  for rings of 5 and 6 atoms, the fraction of (aromatic, non-aromatic) pairs with the same ring
+  elements and hydrogen count (where element references cancel) in which the aromatic ring has
+  the lower energy, next to what composition alone gives (hydrogen count, a logistic regression on
+  ring composition, the residual after a composition fit), all with bootstrap intervals over
+  molecules. `ring_report` is what ``qmlx insight rings`` prints.
+- **Ring types ranked** (`ring_set`, `type_table`, `parent_energies`, `contrasts`): rings of 3 to
+  8 atoms by type, energy per ring atom with intervals for means and ranks, against the parent
+  molecules' own reference energies, and reference-free contrasts between types at equal
+  composition per ring atom (`ranked_ring_types` for ``qmlx insight rings --types``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from qmlx.chem.rings import Ring, per_atom_composition, perceive_rings, ring_type_name
+from qmlx.chem.rings import (
+    Perception,
+    Ring,
+    composition_features,
+    per_atom_composition,
+    perceive_rings,
+    ring_type_name,
+)
 from qmlx.data.molecules import Molecules
 from qmlx.explain.contributions import atom_contributions, element_references
+from qmlx.explain.rings import ring_energies
 from qmlx.insight.statistics import (
-    Interval,
     bootstrap,
     bootstrap_draws,
+    composition_residual,
+    composition_scores,
     group_codes,
     matched_difference,
     pair_fraction,
@@ -60,116 +73,230 @@ CONTRASTS = (  # (a, b, what chemistry says)
 )
 
 
-#: ring sets compared by `ring_report`, as the ring analysis of ``experiments/ring_stability.py``
-RING_SETS = {
+#: the contribution methods of the ring analysis
+METHODS = ("decomposition", "lrp")
+#: the ring sets `ring_set_statistics` is computed for
+RING_SETS: dict[str, Callable[[Ring], bool]] = {
     "6-rings": lambda r: r.size == 6,
+    "carbon 6-rings": lambda r: r.size == 6 and r.carbon_only,
     "5-rings": lambda r: r.size == 5,
     "5- and 6-rings": lambda r: True,
 }
 
 
 @dataclass
-class RingOccurrences:
-    """The rings of a set of molecules with their energies.
+class Part:
+    """Molecules analysed together and their rings.
 
-    rings : every ring perceived (RDKit or its retry; none from the covalent-radius fallback).
-    energy : method -> (n_rings,) ring energies, kcal/mol.
-    failed : indices of molecules whose bonds RDKit could not perceive (left out).
-    retried : indices of molecules perceived on the second try.
-    n_molecules : molecules analysed.
+    label : e.g. ``"held out (test)"``; held_out : whether the networks never saw them.
+    index : (n_molecules,) indices into the data set; mols : those molecules.
+    perceptions : one `Perception` per molecule; rings : the rings analysed (fallback rings only
+        with ``--use-fallback``).
     """
 
+    label: str
+    held_out: bool
+    index: np.ndarray
+    mols: Molecules
+    perceptions: list[Perception]
     rings: list[Ring]
-    energy: dict[str, np.ndarray]
-    failed: list[int]
-    retried: list[int]
-    n_molecules: int
 
 
-def ring_occurrences(
-    model, mols: Molecules, sizes: tuple[int, ...] = (5, 6), methods: Sequence[str] | None = None
-) -> RingOccurrences:
-    """The rings of ``sizes`` in ``mols`` and their energies under ``model`` (see the module
-    docstring)."""
-    perceptions = [perceive_rings(atoms, i, sizes=sizes) for i, atoms in enumerate(mols)]
-    rings = [r for p in perceptions for r in p.rings if p.method != "fallback"]
-    contributions = atom_contributions(model, mols, methods)
-    energy = {
-        m: np.array(
-            [r.energy(values[mols.offsets[r.molecule] : mols.offsets[r.molecule + 1]]) for r in rings]
-        )
-        for m, values in contributions.items()
+def make_part(mols: Molecules, index: np.ndarray, label: str, held_out: bool, use_fallback: bool) -> Part:
+    sub = mols.subset(index)
+    perceptions = [perceive_rings(atoms, i, sizes=(5, 6)) for i, atoms in enumerate(sub)]
+    rings = [r for p in perceptions for r in p.rings if use_fallback or p.method != "fallback"]
+    return Part(label, held_out, np.asarray(index), sub, perceptions, rings)
+
+
+def perception_summary(part: Part) -> dict:
+    """Counts and ids of molecules by how their bonds were perceived."""
+    ids = part.mols.ids
+    by = {
+        m: [i for i, p in enumerate(part.perceptions) if p.method == m]
+        for m in ("rdkit", "rdkit-retry", "fallback")
     }
-    failed = [i for i, p in enumerate(perceptions) if p.method == "fallback"]
-    retried = [i for i, p in enumerate(perceptions) if p.method == "rdkit-retry"]
-    return RingOccurrences(rings, energy, failed, retried, len(mols))
+    return {
+        "n_molecules": len(part.perceptions),
+        "rdkit": len(by["rdkit"]),
+        "rdkit_retry": len(by["rdkit-retry"]),
+        "rdkit_retry_ids": [int(ids[i]) for i in by["rdkit-retry"]],
+        "rdkit_retry_factor": {str(int(ids[i])): part.perceptions[i].cov_factor for i in by["rdkit-retry"]},
+        "failed": len(by["fallback"]),
+        "failed_ids": [int(ids[i]) for i in by["fallback"]],
+        "failed_errors": {str(int(ids[i])): part.perceptions[i].error for i in by["fallback"]},
+        "fallback_rings": sum(len(part.perceptions[i].rings) for i in by["fallback"]),
+        "rings_from_retry": sum(len(part.perceptions[i].rings) for i in by["rdkit-retry"]),
+        "n_rings": len(part.rings),
+    }
 
 
-def matched_pairs(
-    energy: np.ndarray,
-    in_a: np.ndarray,
-    strata: Sequence,
-    molecule: np.ndarray,
+def ring_set_statistics(
+    rings: list[Ring],
+    energies: dict[str, np.ndarray],
+    raw: dict[str, np.ndarray],
     n_molecules: int,
-    n_resamples: int = 1000,
-    seed: int = 0,
-) -> tuple[Interval, dict]:
-    """How often an occurrence of set A (``in_a``) has a lower energy than one of set B (the rest)
-    in the same stratum: ``(interval, counts)`` with a bootstrap interval over molecules and the
-    numbers of pairs, strata and A occurrences in pairs."""
-    in_a = np.asarray(in_a, dtype=bool)
-    codes = group_codes(strata)
-    interval = bootstrap(
-        lambda w: pair_fraction(energy, in_a, codes, weights=w).fraction,
-        molecule,
-        n_molecules,
-        n_resamples,
-        seed,
-    )
-    pairs = pair_fraction(energy, in_a, codes)
-    paired = np.isin(codes, codes[~in_a]) & np.isin(codes, codes[in_a])
-    return interval, {
-        "pairs": int(pairs.n_pairs),
-        "strata": pairs.n_groups,
-        "a_in_pairs": int((paired & in_a).sum()),
-    }
+    resamples: int,
+    seed: int,
+) -> dict:
+    """All statistics of one set of rings, with bootstrap intervals from one joint set of resamples.
 
-
-def ring_report(model, mols: Molecules, n_resamples: int = 1000, seed: int = 0) -> dict:
-    """What ``qmlx insight rings`` prints: per ring set (`RING_SETS`) and contribution method, the
-    composition-matched fraction of (aromatic, non-aromatic) pairs in which the aromatic ring has
-    the lower energy, with its interval; per ring type, count and mean energy with an interval."""
-    occ = ring_occurrences(model, mols)
-    rings = occ.rings
-    molecule = np.array([r.molecule for r in rings], dtype=np.int64)
+    ``energies`` / ``raw``: per explanation, (n_rings,) ring energies with / without the element
+    references subtracted, kcal/mol.
+    """
     aromatic = np.array([r.aromatic for r in rings], dtype=bool)
-    report: dict = {"methods": list(occ.energy), "unit": "kcal/mol", "n_molecules": occ.n_molecules,
-                    "n_rings": len(rings), "failed_molecules": len(occ.failed),
-                    "retried_molecules": len(occ.retried), "ring_sets": {}}  # fmt: skip
-    for name, keep in RING_SETS.items():
-        idx = np.array([k for k, r in enumerate(rings) if keep(r)], dtype=np.int64)
-        row: dict = {"rings": len(idx), "aromatic": int(aromatic[idx].sum())}
-        for m, e in occ.energy.items():
-            if len(idx) and aromatic[idx].any() and not aromatic[idx].all():
-                interval, counts = matched_pairs(e[idx], aromatic[idx], [rings[k].composition for k in idx],
-                                                 molecule[idx], occ.n_molecules, n_resamples, seed)  # fmt: skip
-                row[m] = interval.as_dict()
-                row.update(counts)
-        report["ring_sets"][name] = row
+    molecule = np.array([r.molecule for r in rings], dtype=np.int64)
+    out: dict = {
+        "n_rings": len(rings),
+        "n_aromatic": int(aromatic.sum()),
+        "n_molecules_with_rings": len(set(molecule.tolist())),
+    }
+    if len(rings) == 0 or aromatic.all() or not aromatic.any():
+        out["note"] = "needs aromatic and non-aromatic rings"
+        return out
+    features = composition_features(rings)
+    hydrogens = features[:, -1]
+    scores = composition_scores(features, aromatic, molecule, seed=seed)
+    composition = group_codes([r.composition for r in rings])
+    names = ["auc_h_count", "auc_element_counts"]
+    for m in energies:
+        names += [f"auc_{m}", f"auc_{m}_residual", f"auc_{m}_no_reference", f"pairs_{m}"]
+
+    def statistic(w: np.ndarray) -> np.ndarray:
+        values = [pair_fraction(hydrogens, aromatic, weights=w).fraction]
+        values.append(pair_fraction(-scores, aromatic, weights=w).fraction)
+        for m, e in energies.items():
+            values.append(pair_fraction(e, aromatic, weights=w).fraction)
+            values.append(pair_fraction(composition_residual(e, features, w), aromatic, weights=w).fraction)
+            values.append(pair_fraction(raw[m], aromatic, weights=w).fraction)
+            values.append(pair_fraction(e, aromatic, composition, weights=w).fraction)
+        return np.array(values)
+
+    point, draws = bootstrap_draws(statistic, molecule, n_molecules, resamples, seed)
+    for name, interval in zip(names, percentile_intervals(point, draws)):
+        out[name] = interval.as_dict()
+    pairs = pair_fraction(next(iter(energies.values())), aromatic, composition)
+    out["n_pairs"] = int(pairs.n_pairs)
+    out["n_composition_groups"] = pairs.n_groups
+    paired = np.isin(composition, composition[~aromatic]) & np.isin(composition, composition[aromatic])
+    out["n_aromatic_in_pairs"] = int((paired & aromatic).sum())
+    for m in energies:  # references cancel within a composition: the pair fraction is the same without them
+        out[f"pairs_{m}_no_reference"] = pair_fraction(raw[m], aromatic, composition).fraction
+    return out
+
+
+def composition_groups(part: Part, energy: np.ndarray, resamples: int, seed: int) -> list[dict]:
+    """The composition-matched pair fraction of each composition group with both kinds of ring.
+
+    ``energy`` (n_rings,) ring energies of ``part.rings`` (kcal/mol). Groups ordered by pairs.
+    """
+    from collections import Counter
+
+    aromatic = np.array([r.aromatic for r in part.rings], dtype=bool)
+    labels = [r.composition for r in part.rings]
+    codes = group_codes(labels)
+    both = np.intersect1d(codes[aromatic], codes[~aromatic])
+    if len(both) == 0:
+        return []
+    masks = [codes == c for c in both]
+    molecule = np.array([r.molecule for r in part.rings], dtype=np.int64)
+
+    def statistic(w: np.ndarray) -> np.ndarray:
+        return np.array([pair_fraction(energy[m], aromatic[m], weights=w[m]).fraction for m in masks])
+
+    point, draws = bootstrap_draws(statistic, molecule, len(part.mols), resamples, seed)
+    out = []
+    for m, interval in zip(masks, percentile_intervals(point, draws)):
+        rings = [r for r, keep in zip(part.rings, m) if keep]
+        kinds = {
+            a: Counter(r.ring_type for r in rings if r.aromatic == a).most_common(3) for a in (True, False)
+        }
+        elements, hydrogens = labels[int(np.flatnonzero(m)[0])]
+        out.append(
+            {
+                "elements": elements,
+                "hydrogens": hydrogens,
+                "n_aromatic": int(aromatic[m].sum()),
+                "n_non_aromatic": int((~aromatic[m]).sum()),
+                "n_pairs": int(aromatic[m].sum() * (~aromatic[m]).sum()),
+                "fraction": interval.as_dict(),
+                "aromatic_types": [f"{k} ({n})" for k, n in kinds[True]],
+                "non_aromatic_types": [f"{k} ({n})" for k, n in kinds[False]],
+            }
+        )
+    return sorted(out, key=lambda g: -g["n_pairs"])
+
+
+def analyse_part(part: Part, models: dict, resamples: int, seed: int) -> dict:
+    """Statistics of one part for every model and ring set, plus perception counts."""
+    result: dict = {"label": part.label, "held_out": part.held_out, "perception": perception_summary(part)}
+    retried = {i for i, p in enumerate(part.perceptions) if p.method == "rdkit-retry"}
+    for name, model in models.items():
+        t0 = time.perf_counter()
+        contributions = atom_contributions(model, part.mols, METHODS)
+        reference = element_references(model)[part.mols.Z]
+        raw_atoms = {m: v + reference for m, v in contributions.items()}
+        energies = {m: ring_energies(part.rings, v, part.mols.offsets) for m, v in contributions.items()}
+        raw = {m: ring_energies(part.rings, v, part.mols.offsets) for m, v in raw_atoms.items()}
+        per_model: dict = {"ring_sets": {}, "seconds_explain": time.perf_counter() - t0}
+        t1 = time.perf_counter()
+        for set_name, keep in RING_SETS.items():
+            idx = [k for k, r in enumerate(part.rings) if keep(r)]
+            per_model["ring_sets"][set_name] = ring_set_statistics(
+                [part.rings[k] for k in idx],
+                {m: e[idx] for m, e in energies.items()},
+                {m: e[idx] for m, e in raw.items()},
+                len(part.mols),
+                resamples,
+                seed,
+            )
+            if retried:  # the same numbers without the molecules perceived on the second try
+                keep_idx = [k for k in idx if part.rings[k].molecule not in retried]
+                sub = [part.rings[k] for k in keep_idx]
+                aromatic = np.array([r.aromatic for r in sub], dtype=bool)
+                e = energies["decomposition"][keep_idx]
+                per_model["ring_sets"][set_name]["without_retried"] = {
+                    "n_rings": len(sub),
+                    "auc_decomposition": pair_fraction(e, aromatic).fraction,
+                    "pairs_decomposition": pair_fraction(e, aromatic, [r.composition for r in sub]).fraction,
+                }
+        per_model["by_composition"] = composition_groups(part, energies["decomposition"], resamples, seed)
+        per_model["seconds_statistics"] = time.perf_counter() - t1
+        per_model["_energies"] = {m: e.tolist() for m, e in energies.items()}  # for the figure only
+        result[name] = per_model
+    result["_ring_aromatic"] = [r.aromatic for r in part.rings]
+    result["_ring_size"] = [r.size for r in part.rings]
+    return result
+
+
+def ring_report(
+    model, mols: Molecules, n_resamples: int = 1000, seed: int = 0, label: str = "held out"
+) -> dict:
+    """What ``qmlx insight rings`` prints: `analyse_part` of ``mols`` (rings of 5 and 6 atoms; for
+    each ring set the composition-matched pair fractions, AUCs and composition baselines, with
+    intervals), and per ring type its count and mean ``decomposition`` energy with an interval."""
+    from qmlx.models import as_trained_model
+
+    net = as_trained_model(model).estimator
+    part = make_part(mols, np.arange(len(mols)), label, True, use_fallback=False)
+    analysed = analyse_part(part, {"model": net}, n_resamples, seed)
+    energy = np.asarray(analysed["model"]["_energies"]["decomposition"])
+    molecule = np.array([r.molecule for r in part.rings], dtype=np.int64)
     types: dict[str, list[int]] = {}
-    for k, r in enumerate(rings):
+    for k, r in enumerate(part.rings):
         types.setdefault(ring_type_name(r), []).append(k)
-    first = next(iter(occ.energy))
-    report["types"] = []
+    rows = []
     for name, idx in sorted(types.items(), key=lambda kv: -len(kv[1])):
         idx = np.asarray(idx)
         interval = bootstrap(
-            lambda w, idx=idx: float(np.sum(w * occ.energy[first][idx]) / np.sum(w)) if np.sum(w) else float("nan"),
-            molecule[idx], occ.n_molecules, n_resamples, seed,
+            lambda w, idx=idx: float(np.sum(w * energy[idx]) / np.sum(w)) if np.sum(w) else float("nan"),
+            molecule[idx], len(mols), n_resamples, seed,
         )  # fmt: skip
-        report["types"].append({"type": name, "rings": len(idx), "aromatic": bool(aromatic[idx].all()),
-                                first: interval.as_dict()})  # fmt: skip
-    return report
+        rows.append({"type": name, "rings": len(idx), "aromatic": bool(part.rings[idx[0]].aromatic),
+                     "decomposition": interval.as_dict()})  # fmt: skip
+    return {"methods": list(METHODS), "unit": "kcal/mol", "perception": analysed["perception"],
+            "ring_sets": analysed["model"]["ring_sets"], "by_composition": analysed["model"]["by_composition"],
+            "types": rows}  # fmt: skip
 
 
 # -- ring types ranked, with their parent molecules and reference-free contrasts --------------------
