@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 def compute(args: argparse.Namespace) -> dict:
     from qmlx.data import load_dataset
     from qmlx.insight.groups import held_out_molecules
-    from qmlx.insight.rings import ring_report
+    from qmlx.insight.rings import ranked_ring_types, ring_report
     from qmlx.models import load_model
 
     model = load_model(MODEL)
@@ -44,6 +44,14 @@ def compute(args: argparse.Namespace) -> dict:
         | {"pairs": earlier[name]["n_pairs"]}
         for name in out["ring_sets"]
     }
+    qm9 = load_dataset("qm9")
+    unseen, _, unseen_chosen = held_out_molecules(model, qm9, unseen=True)
+    ranked = ranked_ring_types(model, qm9, unseen, min_count=30, n_resamples=args.resamples, seed=args.seed)
+    earlier_types = json.loads((report.RESULTS / "ring_types.json").read_text())["sources"]["qm9-unseen"]
+    out["ranked_types"] = {"molecules": unseen_chosen, "n_types": len(ranked["types"]),
+                           "spearman_with_parents": ranked.get("spearman_with_parents"),
+                           "ring_types_spearman": earlier_types["spearman_with_parents"],
+                           "ring_types_n_types": len(earlier_types["types"])}  # fmt: skip
     out.update(model=MODEL, molecules=chosen)
     return out
 
@@ -80,6 +88,7 @@ def render(result: dict, out_dir: Path) -> None:
             rows,
         ),  # fmt: skip
         "",
+        *_ranked_lines(result.get("ranked_types"), iv),
         f"The {len(result['types'])} ring types found, most common first ({first} ring energy, kcal/mol per ring):",
         "",
         *report.table(
@@ -93,6 +102,19 @@ def render(result: dict, out_dir: Path) -> None:
         *report.run_lines(result),
     ]
     report.write_markdown(out_dir / "insight_rings.md", lines)
+
+
+def _ranked_lines(ranked: dict | None, iv) -> list[str]:
+    if not ranked or not ranked.get("spearman_with_parents"):
+        return []
+    rho, old = ranked["spearman_with_parents"], ranked["ring_types_spearman"]
+    return [
+        f"`qmlx insight rings {MODEL} --data qm9 --unseen --types`, on {ranked['molecules']}: {ranked['n_types']} named "
+        f"ring types with at least 30 rings ranked by energy per ring atom; Spearman with their parent molecules' "
+        f"B3LYP energies {iv(rho)} over {rho['n_types']} types with a parent, against {iv(old)} over "
+        f"{old['n_types']} types ({ranked['ring_types_n_types']} named types) in [ring_types.md](ring_types.md).",
+        "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict:
