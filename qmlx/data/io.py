@@ -219,19 +219,25 @@ def _row_atoms(row) -> ase.Atoms:
     return atoms
 
 
-def file_units(path: str | os.PathLike) -> dict[str, str]:
-    """The units a file records for its properties: a schnetpack database's metadata
-    (``_property_unit_dict``, e.g. ``{"energy": "eV", "forces": "eV/Ang"}``); empty otherwise."""
+def database_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of an ASE database (where schnetpack keeps ``_property_unit_dict``,
+    ``_distance_unit`` and ``atomrefs``); empty for any other file. `DataFormatError` naming the
+    file if the database cannot be read."""
     path = Path(path)
     if path.suffix.lower() not in DB_SUFFIXES or not path.is_file():
         return {}
     import ase.db
 
     try:
-        meta = ase.db.connect(path).metadata
+        return dict(ase.db.connect(path).metadata)
     except Exception as err:  # noqa: BLE001 - ASE raises many kinds for a broken database
         raise DataFormatError(f"{path}: cannot read the database's metadata ({_one_line(err)})") from None
-    units = meta.get("_property_unit_dict") or {}
+
+
+def file_units(path: str | os.PathLike) -> dict[str, str]:
+    """The units a file records for its properties: a schnetpack database's metadata
+    (``_property_unit_dict``, e.g. ``{"energy": "eV", "forces": "eV/Ang"}``); empty otherwise."""
+    units = database_metadata(path).get("_property_unit_dict") or {}
     return {str(k): str(v) for k, v in units.items() if v not in (None, "")}
 
 
@@ -239,12 +245,7 @@ def file_atomrefs(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Per property, the atom reference energies a schnetpack database records (``atomrefs`` in its
     metadata, indexed by nuclear charge, in the property's unit); only properties with a non-zero
     reference."""
-    path = Path(path)
-    if path.suffix.lower() not in DB_SUFFIXES or not path.is_file():
-        return {}
-    import ase.db
-
-    refs = ase.db.connect(path).metadata.get("atomrefs") or {}
+    refs = database_metadata(path).get("atomrefs") or {}
     out = {}
     for key, values in refs.items():
         arr = np.asarray(values, dtype=np.float64).reshape(-1)

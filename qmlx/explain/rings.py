@@ -16,9 +16,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from qmlx.chem.rings import Ring
-from qmlx.explain.contributions import atom_contributions, element_references
-
-__all__ = ["atom_contributions", "element_references", "ring_energies"]
 
 
 def ring_energies(rings: Sequence[Ring], atom_values: np.ndarray, offsets: np.ndarray) -> np.ndarray:

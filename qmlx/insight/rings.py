@@ -334,9 +334,7 @@ def ring_set(name: str, description: str, mols: Molecules, model, parents: dict)
     t0 = time.perf_counter()
     rings, counts = perceive(mols)
     contributions = atom_contributions(model, mols, ("decomposition",))["decomposition"]
-    energy = np.array(
-        [r.energy(contributions[mols.offsets[r.molecule] : mols.offsets[r.molecule + 1]]) for r in rings]
-    )
+    energy = ring_energies(rings, contributions, mols.offsets)
     per_atom = energy / np.array([r.size for r in rings])
     types = np.array([ring_type_name(r) for r in rings])
     counts["seconds"] = time.perf_counter() - t0

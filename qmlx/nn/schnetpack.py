@@ -184,15 +184,15 @@ def _config_settings(path: Path) -> dict:
 
 
 def _database_units(db: Path, prop: str | None) -> dict:
-    """The energy and distance units a schnetpack database records in its metadata (if it is here)."""
-    if prop is None or not db.is_file():
-        return {}
-    import ase.db
+    """The energy and distance units a schnetpack database records in its metadata (if it is here
+    and readable; `qmlx.data.io.database_metadata`)."""
+    from qmlx.data.io import database_metadata
 
+    if prop is None:
+        return {}
     try:
-        with ase.db.connect(db) as conn:
-            meta = conn.metadata
-    except Exception:  # noqa: BLE001 - a database that cannot be read says nothing of units
+        meta = database_metadata(db)
+    except DataFormatError:  # a database that cannot be read says nothing of units
         return {}
     out = {}
     if prop in (meta.get("_property_unit_dict") or {}):
