@@ -159,7 +159,8 @@ def compute(args: argparse.Namespace) -> dict:
         "model": "qm7-schnet-ensemble (novelty model shared with qm7-schnet and qm7-dtnn)",
         "split": net.metadata["split"],
         "novelty_model": {
-            "centres": {str(z): len(u) for z, u in novelty.centres.items()},
+            "centres": {str(z): len(d.coordinates) for z, d in novelty.elements.items()},
+            "components": {str(z): len(d.basis) for z, d in novelty.elements.items()},
             "calibration_molecules": len(novelty.calibration),
             "level": novelty.level,
             "fit_s": fit_s,
@@ -209,7 +210,8 @@ def render(result: dict, out_dir: Path) -> None:
         "# Novelty on QM7: displaced atoms and selective prediction",
         "",
         f"Model: {result['model']}; official fold 0. Novelty model: centres per element "
-        f"{', '.join(f'Z={z}: {c}' for z, c in n['centres'].items())}; calibrated on "
+        f"{', '.join(f'Z={z}: {c}' for z, c in n['centres'].items())} (k-means centroids of the training "
+        f"environments in their {max(n['components'].values())} principal directions); calibrated on "
         f"{n['calibration_molecules']} validation molecules; outside the domain at p <= {n['level']} "
         f"(fitted in {n['fit_s']:.1f} s).",
         "",

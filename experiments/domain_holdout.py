@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--member-minutes", type=float, default=6.0, help="training budget of each added member"
     )
+    parser.add_argument(
+        "--refit-novelty", action="store_true",
+        help="refit the novelty models of the SchNets (and ensemble members) in --runs from their recorded "
+        "splits, without retraining, and measure them again",
+    )  # fmt: skip
     return parser
 
 
@@ -125,6 +130,7 @@ def compute(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     previous = Path(args.out_dir) / f"{stem(args)}.json"
     kept = {}  # without --schnet-minutes, an earlier run's SchNet results on the same molecules
+    # (with --refit-novelty, measured again on the same runs)
     kept_ensembles = {}
     if args.schnet_minutes <= 0 and previous.exists():
         old = report.read_json(previous)
@@ -182,12 +188,14 @@ def compute(args: argparse.Namespace) -> dict:
             "krr": {"sigma": info["sigma"], "lam": info["lam"]},
             "wall_time_s": time.perf_counter() - t0,
         }
-        if args.schnet_minutes > 0:
+        if args.schnet_minutes > 0 or args.refit_novelty:
             result["classes"][name]["schnet"] = _schnet(args, qm9, name, train, val, test, out, y_all)
         elif name in kept:
             result["classes"][name]["schnet"] = kept[name]
-        if args.ensemble_members > 1:
-            result["classes"][name]["ensemble"] = _ensemble(args, qm9, name, train, val, test, out, y_all)
+        if args.ensemble_members > 1 or (args.refit_novelty and name in kept_ensembles):
+            result["classes"][name]["ensemble"] = _ensemble(
+                args, qm9, name, train, val, test, out, y_all, kept_ensembles.get(name)
+            )
         elif name in kept_ensembles:
             result["classes"][name]["ensemble"] = kept_ensembles[name]
         print(name, result["classes"][name], flush=True)
@@ -207,17 +215,25 @@ def _schnet(args, qm9, name: str, train, val, test, out, y_all) -> dict:
     from qmlx.train.run import train_network
 
     folder = args.runs / name.replace(" ", "-")
-    config = TrainConfig(epochs=10_000, max_minutes=args.schnet_minutes, threads=args.threads, seed=args.seed)
-    spec = SplitSpec(method="none", n_val=len(val), seed=args.seed)
-    summary = train_network(
-        "schnet", qm9.subset(np.r_[train, val]), spec, config, target="atomization_energy", out=folder,
-        progress=False, command=report.command(args),
-    )  # fmt: skip
+    data = qm9.subset(np.r_[train, val])
+    if args.schnet_minutes > 0:
+        config = TrainConfig(
+            epochs=10_000, max_minutes=args.schnet_minutes, threads=args.threads, seed=args.seed
+        )
+        spec = SplitSpec(method="none", n_val=len(val), seed=args.seed)
+        train_network(
+            "schnet", data, spec, config, target="atomization_energy", out=folder, progress=False,
+            command=report.command(args),
+        )  # fmt: skip
+    else:  # --refit-novelty: the trained run, its novelty model fitted again
+        refit_novelty(folder / "model.pt", data)
     model = load_model(folder / "model.pt")
+    summary = model.metadata
     pred = model.predict(qm9.subset(test))
     error = np.abs(pred.energy - y_all[test])
     return {
-        "command": report.command(args),
+        "command": summary.get("command", report.command(args)),
+        "novelty_command": report.command(args),
         "epochs": summary["epochs_run"],
         "val_mae": summary["val_mae_kcal_mol"],
         "mae_in": float(error[~out].mean()),
@@ -229,7 +245,22 @@ def _schnet(args, qm9, name: str, train, val, test, out, y_all) -> dict:
     }
 
 
-def _ensemble(args, qm9, name: str, train, val, test, out, y_all) -> dict:
+def refit_novelty(path: Path, data) -> None:
+    """Fit the novelty model of the network file ``path`` again from its recorded split of ``data``
+    (the molecules it was trained on) and write it back atomically; the weights are left as they
+    are."""
+    from qmlx._io import atomic_torch_save, safe_torch_load
+    from qmlx.nn.io import torch_state
+    from qmlx.novelty import fit_domain_model
+    from qmlx.train.config import recorded_split
+
+    record = safe_torch_load(path, "network file")
+    split = recorded_split(data, record["metadata"])
+    record["novelty"] = torch_state(fit_domain_model(data, split.train, split.val).to_state())
+    atomic_torch_save(record, path)
+
+
+def _ensemble(args, qm9, name: str, train, val, test, out, y_all, previous: dict | None = None) -> dict:
     """The class's SchNet (``--runs``) plus members trained for ``args.member_minutes`` each with
     other seeds on the same molecules and split: how novelty and the ensemble's spread follow the
     ensemble's error."""
@@ -248,7 +279,8 @@ def _ensemble(args, qm9, name: str, train, val, test, out, y_all) -> dict:
     config = TrainConfig(epochs=10_000, max_minutes=args.member_minutes, threads=args.threads)
     spec = SplitSpec(method="none", n_val=len(val), seed=args.seed)
     members = [first.estimator]
-    for k in range(1, args.ensemble_members):
+    n_members = args.ensemble_members if args.ensemble_members > 1 else previous["members"]
+    for k in range(1, n_members):
         out_k = folder / f"member-{k}"
         if not (out_k / "model.pt").exists():
             train_network(
@@ -261,10 +293,14 @@ def _ensemble(args, qm9, name: str, train, val, test, out, y_all) -> dict:
     ensemble.novelty_state = first.estimator.novelty_state
     pred = NetworkModel(ensemble).predict(qm9.subset(test))
     error = np.abs(pred.energy - y_all[test])
+    trained = args.ensemble_members > 1
     return {
-        "command": report.command(args),
+        "command": report.command(args) if trained else previous["command"],
+        "novelty_command": report.command(args),
         "members": len(members),
-        "member_minutes": [None, *([args.member_minutes] * (len(members) - 1))],
+        "member_minutes": [None, *([args.member_minutes] * (len(members) - 1))]
+        if trained
+        else previous["member_minutes"],
         "mae_in": float(error[~out].mean()),
         "mae_out": float(error[out].mean()),
         "auroc_novelty": float(roc_auc_score(out, pred.novelty)),

@@ -38,7 +38,7 @@ def test_descriptor_of_a_pair_is_one_gaussian_at_its_distance():
     assert not X[0, : 2 * n].any()
     np.testing.assert_allclose(X[1, n : 2 * n], expected_o, rtol=1e-5, atol=1e-5)
     assert not X[:, 3 * n :].any()  # two atoms: no angles
-    assert DESCRIPTOR.n_features == 3 * n + 21 and DESCRIPTOR.feature_element()[2 * n] == 8
+    assert DESCRIPTOR.n_features == 3 * n + 11 and DESCRIPTOR.feature_element()[2 * n] == 8
 
 
 def test_descriptor_angles_hold_the_angle_at_the_atom():
@@ -67,6 +67,40 @@ def test_descriptor_is_invariant_to_rotation_translation_and_atom_order():
     np.testing.assert_allclose(Xp, X[lo + order], atol=1e-6)
 
 
+def test_descriptor_blocks_hold_every_atom_once_by_element_and_agree_with_the_contributions():
+    from ase.build import molecule
+
+    from qmlx.represent.environments import environment_blocks
+
+    mols = _mols(
+        *[molecule(name) for name in ("CH3OH", "H2O", "C2H6", "CH3CHO", "HCOOH")], *grid_molecules(20)
+    )
+    blocks = list((atoms.copy(), X.copy()) for atoms, X in environment_blocks(mols, DESCRIPTOR, max_atoms=12))
+    assert len(blocks) > 3  # several blocks, each of whole molecules
+    seen = np.concatenate([atoms for atoms, _ in blocks])
+    np.testing.assert_array_equal(np.sort(seen), np.arange(len(mols.Z)))
+    for atoms, X in blocks:
+        assert (np.diff(mols.Z[atoms]) >= 0).all()  # ordered by element
+        molecules = np.unique(mols.mol_index[atoms])
+        assert len(atoms) == len(X) == mols.n_atoms[molecules].sum()  # whole molecules
+    X = DESCRIPTOR.transform(mols)
+    for m in range(len(mols)):  # the exact Gaussians, each molecule alone; the windows leave < 4e-6 out
+        _, x = DESCRIPTOR.contributions(mols, m)
+        np.testing.assert_allclose(X[mols.offsets[m] : mols.offsets[m + 1]], x, atol=2e-5)
+
+
+def test_descriptor_skips_neighbours_of_elements_it_does_not_describe_and_reaches_the_grid_ends():
+    pair = DESCRIPTOR.transform(_mols(Atoms("CO", positions=[[0, 0, 0], [0, 0, 1.13]])))
+    with_n = DESCRIPTOR.transform(_mols(Atoms("CON", positions=[[0, 0, 0], [0, 0, 1.13], [0, 3.0, 0]])))
+    np.testing.assert_allclose(with_n[:2], pair, atol=1e-6)  # nitrogen is not described
+    close = DESCRIPTOR.transform(_mols(Atoms("HH", positions=[[0, 0, 0], [0, 0, 0.52]])))
+    far = DESCRIPTOR.transform(_mols(Atoms("HH", positions=[[0, 0, 0], [0, 0, 3.45]])))
+    grid = DESCRIPTOR.grid
+    for X, r in ((close, 0.52), (far, 3.45)):  # windows moved inside the grid at both of its ends
+        expected = 0.5 * (np.cos(np.pi * r / 3.5) + 1) * np.exp(-((r - grid) ** 2) / (2 * 0.05**2))
+        np.testing.assert_allclose(X[0, : len(grid)], expected, atol=1e-6)
+
+
 def test_descriptor_contributions_add_up_to_it_and_stop_at_the_cutoff():
     mols = _mols(Atoms("CHO", positions=[[0, 0, 0], [1.09, 0, 0], [0, 4.0, 0]]))
     phi, x = DESCRIPTOR.contributions(mols, 0)
@@ -79,19 +113,36 @@ def test_descriptor_contributions_add_up_to_it_and_stop_at_the_cutoff():
 def test_soft_min_closed_forms():
     U = np.array([[0.0, 0.0], [3.0, 4.0]])
     x = np.array([[0.0, 0.0]])
-    o, p = soft_min(x, U[:1], gamma=0.5)  # one centre: the squared distance
-    assert o[0] == pytest.approx(0.0) and p[0, 0] == 1.0
-    o, _ = soft_min(np.array([[3.0, 4.0]]), U[:1], gamma=0.5)
-    assert o[0] == pytest.approx(25.0)
-    o, p = soft_min(x, U, gamma=0.5)  # two centres: -(1/g) log((1 + e^{-25 g}) / 2)
+    assert soft_min(x, U[:1], gamma=0.5)[0] == pytest.approx(0.0)  # one centre: the squared distance
+    assert soft_min(np.array([[3.0, 4.0]]), U[:1], gamma=0.5)[0] == pytest.approx(25.0)
+    o = soft_min(x, U, gamma=0.5)  # two centres: -(1/g) log((1 + e^{-25 g}) / 2)
     assert o[0] == pytest.approx(-2.0 * np.log((1 + np.exp(-12.5)) / 2), rel=1e-9)
-    assert p.sum() == pytest.approx(1.0)
-    o, _ = soft_min(x, U, gamma=100.0)  # sharp: the nearest centre, plus log(M) / gamma
+    o = soft_min(x, U, gamma=100.0)  # sharp: the nearest centre, plus log(M) / gamma
     assert o[0] == pytest.approx(np.log(2) / 100.0, rel=1e-6)
 
 
+def test_element_scores_split_exactly_into_the_part_outside_the_span_and_the_soft_min_inside():
+    from qmlx.novelty import ElementDomain
+
+    rng = np.random.default_rng(3)
+    train = rng.normal(size=(600, 12)) @ rng.normal(
+        size=(12, 40)
+    )  # environments spanning 12 of 40 dimensions
+    domain = ElementDomain.fit(train, n_centres=50, n_components=8, seed=0)
+    assert domain.basis.shape == (8, 40) and domain.coordinates.shape == (50, 8)
+    np.testing.assert_allclose(domain.basis @ domain.basis.T, np.eye(8), atol=1e-5)  # orthonormal
+    domain = ElementDomain(domain.mean, domain.basis, domain.coordinates, gamma=0.05)
+    near = train[:20] + rng.normal(scale=0.1, size=(20, 40))
+    far = train[:3] + 40.0  # every centre far: the exponentials underflow in float32
+    X = np.vstack([near, far]).astype(np.float32)
+    expected = soft_min(X.astype(np.float64), domain.centres, 0.05)
+    np.testing.assert_allclose(domain.scores(X), expected, rtol=1e-5)
+    single = ElementDomain.fit(train[:1], n_centres=50, n_components=8, seed=0)  # one atom: the centre
+    np.testing.assert_allclose(single.scores(train[1:3]), ((train[1:3] - train[0]) ** 2).sum(1), rtol=1e-5)
+
+
 def test_p_values_count_the_calibration_molecules_at_least_as_novel():
-    model = NoveltyModel(DESCRIPTOR, {}, {}, {}, np.array([1.0, 2.0, 3.0]))
+    model = NoveltyModel(DESCRIPTOR, {}, np.array([1.0, 2.0, 3.0]))
     np.testing.assert_allclose(model.p_values(np.array([0.5, 2.0, 2.5, 9.0])), [1.0, 0.75, 0.5, 0.25])
 
 
@@ -142,9 +193,30 @@ def test_a_familiar_molecule_is_in_domain_and_a_stretched_bond_points_at_its_ato
 def test_novelty_state_round_trips_and_scores_the_same(novelty):
     mols, model = novelty
     again = NoveltyModel.from_state(model.to_state())
-    a, b = model.evaluate(mols), again.evaluate(mols)
-    np.testing.assert_allclose(b.atom_score, a.atom_score, rtol=2e-3, atol=1e-4)  # centres in float16
+    np.testing.assert_array_equal(again.evaluate(mols).atom_score, model.evaluate(mols).atom_score)
     assert again.level == model.level and again.descriptor == model.descriptor
+
+
+def test_a_version_1_state_scores_against_its_stored_centres(novelty):
+    """Files written before the centres were summarised hold training environments as centres."""
+    mols, _ = novelty
+    old = EnvironmentDescriptor((1, 6, 8), spacing=0.05, angle_spacing=0.1)
+    X = old.transform(mols)
+    centres = {1: X[mols.Z == 1][:30], 6: X[mols.Z == 6][:20], 8: X[mols.Z == 8][:10]}
+    state = {
+        "settings": {"descriptor": old.to_dict(), "elements": [1, 6, 8], "gamma": [20.0, 10.0, 5.0],
+                     "scale": [1.0, 2.0, 4.0], "level": 0.01, "version": 1},
+        "arrays": {"centres": np.concatenate(list(centres.values())).astype(np.float16),
+                   "centre_element": np.repeat([1, 6, 8], [30, 20, 10]), "calibration": np.array([0.5, 1.0])},
+    }  # fmt: skip
+    model = NoveltyModel.from_state(state)
+    assert model.descriptor == old
+    score = model.atom_scores(mols)
+    for z, gamma in ((1, 20.0), (6, 10.0), (8, 5.0)):
+        U = centres[z].astype(np.float16).astype(np.float64)
+        np.testing.assert_allclose(
+            score[mols.Z == z], soft_min(X[mols.Z == z], U, gamma), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_an_unknown_element_is_infinitely_novel(novelty):

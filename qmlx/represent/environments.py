@@ -22,14 +22,15 @@ n_elements * n_grid + n_angles)``, unitless, in the flat atom order of `Molecule
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from qmlx.data.molecules import Molecules
 
-#: molecules per block when listing neighbour pairs (memory: block * n_max^2 floats)
-_BLOCK = 1024
+#: most atoms per block of `environment_blocks` (a block's descriptors: 8,192 x n_features float32)
+BLOCK_ATOMS = 8192
 #: half-width, in Gaussian widths, of the grid window a neighbour's Gaussian is evaluated on
 _WINDOW = 5.0
 #: the width (Å) over which a neighbour's weight in the angles falls from 1 to 0 at the angle cutoff
@@ -63,10 +64,10 @@ class EnvironmentDescriptor:
     elements: tuple[int, ...]
     cutoff: float = 3.5
     start: float = 0.5
-    spacing: float = 0.05
+    spacing: float = 0.1
     width: float = 0.05
     angle_cutoff: float = 2.0
-    angle_spacing: float = 0.1
+    angle_spacing: float = 0.2
     angle_width: float = 0.15
     angle_weight: float = 0.5
 
@@ -132,58 +133,140 @@ class EnvironmentDescriptor:
 
 def atom_environments(mols: Molecules, descriptor: EnvironmentDescriptor) -> np.ndarray:
     """(n_atoms_total, n_features) float32 descriptors of every atom of ``mols`` (see the module
-    docstring), positions in Å.
+    docstring), positions in Å, in the flat atom order of ``mols``."""
+    out = np.zeros((len(mols.Z), descriptor.n_features), dtype=np.float32)
+    for atoms, X in environment_blocks(mols, descriptor):
+        out[atoms] = X
+    return out
 
-    Built pair by pair: each neighbour within the cutoff adds its Gaussian on the grid points
-    within ``_WINDOW`` widths of its distance (beyond them the Gaussian is below 4e-6 of its peak,
-    left out), summed with a sparse matrix."""
-    from scipy.sparse import coo_matrix
 
-    grid = descriptor.grid
-    n_grid, w, cutoff = len(grid), descriptor.width, descriptor.cutoff
-    half = int(np.ceil(_WINDOW * w / descriptor.spacing))
-    angle_grid, angle_start = descriptor.angle_grid, len(descriptor.elements) * n_grid
-    half_angle = int(np.ceil(_WINDOW * descriptor.angle_width / descriptor.angle_spacing))
-    element_column = np.full(max(max(descriptor.elements), int(mols.Z.max())) + 1, -1)
-    element_column[list(descriptor.elements)] = np.arange(len(descriptor.elements))
-    rows, cols, vals = [], [], []
+def environment_blocks(
+    mols: Molecules, descriptor: EnvironmentDescriptor, max_atoms: int = BLOCK_ATOMS
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The descriptors of ``mols`` block by block: ``(atoms (n,), X (n, n_features) float32)``, the
+    flat indices of a block's atoms (whole molecules of similar sizes, at most ``max_atoms`` atoms
+    unless one molecule has more), ordered by element, and their descriptors. ``X`` is overwritten
+    by the next block: copy what you keep.
+
+    Each neighbour within the cutoff adds its Gaussian on the grid points within `_WINDOW` widths
+    of its distance (beyond them the Gaussian is below 4e-6 of its peak, left out), each angle its
+    Gaussian on the whole angle grid; SciPy's sparse matrices sum them into the block."""
     order = np.argsort(mols.n_atoms, kind="stable")  # similar sizes together: little padding
-    for lo in range(0, len(mols), _BLOCK):
-        idx = order[lo : lo + _BLOCK]
-        sub = mols.subset(idx)
-        Z, R, mask = sub.padded()
-        d = np.linalg.norm(R[:, :, None] - R[:, None], axis=-1)
-        n = Z.shape[1]
-        inside = mask[:, :, None] & mask[:, None, :] & (d < cutoff) & ~np.eye(n, dtype=bool)
-        b, i, j = np.nonzero(inside)
-        dist, elem = d[b, i, j], element_column[Z[b, j]]
-        keep = elem >= 0
-        b, i, dist, elem = b[keep], i[keep], dist[keep], elem[keep]
-        atom = mols.offsets[idx[b]] + i
-        fcut = 0.5 * (np.cos(np.pi * dist / cutoff) + 1)
-        nearest = np.rint((dist - descriptor.start) / descriptor.spacing).astype(np.int64)
-        for offset in range(-half, half + 1):
-            k = nearest + offset
-            ok = (k >= 0) & (k < n_grid)
-            rows.append(atom[ok])
-            cols.append(elem[ok] * n_grid + k[ok])
-            vals.append(np.exp(-((dist[ok] - grid[k[ok]]) ** 2) / (2 * w**2)) * fcut[ok])
-        if len(angle_grid):
-            b, i, _, _, cos, weight = _angles(R, d, inside, descriptor.angle_cutoff, descriptor.angle_weight)
-            atom = mols.offsets[idx[b]] + i
-            nearest = np.rint((cos + 1.0) / descriptor.angle_spacing).astype(np.int64)
-            for offset in range(-half_angle, half_angle + 1):
-                k = nearest + offset
-                ok = (k >= 0) & (k < len(angle_grid))
-                rows.append(atom[ok])
-                cols.append(angle_start + k[ok])
-                g = np.exp(-((cos[ok] - angle_grid[k[ok]]) ** 2) / (2 * descriptor.angle_width**2))
-                vals.append(g * weight[ok])
-    shape = (len(mols.Z), descriptor.n_features)
-    if not rows:
-        return np.zeros(shape, dtype=np.float32)
-    matrix = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
-    return matrix.toarray().astype(np.float32)
+    ends = np.cumsum(mols.n_atoms[order])
+    buffer = np.empty(max_atoms * descriptor.n_features, dtype=np.float32)
+    lo = 0
+    while lo < len(order):
+        hi = max(lo + 1, int(np.searchsorted(ends, ends[lo] - mols.n_atoms[order[lo]] + max_atoms, "right")))
+        yield _block(mols, order[lo:hi], descriptor, buffer)
+        lo = hi
+
+
+def _block(
+    mols: Molecules, idx: np.ndarray, descriptor: EnvironmentDescriptor, out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(atoms, X)`` of the molecules ``idx`` (see `environment_blocks`), ``X`` in ``out`` where it
+    is large enough. Window values are laid out (window point, pair): numpy's loops then run along
+    the pairs."""
+    from scipy.sparse import coo_array
+
+    n_grid, n_features, cutoff = len(descriptor.grid), descriptor.n_features, descriptor.cutoff
+    counts = mols.n_atoms[idx]
+    slot = np.arange(counts.max(initial=0))
+    valid = slot < counts[:, None]  # (B, n)
+    table = np.where(valid, mols.offsets[idx][:, None] + slot, 0)  # flat atom of each slot
+    atoms = table[valid]
+    by_element = np.argsort(mols.Z[atoms], kind="stable")
+    atoms = atoms[by_element]
+    row = np.zeros(valid.shape, dtype=np.int32)  # the block row of each slot
+    row[valid] = np.argsort(by_element).astype(np.int32)
+    R = mols.R[table]
+    d2 = sum((R[:, :, None, c] - R[:, None, :, c]) ** 2 for c in range(3))
+    inside = valid[:, :, None] & valid[:, None, :] & (d2 < cutoff**2)
+    inside[:, slot, slot] = False
+    size = len(atoms) * n_features
+    X = (out[:size] if size <= len(out) else np.empty(size, dtype=np.float32)).reshape(len(atoms), n_features)
+
+    pair = np.flatnonzero(inside)  # sorted by (molecule, central atom)
+    n = len(slot)
+    centre_slot, j = np.divmod(pair, n)  # flat slot b * n + i of the central atom, slot j of the other
+    other_slot = centre_slot - centre_slot % n + j
+    column = np.full(max(max(descriptor.elements), int(mols.Z.max(initial=0))) + 1, -1)
+    column[list(descriptor.elements)] = np.arange(len(descriptor.elements))
+    elem = column[mols.Z[table.ravel()[other_slot]]]
+    known = np.flatnonzero(elem >= 0)
+    if len(known) < len(pair):
+        pair, centre_slot, other_slot, elem = pair[known], centre_slot[known], other_slot[known], elem[known]
+    dist, centre = np.sqrt(d2.ravel()[pair]), row.ravel()[centre_slot]
+    fcut = np.cos((np.pi / cutoff * dist).astype(np.float32))
+    fcut += 1.0
+    fcut *= 0.5
+    first, values = _windows(dist, descriptor.start, descriptor.spacing, descriptor.width, n_grid, fcut)
+    first += (elem * n_grid).astype(np.int32)
+    columns = first + np.arange(len(values), dtype=np.int32)[:, None]
+    rows = np.broadcast_to(centre, values.shape)
+    coo_array((values.ravel(), (rows.ravel(), columns.ravel())), shape=X.shape).toarray(out=X)
+    if len(descriptor.angle_grid):  # the whole angle grid for each angle at an atom
+        shell = np.flatnonzero(dist < descriptor.angle_cutoff)
+        at, cos, weight = _shell_angles(
+            centre[shell], other_slot[shell], dist[shell], d2, descriptor.angle_cutoff
+        )
+        grid = descriptor.angle_grid.astype(np.float32)[:, None]
+        g = (cos.astype(np.float32) - grid) / np.float32(descriptor.angle_width)
+        g = np.exp(np.float32(-0.5) * g * g)
+        g *= (descriptor.angle_weight * weight).astype(np.float32)
+        angles = np.empty((len(atoms), len(grid)), dtype=np.float32)
+        k = np.broadcast_to(np.arange(len(grid), dtype=np.int32)[:, None], g.shape)
+        coo_array((g.ravel(), (np.broadcast_to(at, g.shape).ravel(), k.ravel())), shape=angles.shape).toarray(
+            out=angles
+        )
+        X[:, len(descriptor.elements) * n_grid :] += angles
+    return atoms, X
+
+
+def _windows(
+    x: np.ndarray, start: float, spacing: float, width: float, n_grid: int, height: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(first (P,) int32, values (w, P) float32)``: ``height * exp(-(x - g_k)^2 / (2 width^2))``
+    of each value of ``x (P,)`` on the grid points ``g_k = start + k * spacing``, ``k = first ..
+    first + w - 1``: the ``w = 2 * half + 1`` grid points around its nearest one, ``half`` covering
+    `_WINDOW` widths, moved inside the grid where they would leave it."""
+    half = int(np.ceil(_WINDOW * width / spacing + 0.5)) - 1  # farther points lie _WINDOW widths away
+    size = min(2 * half + 1, n_grid)
+    u = (x - start) / spacing  # in grid steps
+    first = np.clip(np.rint(u).astype(np.int32) - size // 2, 0, n_grid - size)
+    u -= first
+    u *= spacing / width
+    step = (spacing / width * np.arange(size)).astype(np.float32)[:, None]
+    values = u.astype(np.float32) - step
+    values *= values
+    values *= np.float32(-0.5)
+    np.exp(values, out=values)
+    values *= height.astype(np.float32, copy=False)
+    return first, values
+
+
+def _shell_angles(
+    centre: np.ndarray, other: np.ndarray, dist: np.ndarray, d2: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The angles at each central atom between pairs of its first-shell neighbours, from the pairs
+    sorted by ``centre`` (block rows), ``other`` the flat slot ``b * n + j`` of the neighbour and
+    ``dist`` its distance, with the squared distances ``d2 (B, n, n)`` of the padded block:
+    ``(centre, cos(theta), weight)`` (the law of cosines), the weight the product of the two
+    neighbours' shell weights."""
+    first = np.r_[0, np.flatnonzero(np.diff(centre)) + 1] if len(centre) else np.zeros(0, np.int64)
+    count = np.diff(np.r_[first, len(centre)])
+    pairs = [
+        (first[count > q] + p, first[count > q] + q) for q in range(1, count.max(initial=0)) for p in range(q)
+    ]
+    if not pairs:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+    p, q = (np.concatenate(side) for side in zip(*pairs))
+    dp, dq = dist[p], dist[q]
+    n = d2.shape[-1]
+    opposite = d2.ravel()[other[p] * n + other[q] % n]  # squared distance between the two neighbours
+    cos = np.clip((dp * dp + dq * dq - opposite) / (2.0 * dp * dq), -1.0, 1.0)
+    weight = shell_weight(dist, cutoff)
+    return centre[p], cos, weight[p] * weight[q]
 
 
 def _angles(
