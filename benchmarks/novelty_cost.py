@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(measure(args.rounds)))
+        print(json_dumps(measure(args.rounds)).replace("\n", " "))
         return {}
 
     import torch
