@@ -192,7 +192,7 @@ def _block(
     size = len(atoms) * n_features
     X = (out[:size] if size <= len(out) else np.empty(size, dtype=np.float32)).reshape(len(atoms), n_features)
 
-    pair = np.flatnonzero(inside)  # sorted by (molecule, central atom)
+    pair = np.flatnonzero(inside)  # sorted by (molecule, central atom): each atom's pairs consecutive
     n = len(slot)
     centre_slot, j = np.divmod(pair, n)  # flat slot b * n + i of the central atom, slot j of the other
     other_slot = centre_slot - centre_slot % n + j
@@ -255,7 +255,8 @@ def _shell_angles(
     centre: np.ndarray, other: np.ndarray, dist: np.ndarray, d2: np.ndarray, cutoff: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The angles at each central atom between pairs of its first-shell neighbours, from the pairs
-    sorted by ``centre`` (block rows), ``other`` the flat slot ``b * n + j`` of the neighbour and
+    grouped by ``centre`` (block rows; each atom's pairs consecutive), ``other`` the flat slot
+    ``b * n + j`` of the neighbour and
     ``dist`` its distance, with the squared distances ``d2 (B, n, n)`` of the padded block:
     ``(centre, cos(theta), weight)`` (the law of cosines), the weight the product of the two
     neighbours' shell weights."""
