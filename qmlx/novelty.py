@@ -145,7 +145,7 @@ class ElementDomain:
         outside = np.einsum("ij,ij->i", X, X).astype(np.float64) - 2.0 * G[:, k] + mean_sq - y_sq
         A = rows @ exponents  # -gamma |y - c_j|^2
         np.exp(A, out=A)
-        total = A.sum(1).astype(np.float64)
+        total = (A @ np.ones(A.shape[1], dtype=np.float32)).astype(np.float64)
         inside = np.empty(len(X))
         ok = total > 1e-20  # else every centre is far: exactly, shifted by the nearest, in float64
         inside[ok] = -np.log(total[ok] / len(self.coordinates)) / self.gamma

@@ -185,8 +185,8 @@ def _block(
     atoms = atoms[by_element]
     row = np.zeros(valid.shape, dtype=np.int32)  # the block row of each slot
     row[valid] = np.argsort(by_element).astype(np.int32)
-    R = mols.R[table]
-    d2 = sum((R[:, :, None, c] - R[:, None, :, c]) ** 2 for c in range(3))
+    R = mols.R[table].transpose(2, 0, 1).copy()  # (3, B, n)
+    d2 = sum((x[:, :, None] - x[:, None, :]) ** 2 for x in R)
     inside = valid[:, :, None] & valid[:, None, :] & (d2 < cutoff**2)
     inside[:, slot, slot] = False
     size = len(atoms) * n_features
