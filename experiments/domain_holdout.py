@@ -25,6 +25,9 @@ kcal/mol.
 Usage::
 
     python experiments/domain_holdout.py [--n-train 5000]
+    python experiments/domain_holdout.py --threads 2 --schnet-minutes 12       # and a SchNet per class
+    python experiments/domain_holdout.py --threads 2 --ensemble-members 3      # and ensembles of them
+    python experiments/domain_holdout.py --threads 2 --refit-novelty  # the runs' novelty models again
 """
 
 from __future__ import annotations
@@ -122,6 +125,7 @@ def compute(args: argparse.Namespace) -> dict:
     y_all = qm9.target("atomization_energy", "kcal/mol")
     result: dict = {
         "dataset": "QM9 (130,831 molecules), U0 atomization energy [kcal/mol]",
+        "quick": bool(args.quick),
         "n_train": args.n_train,
         "n_val": args.n_val,
         "n_test": args.n_test,
@@ -380,7 +384,9 @@ def render(result: dict, out_dir: Path) -> None:
         *_ensemble_lines(result),
         *report.run_lines(result),
     ]
-    report.write_markdown(Path(out_dir) / "domain_holdout.md", lines)
+    report.write_markdown(
+        Path(out_dir) / f"domain_holdout{'_quick' if result.get('quick') else ''}.md", lines
+    )
 
 
 def _schnet_lines(result: dict) -> list[str]:
@@ -416,6 +422,16 @@ def _schnet_lines(result: dict) -> list[str]:
                     f" by `{c['schnet']['command']}`"
                     for c in result["classes"].values()
                     if "schnet" in c and "command" in c["schnet"]
+                }
+            )
+        )
+        + "".join(
+            sorted(
+                {
+                    f"; its novelty model fitted again, without retraining, by `{c['schnet']['novelty_command']}`"
+                    for c in result["classes"].values()
+                    if c.get("schnet", {}).get("novelty_command", c.get("schnet", {}).get("command"))
+                    != c.get("schnet", {}).get("command")
                 }
             )
         )
